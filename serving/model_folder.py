@@ -1,0 +1,112 @@
+"""The model folder contract: what `models/<name>/` holds and how its manifest is read.
+
+A folder holds `model.onnx`, `tokenizer.json` and `manifest.json`. The manifest describes
+everything serving needs (tiers in order, max length, truncation, temperature, escalation q);
+training writes it, serving only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class ModelFolderError(ValueError):
+    """The model folder is missing, incomplete or inconsistent; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Long prompts keep their first `head_tokens` and last `tail_tokens` content tokens."""
+
+    head_tokens: int
+    tail_tokens: int
+    # Texts longer than this many characters are clipped (head and tail) before tokenizing,
+    # so a 10 MB prompt never costs 10 MB of tokenization.
+    max_chars: int = 8000
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What serving reads from `manifest.json` (the rest of the file is kept in `raw`)."""
+
+    name: str
+    tiers: tuple[str, ...]
+    max_length: int
+    truncation: Truncation
+    temperature: float
+    escalation_q: float
+    target_under_routing: float
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def version(self) -> str:
+        """A short version string: the folder name and the data/code it was trained from."""
+        git = str(self.raw.get("git_commit", "unknown"))[:8]
+        data = str(self.raw.get("data_hash", "unknown"))[:8]
+        return f"{self.name}@{git}-{data}"
+
+
+def _require(raw: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in raw:
+        raise ModelFolderError(f"{path} has no '{key}'; re-export the model with `make train`.")
+    return raw[key]
+
+
+def parse_manifest(raw: dict[str, Any], path: Path) -> Manifest:
+    """Validate a manifest dict; raise ModelFolderError naming the bad field."""
+    tiers = tuple(_require(raw, "tiers", path))
+    if len(tiers) < 2 or len(set(tiers)) != len(tiers):
+        raise ModelFolderError(f"{path}: 'tiers' must list at least two distinct tiers, got {tiers}.")
+    max_length = int(_require(raw, "max_length", path))
+    trunc = _require(raw, "truncation", path)
+    truncation = Truncation(
+        head_tokens=int(trunc["head_tokens"]),
+        tail_tokens=int(trunc["tail_tokens"]),
+        max_chars=int(trunc.get("max_chars", 8000)),
+    )
+    if truncation.head_tokens + truncation.tail_tokens + 2 > max_length:
+        raise ModelFolderError(
+            f"{path}: head_tokens + tail_tokens + 2 special tokens exceed max_length {max_length}."
+        )
+    temperature = float(_require(raw, "temperature", path))
+    if temperature <= 0:
+        raise ModelFolderError(f"{path}: temperature must be > 0, got {temperature}.")
+    escalation = _require(raw, "escalation", path)
+    q = float(escalation["q"])
+    if not 0.0 <= q <= 1.0:
+        raise ModelFolderError(f"{path}: escalation.q must be in [0, 1], got {q}.")
+    return Manifest(
+        name=str(raw.get("name", path.parent.name)),
+        tiers=tiers,
+        max_length=max_length,
+        truncation=truncation,
+        temperature=temperature,
+        escalation_q=q,
+        target_under_routing=float(escalation.get("target_under_routing", 0.05)),
+        raw=raw,
+    )
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    """Read and validate `model_dir/manifest.json`, checking the files it needs exist."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelFolderError(
+            f"Model folder {model_dir} does not exist; set TIERWISE_MODEL_DIR or run `make train`."
+        )
+    for needed in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
+        if not (model_dir / needed).is_file():
+            raise ModelFolderError(f"{model_dir} has no {needed}; re-export it with `make train`.")
+    path = model_dir / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelFolderError(f"{path} is not valid JSON ({err}); re-export the model.") from err
+    return parse_manifest(raw, path)
