@@ -1,0 +1,112 @@
+"""Request and response bodies of the HTTP API (pydantic models, shown in the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+
+
+class TextPart(BaseModel):
+    """One part of an OpenAI multi-part `content` list; only `text` parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message; fields other than `role` and `content` are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: StrictStr
+    content: StrictStr | list[TextPart] | None = None
+
+
+class ClassifyRequest(BaseModel):
+    """One request to route: `text`, or `messages` in OpenAI chat format (not both)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "Summarise this paragraph in one sentence: ..."}]},
+    )
+
+    text: StrictStr | None = Field(default=None, description="the prompt")
+    messages: list[ChatMessage] | None = Field(
+        default=None, min_length=1, description="OpenAI chat messages; the last user turn matters most"
+    )
+    min_tier: StrictStr | None = Field(default=None, description="never route below this tier")
+    max_tier: StrictStr | None = Field(default=None, description="never route above this tier")
+    route: StrictStr | None = Field(default=None, max_length=200, description="task name for overrides")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="echoed into the decision log, never interpreted"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def text_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must contain at least one non-whitespace character")
+        return value
+
+    @model_validator(mode="after")
+    def text_or_messages(self) -> ClassifyRequest:
+        if self.text is None and self.messages is None:
+            raise ValueError("give either 'text' (a string) or 'messages' (a list of chat messages)")
+        if self.text is not None and self.messages is not None:
+            raise ValueError("give either 'text' or 'messages', not both")
+        return self
+
+    def as_record(self) -> dict[str, Any]:
+        """The shape `serving.request_text.record_text` reads."""
+        if self.text is not None:
+            return {"text": self.text}
+        return {"messages": [m.model_dump() for m in self.messages or []]}
+
+
+class ClassifyResponse(BaseModel):
+    """The routing decision for one request."""
+
+    tier: str = Field(description="the tier to call")
+    confidence: float = Field(description="calibrated P(true tier <= tier)")
+    probabilities: dict[str, float] = Field(description="calibrated probability per tier; empty if unavailable")
+    predicted_tier: str | None = Field(description="the classifier's most likely tier, before the policy")
+    escalated: bool = Field(description="the tier is stronger than the predicted tier")
+    reasons: list[str] = Field(description="why the policy moved the tier, e.g. low_confidence, long_context")
+    model: str = Field(description="the model configured for the tier")
+    fallbacks: list[str] = Field(description="models to try next, in order")
+    model_version: str
+    request_id: str
+
+
+class BatchClassifyRequest(BaseModel):
+    """Many requests in one call; the item limit is a setting (default 256)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ClassifyRequest] = Field(min_length=1)
+
+
+class BatchClassifyResponse(BaseModel):
+    results: list[ClassifyResponse]
+    request_id: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: what was wrong, and with which field."""
+
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "ready", "not_ready"]
+    model_version: str | None = None

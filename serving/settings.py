@@ -1,0 +1,47 @@
+"""Service settings, read from `TIERWISE_*` environment variables (pydantic-settings).
+
+Nothing is read at import time: call `get_settings()` (cached) or build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVING_DIR = Path(__file__).resolve().parent
+REPO_DIR = SERVING_DIR.parent
+DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
+DEFAULT_POLICY_FILE = SERVING_DIR / "policy.yaml"
+ONE_MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field is `TIERWISE_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes, each loads the model")
+    model_dir: Path = Field(default=DEFAULT_MODEL_DIR, description="folder with model.onnx, tokenizer.json")
+    policy_file: Path = Field(default=DEFAULT_POLICY_FILE, description="routing policy YAML")
+    max_batch_items: int = Field(default=256, ge=1, description="items per POST /classify/batch")
+    max_body_bytes: int = Field(default=ONE_MIB, ge=1024, description="largest accepted request body")
+    micro_batching: bool = True
+    micro_batch_max_size: int = Field(default=32, ge=1)
+    micro_batch_max_wait_ms: float = Field(default=2.0, ge=0.0)
+    onnx_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores")
+    log_prompts: bool = Field(default=False, description="write prompt text into the decision log")
+    log_level: str = "info"
+    deadline_ms: float | None = Field(
+        default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

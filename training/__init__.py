@@ -1,0 +1,1 @@
+"""tierwise training: build the dataset, fine-tune, calibrate, export to ONNX, report."""
