@@ -71,7 +71,9 @@ class ClassifyResponse(BaseModel):
 
     tier: str = Field(description="the tier to call")
     confidence: float = Field(description="calibrated P(true tier <= tier)")
-    probabilities: dict[str, float] = Field(description="calibrated probability per tier; empty if unavailable")
+    probabilities: dict[str, float] = Field(
+        description="calibrated probability per tier; empty if unavailable"
+    )
     predicted_tier: str | None = Field(description="the classifier's most likely tier, before the policy")
     escalated: bool = Field(description="the tier is stronger than the predicted tier")
     reasons: list[str] = Field(description="why the policy moved the tier, e.g. low_confidence, long_context")

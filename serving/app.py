@@ -1,0 +1,647 @@
+"""The HTTP service: POST /classify and /classify/batch, health, readiness, metrics, model.
+
+`create_app(settings, classifier_factory)` builds the FastAPI app; the model is loaded once in
+`lifespan` and warmed up before /readyz says ready. Bad input gets a 4xx whose message names the
+field and the limit; classifier failures route upward (200, `classifier_unavailable`); anything
+unexpected gets a JSON 503, never a bare 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.batcher import DirectScorer, MicroBatcher, Scorer
+from serving.metrics import CONTENT_TYPE, ServiceMetrics
+from serving.policy import Decision, Policy, PolicyError, RoutingInput, UnknownTierError, load_policy
+from serving.request_text import RequestTextError, record_text
+from serving.routing import Router
+from serving.schemas import (
+    BatchClassifyRequest,
+    BatchClassifyResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    HealthResponse,
+)
+from serving.settings import Settings, get_settings
+
+logger = logging.getLogger("tierwise.service")
+access_logger = logging.getLogger("tierwise.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+WARM_UP_TEXTS = [
+    "hi",
+    "Summarise the following paragraph in one sentence for a product update email to customers.",
+    " ".join(["Prove that the algorithm terminates and analyse its complexity."] * 40),
+]
+
+
+class ManifestLike(Protocol):
+    raw: dict[str, Any]
+    escalation_q: float
+    tiers: tuple[str, ...]
+
+
+class ClassifierLike(Protocol):
+    """What the service needs from `serving.classifier.TierClassifier`."""
+
+    @property
+    def manifest(self) -> ManifestLike: ...
+
+    @property
+    def tiers(self) -> tuple[str, ...]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]: ...
+
+
+ClassifierFactory = Callable[[Settings], ClassifierLike]
+
+
+def load_tier_classifier(settings: Settings) -> ClassifierLike:
+    from serving.classifier import TierClassifier  # onnxruntime is imported only when serving
+
+    return TierClassifier(settings.model_dir, intra_op_threads=settings.onnx_threads)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    classifier: ClassifierLike
+    policy: Policy
+    scorer: Scorer
+    router: Router
+    metrics: ServiceMetrics
+    ready: bool = False
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    trace_id: str | None
+    traceparent: str | None
+    started: float
+
+
+def api_error(status: int, error_type: str, message: str, field: str | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail={"type": error_type, "message": message, "field": field})
+
+
+def error_body(
+    error_type: str, message: str, field: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    return ErrorResponse.model_validate(
+        {"error": {"type": error_type, "message": message, "field": field}, "request_id": request_id}
+    ).model_dump()
+
+
+# ---------------------------------------------------------------------------------------------
+# ASGI middleware: request id, traceparent, body limits, UTF-8, access log, last-resort errors.
+# ---------------------------------------------------------------------------------------------
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics, endpoints: set[str]
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    def _too_large(self, size: str) -> dict[str, Any]:
+        limit = self.max_body_bytes
+        return {
+            "type": "body_too_large",
+            "message": f"request body is {size} bytes; the limit is {limit} bytes ({limit / 1048576:g} MiB), "
+            "set by TIERWISE_MAX_BODY_BYTES: send shorter text or fewer batch items",
+            "field": "body",
+        }
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes | None, str | None]:
+        """The whole body, or None and the size read so far when it exceeds the limit."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks), None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None, f"more than {self.max_body_bytes}"
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        supplied_id = _header(scope, b"x-request-id")
+        request_id = supplied_id if supplied_id and _REQUEST_ID_RE.match(supplied_id) else uuid.uuid4().hex
+        traceparent = _header(scope, b"traceparent")
+        trace_match = _TRACEPARENT_RE.match(traceparent.strip().lower()) if traceparent else None
+        trace_id = trace_match.group(2) if trace_match else None
+        scope.setdefault("state", {})
+        scope["state"]["context"] = RequestContext(
+            request_id, trace_id, traceparent if trace_match else None, started
+        )
+        path = scope.get("path", "")
+        endpoint = path if path in self.endpoints else "other"
+        status_holder = {"status": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def respond_error(status: int, detail: dict[str, Any]) -> None:
+            status_holder["status"] = status
+            await _send_json(send, status, {"error": detail, "request_id": request_id}, request_id)
+
+        try:
+            if scope.get("method") in _BODY_METHODS:
+                declared = _header(scope, b"content-length")
+                if (
+                    declared is not None
+                    and declared.strip().isdigit()
+                    and int(declared) > self.max_body_bytes
+                ):
+                    await respond_error(413, self._too_large(declared.strip()))
+                    return
+                body, oversize = await self._read_body(receive)
+                if body is None:
+                    await respond_error(413, self._too_large(oversize or "?"))
+                    return
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    detail = {
+                        "type": "invalid_encoding",
+                        "message": f"request body is not valid UTF-8 (bad byte at offset {err.start}); "
+                        "send JSON encoded as UTF-8",
+                        "field": "body",
+                    }
+                    await respond_error(400, detail)
+                    return
+                replayed = False
+
+                async def replay() -> Message:
+                    nonlocal replayed
+                    if replayed:
+                        return await receive()
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                await self.app(scope, replay, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception as err:  # last resort: a JSON 503 instead of a bare 500
+            logger.error("unhandled error", exc_info=err, extra={"request_id": request_id, "path": path})
+            if status_holder["status"] == 0:
+                detail = {
+                    "type": "internal_error",
+                    "message": f"internal error ({type(err).__name__}); route this request to the top tier "
+                    f"and report request id {request_id}",
+                    "field": None,
+                }
+                await respond_error(503, detail)
+        finally:
+            seconds = time.perf_counter() - started
+            status = status_holder["status"]
+            self.metrics.http_requests.inc(endpoint, str(status))
+            self.metrics.latency.observe(seconds, endpoint)
+            access_logger.log(
+                logging.INFO if status >= 400 else logging.DEBUG,
+                "http",
+                extra={
+                    "request_id": request_id,
+                    "trace_id": trace_id,
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                },
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Error handlers: every error body is {"error": {"type", "message", "field"}, "request_id"}.
+# ---------------------------------------------------------------------------------------------
+
+
+def _request_id(request: Request) -> str | None:
+    context = getattr(request.state, "context", None)
+    return context.request_id if context else None
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) if parts else "body"
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(error.get("loc", ()))
+    field = _field_name(loc)
+    kind = error.get("type", "")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        message = (
+            "unknown field; allowed: text, messages, min_tier, max_tier, route, metadata (items for batch)"
+        )
+    elif kind == "missing" and field == "body":
+        message = "a JSON object body is required"
+    elif kind in {"model_attributes_type", "dict_type", "model_type"} and field == "body":
+        message = "body must be a JSON object sent with Content-Type: application/json"
+    elif kind == "string_type":
+        message = "must be a string"
+    return field, message
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    errors = list(exc.errors()) if isinstance(exc, RequestValidationError) else []
+    if errors and errors[0].get("type") == "json_invalid":
+        ctx = errors[0].get("ctx") or {}
+        position = errors[0].get("loc", ("body", "?"))[-1]
+        message = f"body is not valid JSON: {ctx.get('error', 'decode error')} at character {position}"
+        return JSONResponse(
+            error_body("invalid_json", message, "body", _request_id(request)), status_code=400
+        )
+    described = [_describe(e) for e in errors] or [("body", "invalid request")]
+    message = "; ".join(f"{field}: {text}" for field, text in described[:5])
+    if len(described) > 5:
+        message += f"; and {len(described) - 5} more"
+    body = error_body("invalid_request", message, described[0][0], _request_id(request))
+    return JSONResponse(body, status_code=422)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if isinstance(detail, dict):
+        body = error_body(detail["type"], detail["message"], detail.get("field"), _request_id(request))
+    else:
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = error_body(
+            error_type, f"{detail}: {request.method} {request.url.path}", None, _request_id(request)
+        )
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=exc, extra={"request_id": _request_id(request)})
+    message = f"internal error ({type(exc).__name__}); route this request to the top tier"
+    return JSONResponse(error_body("internal_error", message, None, _request_id(request)), status_code=503)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies
+# ---------------------------------------------------------------------------------------------
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None or not services.ready:
+        raise api_error(503, "not_ready", "the model is still loading; retry shortly or check /readyz")
+    return services
+
+
+def get_context(request: Request) -> RequestContext:
+    context = getattr(request.state, "context", None)
+    if context is None:  # the middleware always sets it; this keeps the route safe without it
+        context = RequestContext(uuid.uuid4().hex, None, None, time.perf_counter())
+    return context
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ContextDep = Annotated[RequestContext, Depends(get_context)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Service construction
+# ---------------------------------------------------------------------------------------------
+
+
+def build_services(
+    settings: Settings, classifier_factory: ClassifierFactory, metrics: ServiceMetrics
+) -> Services:
+    """Load the policy and the model and wire the scorer; raises PolicyError or ModelFolderError."""
+    policy = load_policy(settings.policy_file)
+    classifier = classifier_factory(settings)
+    policy.check_model_tiers(classifier.tiers)
+    scorer: Scorer
+    if settings.micro_batching:
+        scorer = MicroBatcher(
+            classifier.predict_proba,
+            max_batch_size=settings.micro_batch_max_size,
+            max_wait_ms=settings.micro_batch_max_wait_ms,
+            on_batch=metrics.observe_batch,
+        )
+    else:
+        scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
+    router = Router(
+        policy,
+        scorer,
+        default_q=classifier.manifest.escalation_q,
+        deadline_ms=settings.deadline_ms,
+        texts_per_deadline=settings.micro_batch_max_size,
+    )
+    metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
+    return Services(settings, classifier, policy, scorer, router, metrics)
+
+
+def warm_up(classifier: ClassifierLike, max_batch_size: int) -> None:
+    """Run the classifier on a few shapes so the first real requests do not pay for allocation."""
+    for texts in ([WARM_UP_TEXTS[0]], WARM_UP_TEXTS, WARM_UP_TEXTS * max(1, max_batch_size // 3)):
+        for _ in range(3):
+            classifier.predict_proba(texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------
+
+
+def routing_input(item: ClassifyRequest, services: Services, field_prefix: str = "") -> RoutingInput:
+    """The policy's view of a request; raises HTTP 422 naming the field for unusable input."""
+    try:
+        text = record_text(item.as_record())
+    except RequestTextError as err:
+        field = f"{field_prefix}{'text' if item.text is not None else 'messages'}"
+        raise api_error(422, "invalid_request", f"{field}: {err}", field) from err
+    request = RoutingInput(text=text, min_tier=item.min_tier, max_tier=item.max_tier, route=item.route)
+    try:
+        services.policy.validate_request(request)
+    except UnknownTierError as err:
+        field = f"{field_prefix}{err.field_name}"
+        raise api_error(422, "unknown_tier", f"{field_prefix}{err}", field) from err
+    except ValueError as err:
+        raise api_error(422, "invalid_request", f"{field_prefix}{err}", f"{field_prefix}min_tier") from err
+    return request
+
+
+def to_response(decision: Decision, model_version: str, request_id: str) -> ClassifyResponse:
+    return ClassifyResponse(
+        tier=decision.tier,
+        confidence=decision.confidence,
+        probabilities=decision.probabilities,
+        predicted_tier=decision.predicted_tier,
+        escalated=decision.escalated,
+        reasons=list(decision.reasons),
+        model=decision.model,
+        fallbacks=list(decision.fallbacks),
+        model_version=model_version,
+        request_id=request_id,
+    )
+
+
+async def decide_all(services: Services, requests: list[RoutingInput]) -> tuple[list[Decision], str | None]:
+    """Decisions for validated requests; never raises (fails upward instead)."""
+    try:
+        routed = await services.router.route(requests)
+        return routed.decisions, routed.classifier_error
+    except Exception as err:
+        logger.error("routing failed, routing upward", exc_info=err)
+        return [services.policy.unavailable_decision(r) for r in requests], f"{type(err).__name__}: {err}"
+
+
+def log_decision(
+    services: Services,
+    context: RequestContext,
+    request_id: str,
+    item: ClassifyRequest,
+    request: RoutingInput,
+    decision: Decision,
+    classifier_error: str | None,
+) -> None:
+    services.metrics.observe_decision(decision.tier, decision.reasons, decision.escalated)
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "trace_id": context.trace_id,
+        "traceparent": context.traceparent,
+        "tier": decision.tier,
+        "predicted_tier": decision.predicted_tier,
+        "confidence": round(decision.confidence, 4),
+        "reasons": list(decision.reasons),
+        "escalated": decision.escalated,
+        "model": decision.model,
+        "token_count": decision.token_count,
+        "private_data": list(decision.private_data),
+        "route": item.route,
+        "metadata": item.metadata,
+        "model_version": services.classifier.version,
+        "latency_ms": round((time.perf_counter() - context.started) * 1000, 3),
+    }
+    if classifier_error:
+        fields["classifier_error"] = classifier_error
+    if services.settings.log_prompts:
+        fields["text"] = request.text
+    logger.info("classified", extra=fields)
+
+
+def add_routes(app: FastAPI) -> None:
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse} for code in (400, 413, 422, 503)
+    }
+
+    @app.post("/classify", response_model=ClassifyResponse, responses=error_responses, tags=["routing"])
+    async def classify(item: ClassifyRequest, services: ServicesDep, context: ContextDep) -> ClassifyResponse:
+        """The tier (and model) to call for one request."""
+        request = routing_input(item, services)
+        decisions, classifier_error = await decide_all(services, [request])
+        log_decision(services, context, context.request_id, item, request, decisions[0], classifier_error)
+        return to_response(decisions[0], services.classifier.version, context.request_id)
+
+    @app.post(
+        "/classify/batch", response_model=BatchClassifyResponse, responses=error_responses, tags=["routing"]
+    )
+    async def classify_batch(
+        batch: BatchClassifyRequest, services: ServicesDep, context: ContextDep
+    ) -> BatchClassifyResponse:
+        """Decisions for many requests in one call, in order."""
+        limit = services.settings.max_batch_items
+        if len(batch.items) > limit:
+            raise api_error(
+                413,
+                "batch_too_large",
+                f"items: {len(batch.items)} items; the limit is {limit} per call "
+                "(TIERWISE_MAX_BATCH_ITEMS): split the batch",
+                "items",
+            )
+        requests = [routing_input(item, services, f"items.{i}.") for i, item in enumerate(batch.items)]
+        decisions, classifier_error = await decide_all(services, requests)
+        results = []
+        for index, (item, request, decision) in enumerate(zip(batch.items, requests, decisions, strict=True)):
+            item_id = f"{context.request_id}-{index}"
+            log_decision(services, context, item_id, item, request, decision, classifier_error)
+            results.append(to_response(decision, services.classifier.version, item_id))
+        return BatchClassifyResponse(results=results, request_id=context.request_id)
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["operations"])
+    async def healthz() -> HealthResponse:
+        """The process is alive."""
+        return HealthResponse(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse}},
+        tags=["operations"],
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        """The model is loaded and warmed up."""
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is None or not services.ready:
+            return JSONResponse(HealthResponse(status="not_ready").model_dump(), status_code=503)
+        return JSONResponse(
+            HealthResponse(status="ready", model_version=services.classifier.version).model_dump()
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus metrics."""
+        service_metrics: ServiceMetrics = request.app.state.metrics
+        return PlainTextResponse(service_metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.get("/model", tags=["operations"])
+    async def model(services: ServicesDep) -> dict[str, Any]:
+        """The model manifest and the routing policy's tiers."""
+        policy = services.policy
+        return {
+            "model_version": services.classifier.version,
+            "tiers": list(policy.tier_names),
+            "private_tier": policy.private_tier.name if policy.private_tier else None,
+            "escalation_q": policy.escalation_q
+            if policy.escalation_q is not None
+            else services.classifier.manifest.escalation_q,
+            "deadline_ms": services.router.deadline_ms,
+            "manifest": services.classifier.manifest.raw,
+        }
+
+
+def create_app(
+    settings: Settings | None = None, classifier_factory: ClassifierFactory | None = None
+) -> FastAPI:
+    """The service. `classifier_factory(settings)` defaults to loading `settings.model_dir`."""
+    settings = settings or get_settings()
+    factory = classifier_factory or load_tier_classifier
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            services = await asyncio.to_thread(build_services, settings, factory, metrics)
+        except (PolicyError, ValueError, OSError) as err:
+            logger.error("cannot start: %s", err)
+            raise
+        await asyncio.to_thread(warm_up, services.classifier, settings.micro_batch_max_size)
+        if isinstance(services.scorer, MicroBatcher):
+            services.scorer.start()
+        app.state.services = services
+        services.ready = True
+        logger.info(
+            "ready",
+            extra={
+                "model_version": services.classifier.version,
+                "model_dir": str(Path(settings.model_dir)),
+                "policy_file": str(settings.policy_file),
+                "micro_batching": settings.micro_batching,
+                "startup_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        try:
+            yield
+        finally:
+            services.ready = False
+            await services.scorer.close()
+
+    app = FastAPI(
+        title="tierwise",
+        summary="Route each LLM request to the cheapest model tier that can handle it.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    add_routes(app)
+    endpoints = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/model", "/docs"}
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, endpoints=endpoints
+    )
+    return app
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run uvicorn with the settings (`python -m serving`)."""
+    import uvicorn
+
+    from serving.logs import configure_logging, uvicorn_log_config
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": uvicorn_log_config(settings.log_level),
+        "access_log": False,
+    }
+    if settings.workers > 1:  # each worker builds its own app from the TIERWISE_* environment
+        uvicorn.run("serving.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)

@@ -1,0 +1,197 @@
+"""Score texts with the classifier off the event loop, micro-batching concurrent requests.
+
+`MicroBatcher` queues texts from concurrent requests and hands them to the classifier together:
+a batch closes when it holds `max_batch_size` texts or `max_wait_ms` after its first text arrived,
+whichever comes first; the classifier runs in a one-thread executor (so onnxruntime gets the cores
+and batches run one after another), and each caller gets its own rows back. A batch that raises
+fails every caller in it. A caller that gave up (its deadline passed) is skipped before inference.
+
+`DirectScorer` is the same interface without batching: one classifier call per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+PredictProba = Callable[[list[str]], tuple[np.ndarray, list[int]]]
+BatchObserver = Callable[[int, float], None]  # (batch size, seconds in the classifier)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The classifier's output for one text."""
+
+    probabilities: np.ndarray  # (K,) calibrated, in tier order
+    token_count: int
+
+
+class Scorer(Protocol):
+    async def score(self, texts: list[str]) -> list[Score]: ...
+
+    async def close(self) -> None: ...
+
+
+def _split(probabilities: np.ndarray, token_counts: list[int], expected: int) -> list[Score]:
+    if len(probabilities) != expected or len(token_counts) != expected:
+        raise RuntimeError(f"the classifier returned {len(probabilities)} rows for {expected} texts")
+    return [Score(row, int(n)) for row, n in zip(probabilities, token_counts, strict=True)]
+
+
+def classifier_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-classifier")
+
+
+class DirectScorer:
+    """One classifier call per request, run in the executor; no coalescing."""
+
+    def __init__(
+        self,
+        predict_proba: PredictProba,
+        executor: Executor | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._predict_proba = predict_proba
+        self._owns_executor = executor is None
+        self._executor = executor or classifier_executor()
+        self._on_batch = on_batch
+
+    def _run(self, texts: list[str]) -> list[Score]:
+        started = time.perf_counter()
+        probabilities, counts = self._predict_proba(texts)
+        if self._on_batch is not None:
+            self._on_batch(len(texts), time.perf_counter() - started)
+        return _split(probabilities, counts, len(texts))
+
+    async def score(self, texts: list[str]) -> list[Score]:
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, texts)
+
+    async def close(self) -> None:
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Pending:
+    text: str
+    future: asyncio.Future[Score]
+
+
+class MicroBatcher:
+    """Coalesces concurrent `score` calls into classifier batches. Start it inside a running loop."""
+
+    def __init__(
+        self,
+        predict_proba: PredictProba,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        executor: Executor | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self._predict_proba = predict_proba
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._owns_executor = executor is None
+        self._executor = executor or classifier_executor()
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="tierwise-micro-batcher")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the classifier is shutting down"))
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def score(self, texts: list[str]) -> list[Score]:
+        """Scores for `texts`, in order; raises what the classifier raised for their batch."""
+        if not texts:
+            return []
+        if self._worker is None or self._worker.done():
+            raise RuntimeError("the micro-batcher is not running; call start() inside the event loop")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Score]] = []
+        for text in texts:
+            future: asyncio.Future[Score] = loop.create_future()
+            futures.append(future)
+            self._queue.put_nowait(_Pending(text, future))
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:  # on cancellation (deadline) or error, let the worker skip what is left
+            for future in futures:
+                future.cancel()
+
+    async def _collect(self) -> list[_Pending]:
+        """The next batch: wait for a first text, then up to max size or max wait."""
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
+            except TimeoutError:
+                break
+        return [pending for pending in batch if not pending.future.done()]
+
+    def _predict(self, texts: list[str]) -> tuple[np.ndarray, list[int], float]:
+        started = time.perf_counter()
+        probabilities, counts = self._predict_proba(texts)
+        return probabilities, counts, time.perf_counter() - started
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            texts = [pending.text for pending in batch]
+            try:
+                probabilities, counts, seconds = await loop.run_in_executor(
+                    self._executor, self._predict, texts
+                )
+                scores = _split(probabilities, counts, len(texts))
+            except asyncio.CancelledError:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(RuntimeError("the classifier is shutting down"))
+                raise
+            except Exception as err:  # a failing batch fails each of its callers, not the worker
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(err)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(texts), seconds)
+            for pending, score in zip(batch, scores, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(score)

@@ -1,0 +1,129 @@
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batcher import DirectScorer, MicroBatcher
+
+
+class RecordingModel:
+    """Probabilities encode the text's number, so each caller can check it got its own row."""
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+
+    def __call__(self, texts):
+        with self.lock:
+            self.batches.append(list(texts))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise RuntimeError(f"cannot score {self.fail_on}")
+        values = np.array([float(t.split("-")[1]) for t in texts])
+        return np.stack([values, -values], axis=1), [len(t) for t in texts]
+
+
+async def with_batcher(model, body, **options):
+    batcher = MicroBatcher(model, **options)
+    batcher.start()
+    try:
+        return await body(batcher)
+    finally:
+        await batcher.close()
+
+
+def test_results_go_back_to_the_right_caller():
+    model = RecordingModel(delay=0.005)
+
+    async def body(batcher):
+        texts = [f"text-{i}" for i in range(40)]
+        return await asyncio.gather(*(batcher.score([t]) for t in texts))
+
+    results = asyncio.run(with_batcher(model, body, max_batch_size=16, max_wait_ms=5))
+    for i, (score,) in enumerate(results):
+        assert score.probabilities[0] == i and score.token_count == len(f"text-{i}")
+    assert max(len(b) for b in model.batches) <= 16
+    assert len(model.batches) < 40  # concurrent callers were coalesced
+    assert sorted(t for b in model.batches for t in b) == sorted(f"text-{i}" for i in range(40))
+
+
+def test_a_caller_with_many_texts_gets_them_in_order():
+    model = RecordingModel()
+
+    async def body(batcher):
+        return await asyncio.gather(
+            batcher.score([f"a-{i}" for i in range(10)]), batcher.score([f"b-{i}" for i in range(100, 105)])
+        )
+
+    first, second = asyncio.run(with_batcher(model, body, max_batch_size=4, max_wait_ms=1))
+    assert [s.probabilities[0] for s in first] == list(range(10))
+    assert [s.probabilities[0] for s in second] == list(range(100, 105))
+    assert max(len(b) for b in model.batches) <= 4
+
+
+def test_a_failing_batch_fails_each_of_its_callers_and_the_batcher_goes_on():
+    model = RecordingModel(fail_on="bad-1")
+
+    async def body(batcher):
+        together = await asyncio.gather(
+            batcher.score(["ok-0"]), batcher.score(["bad-1"]), batcher.score(["ok-2"]), return_exceptions=True
+        )
+        later = await batcher.score(["ok-3"])
+        return together, later
+
+    together, later = asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=20))
+    assert model.batches[0] == ["ok-0", "bad-1", "ok-2"]
+    assert all(isinstance(r, RuntimeError) and "bad-1" in str(r) for r in together)
+    assert later[0].probabilities[0] == 3
+
+
+def test_max_wait_bounds_the_wait_for_a_lone_request():
+    model = RecordingModel()
+
+    async def body(batcher):
+        started = time.perf_counter()
+        await batcher.score(["solo-1"])
+        return time.perf_counter() - started
+
+    assert asyncio.run(with_batcher(model, body, max_batch_size=32, max_wait_ms=10)) < 0.2
+
+
+def test_callers_past_their_deadline_are_skipped():
+    model = RecordingModel(delay=0.1)
+
+    async def body(batcher):
+        blocker = asyncio.ensure_future(batcher.score(["first-0"]))
+        await asyncio.sleep(0.01)  # the first batch is now in the classifier
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.score(["late-1"]), timeout=0.02)
+        await blocker
+        await batcher.score(["next-2"])
+
+    asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=0))
+    assert ["late-1"] not in model.batches  # the abandoned text never reached the classifier
+
+
+def test_scoring_without_a_running_batcher_says_what_to_do():
+    batcher = MicroBatcher(RecordingModel())
+    with pytest.raises(RuntimeError, match="start"):
+        asyncio.run(batcher.score(["x-1"]))
+
+
+def test_direct_scorer_scores_each_call_alone():
+    model = RecordingModel()
+
+    async def body():
+        scorer = DirectScorer(model)
+        try:
+            return await asyncio.gather(scorer.score(["a-1"]), scorer.score(["b-2"]))
+        finally:
+            await scorer.close()
+
+    first, second = asyncio.run(body())
+    assert first[0].probabilities[0] == 1 and second[0].probabilities[0] == 2
+    assert sorted(map(tuple, model.batches)) == [("a-1",), ("b-2",)]
