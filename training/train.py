@@ -1,0 +1,208 @@
+"""`make train`: fine-tune -> export ONNX (parity) -> int8 (gated) -> calibrate -> choose q -> report.
+
+    python -m training.train                          # the default model, on data/processed
+    python -m training.train --name mine --epochs 3   # another model folder under models/
+    python -m training.train --base-model tiny-random --max-steps 5   # a smoke run (tests)
+
+Reads the splits written by `make data`; writes models/<name>/ (model.onnx, tokenizer.json,
+manifest.json, report/) and keeps the PyTorch checkpoint under runs/<name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+import yaml
+
+from serving.classifier import TierClassifier
+from serving.escalation import choose_q
+from serving.model_folder import ONNX_FILE, Truncation
+from serving.text_encoding import TextEncoder
+from training import paths
+from training.calibration import TemperatureScaler
+from training.assessment import allowed_matrix, batched_logits, evaluate_all, headline_metrics
+from training.evaluation import allowed_bounds, load_prices
+from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
+from training.report import write_report
+from training.finetune import (
+    TINY_RANDOM,
+    AllowedSetTrainer,
+    PaddingCollator,
+    TierDataset,
+    allowed_mask,
+    class_balance_weights,
+    load_model,
+    tokenizer_path,
+)
+
+log = logging.getLogger("tierwise.train")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    base_model: str = "all-MiniLM-L6-v2"  # or "tiny-random" for tests
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs (smoke runs)
+    batch_size: int = 32
+    learning_rate: float = 8e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 13
+    max_length: int = 256  # tokens the encoder sees, [CLS] and [SEP] included
+    head_tokens: int = 190  # long prompts keep their first 190 and last 64 content tokens
+    tail_tokens: int = 64
+    target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
+    max_train_rows: int | None = None  # cap for smoke runs
+    data_dir: Path = field(default_factory=paths.processed_dir)
+    output_dir: Path | None = None  # default models/<name>
+    work_dir: Path | None = None  # default runs/<name>
+
+    def __post_init__(self) -> None:
+        if self.head_tokens + self.tail_tokens + 2 > self.max_length:
+            raise ValueError("head_tokens + tail_tokens + 2 must be <= max_length")
+        if not 0 <= self.target_under_routing <= 1:
+            raise ValueError("target_under_routing must be in [0, 1]")
+        self.output_dir = Path(self.output_dir or paths.models_dir() / self.name)
+        self.work_dir = Path(self.work_dir or paths.PROJECT_ROOT / "runs" / self.name)
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation(head_tokens=self.head_tokens, tail_tokens=self.tail_tokens)
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    path = data_dir / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) -> Path:
+    """Train and save a PyTorch checkpoint under work_dir/checkpoint; returns its path."""
+    from transformers import TrainingArguments, set_seed
+
+    set_seed(config.seed)
+    ids, _ = encoder.encode_ids([r["text"] for r in train_rows])
+    weights = class_balance_weights([r["allowed_tiers"] for r in train_rows])
+    weights *= np.array([r.get("weight", 1.0) for r in train_rows])
+    dataset = TierDataset(ids, [allowed_mask(r["allowed_tiers"]) for r in train_rows], weights)
+    model = load_model(config.base_model, config.seed)
+    args = TrainingArguments(
+        output_dir=str(config.work_dir / "trainer"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a share of the total steps
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=25,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",  # batches of similar length: far less padding
+        disable_tqdm=False,  # the progress bar shows the ETA
+    )
+    trainer = AllowedSetTrainer(model=model, args=args, train_dataset=dataset,
+                                data_collator=PaddingCollator(encoder.pad_id))
+    trainer.train()
+    checkpoint = config.work_dir / "checkpoint"
+    model.eval()
+    trainer.save_model(str(checkpoint))
+    (config.work_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    return checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = TrainConfig.__dataclass_fields__
+    for name in ("name", "base_model", "epochs", "max_steps", "batch_size", "learning_rate", "seed",
+                 "target_under_routing", "max_train_rows"):
+        default = defaults[name].default
+        kind = type(default) if default is not None else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
+    parser.add_argument("--output-dir", type=Path, default=None, help="model folder (default models/<name>)")
+    parser.add_argument("--reuse-checkpoint", action="store_true",
+                        help="skip fine-tuning when runs/<name>/checkpoint exists (re-export and re-report)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    kwargs = {k: v for k, v in vars(args).items() if k != "reuse_checkpoint" and v is not None}
+    config = TrainConfig(**kwargs)
+    try:
+        run(config, reuse_checkpoint=args.reuse_checkpoint)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
+    started = time.time()
+    splits = {s: read_split(config.data_dir, s) for s in ("train", "val", "test", "heldout", "non_english")}
+    if config.max_train_rows:
+        splits["train"] = splits["train"][: config.max_train_rows]
+    encoder = TextEncoder(Tokenizer.from_file(str(tokenizer_path(config.base_model))), config.truncation)
+    checkpoint = config.work_dir / "checkpoint"
+    if not (reuse_checkpoint and checkpoint.is_dir()):
+        checkpoint = finetune(config, encoder, splits["train"])
+    train_seconds = time.time() - started
+    log.info("fine-tuning took %.0f s", train_seconds)
+    return finish(config, encoder, splits, checkpoint, train_seconds)
+
+
+def finish(config: TrainConfig, encoder: TextEncoder, splits: dict[str, list[dict]], checkpoint: Path,
+           train_seconds: float) -> Path:
+    """Export, gate int8, calibrate, choose q, evaluate against baselines, write the model folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    onnx_dir = config.work_dir / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    export = export_and_gate(config, model, encoder, splits["test"], onnx_dir)
+    out = config.output_dir
+    manifest = base_manifest(config, export)
+    assemble_folder(out, export["chosen_path"], tokenizer_path(config.base_model), manifest)
+
+    # Calibration and q use the exported graph through the serving code path.
+    classifier = TierClassifier(out)
+    val_logits, _ = batched_logits(classifier, splits["val"])
+    scaler = TemperatureScaler().fit(val_logits, allowed_matrix(splits["val"]))
+    val_low, _ = allowed_bounds(splits["val"])
+    q = choose_q(scaler.transform(val_logits), val_low, config.target_under_routing)
+    manifest["temperature"] = scaler.temperature_
+    manifest["escalation"] = {"q": q, "target_under_routing": config.target_under_routing,
+                              "rule": "lowest tier t with P(true tier <= t) >= q", "chosen_on": "val"}
+    write_manifest(out, manifest)
+
+    policy = yaml.safe_load(paths.policy_file().read_text(encoding="utf-8"))
+    evaluation = evaluate_all(TierClassifier(out), splits, scaler, q, config, load_prices(policy))
+    manifest["metrics"] = headline_metrics(evaluation, scaler)
+    manifest["train_seconds"] = round(train_seconds, 1)
+    write_manifest(out, manifest)
+    write_report(out / "report", manifest, evaluation)
+    log.info("wrote %s (%s, %.1f MB)", out, manifest["precision"], (out / ONNX_FILE).stat().st_size / 1e6)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
