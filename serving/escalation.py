@@ -2,6 +2,7 @@
 
 The classifier's calibrated probabilities are the routing *score*; q is the *threshold*.
 Route to the lowest tier t with P(true tier <= t) >= q: a larger q escalates more often.
+The rule only ever moves a request up: the result is never below the most likely tier.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ def cumulative_confidence(probabilities: np.ndarray) -> np.ndarray:
 
 
 def route_upward(probabilities: np.ndarray, q: float) -> np.ndarray:
-    """Index of the lowest tier whose cumulative probability reaches q. (N, K) -> (N,)"""
+    """max(argmax, lowest tier whose cumulative probability reaches q). (N, K) -> (N,)"""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
-    cum = cumulative_confidence(np.atleast_2d(probabilities))
-    return np.argmax(cum >= q - 1e-12, axis=-1)
+    probabilities = np.atleast_2d(probabilities)
+    cum = cumulative_confidence(probabilities)
+    by_confidence = np.argmax(cum >= q - 1e-12, axis=-1)
+    return np.maximum(by_confidence, probabilities.argmax(axis=-1))
 
 
 def under_routing_rate(chosen: np.ndarray, lowest_allowed: np.ndarray) -> float:
