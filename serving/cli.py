@@ -42,8 +42,9 @@ def read_requests(stream: IO[bytes], errors: list[str]) -> Iterator[tuple[int, d
             errors.append(f"line {number}: {err}")
 
 
-def classify_stream(classifier: TierClassifier, source: IO[bytes], sink: IO[str], batch_size: int,
-                    q: float | None) -> tuple[int, list[str]]:
+def classify_stream(
+    classifier: TierClassifier, source: IO[bytes], sink: IO[str], batch_size: int, q: float | None
+) -> tuple[int, list[str]]:
     """Classify rows in batches, in input order; returns (rows written, error messages)."""
     errors: list[str] = []
     written = 0
@@ -53,9 +54,17 @@ def classify_stream(classifier: TierClassifier, source: IO[bytes], sink: IO[str]
         nonlocal written
         predictions = classifier.classify([text for _, text in batch], q=q)
         for (row, _), p in zip(batch, predictions, strict=True):
-            row.update({"tier": p.tier, "confidence": p.confidence, "probabilities": p.probabilities,
-                        "predicted_tier": p.predicted_tier, "escalated": p.escalated,
-                        "token_count": p.token_count, "model_version": classifier.version})
+            row.update(
+                {
+                    "tier": p.tier,
+                    "confidence": p.confidence,
+                    "probabilities": p.probabilities,
+                    "predicted_tier": p.predicted_tier,
+                    "escalated": p.escalated,
+                    "token_count": p.token_count,
+                    "model_version": classifier.version,
+                }
+            )
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
         written += len(batch)
         batch.clear()
@@ -85,21 +94,26 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for message in errors:
         sys.stderr.write(f"{args.input}: {message}\n")
     rate = written / elapsed if elapsed > 0 else 0.0
-    sys.stderr.write(f"classified {written} rows in {elapsed:.2f} s ({rate:.0f} rows/s) with {classifier.version}; "
-                     f"{len(errors)} unreadable row(s) skipped\n")
+    sys.stderr.write(
+        f"classified {written} rows in {elapsed:.2f} s ({rate:.0f} rows/s) with {classifier.version}; "
+        f"{len(errors)} unreadable row(s) skipped\n"
+    )
     return 1 if errors and not written else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tierwise", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tierwise", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     classify = sub.add_parser("classify", help="classify a JSONL file of requests")
     classify.add_argument("--input", type=Path, required=True)
     classify.add_argument("--output", type=Path, required=True)
     classify.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder")
     classify.add_argument("--batch-size", type=int, default=32)
-    classify.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    classify.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)"
+    )
     classify.add_argument("--q", type=float, default=None, help="escalation threshold (default: the model's)")
     classify.set_defaults(func=cmd_classify)
     return parser

@@ -32,9 +32,7 @@ def under_routing_rate(chosen: np.ndarray, lowest_allowed: np.ndarray) -> float:
     return float(np.mean(chosen < lowest_allowed)) if len(chosen) else 0.0
 
 
-def choose_q(
-    probabilities: np.ndarray, lowest_allowed: np.ndarray, target_under_routing: float
-) -> float:
+def choose_q(probabilities: np.ndarray, lowest_allowed: np.ndarray, target_under_routing: float) -> float:
     """The smallest (cheapest) q whose under-routing on these rows is at most the target.
 
     Candidates are the observed cumulative probabilities themselves, so the search is exact.

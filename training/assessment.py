@@ -29,7 +29,9 @@ def allowed_matrix(rows: list[dict]) -> np.ndarray:
     return np.array([allowed_mask(r["allowed_tiers"]) for r in rows])
 
 
-def batched_logits(classifier: TierClassifier, rows: list[dict], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def batched_logits(
+    classifier: TierClassifier, rows: list[dict], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw logits (N, K) and full token counts (N,); batches of similar length waste less padding."""
     order = np.argsort([len(r["text"]) for r in rows], kind="stable")
     logits = np.zeros((len(rows), len(classifier.tiers)))
@@ -51,28 +53,49 @@ def per_source(rows: list[dict], before: np.ndarray, after: np.ndarray) -> list[
         ix = np.array(idx)
         m_before = classification_metrics(before[ix], low[ix], high[ix])
         m_after = classification_metrics(after[ix], low[ix], high[ix])
-        out.append({"source": source, "n": len(ix), "accuracy": m_before["accuracy"],
-                    "under_routing_before": m_before["under_routing"], "under_routing_after": m_after["under_routing"],
-                    "over_routing_after": m_after["over_routing"],
-                    "tier_mix_after": m_after["tier_mix"]})
+        out.append(
+            {
+                "source": source,
+                "n": len(ix),
+                "accuracy": m_before["accuracy"],
+                "under_routing_before": m_before["under_routing"],
+                "under_routing_after": m_after["under_routing"],
+                "over_routing_after": m_after["over_routing"],
+                "tier_mix_after": m_after["tier_mix"],
+            }
+        )
     return out
 
 
-def cost_curve(probs: np.ndarray, counts: np.ndarray, low: np.ndarray, high: np.ndarray,
-               prices: TierPrices) -> list[dict]:
+def cost_curve(
+    probs: np.ndarray, counts: np.ndarray, low: np.ndarray, high: np.ndarray, prices: TierPrices
+) -> list[dict]:
     """Cost relative to always-frontier and routing errors for each q on a grid."""
     points = []
     for q in Q_GRID:
         chosen = route_upward(probs, float(q))
         m = classification_metrics(chosen, low, high)
-        points.append({"q": float(q), "cost_ratio": cost_summary(chosen, counts, prices)["cost_ratio"],
-                       "under_routing": m["under_routing"], "over_routing": m["over_routing"],
-                       "quality": 1.0 - m["under_routing"]})
+        points.append(
+            {
+                "q": float(q),
+                "cost_ratio": cost_summary(chosen, counts, prices)["cost_ratio"],
+                "under_routing": m["under_routing"],
+                "over_routing": m["over_routing"],
+                "quality": 1.0 - m["under_routing"],
+            }
+        )
     return points
 
 
-def evaluate_split(rows: list[dict], logits: np.ndarray, counts: np.ndarray, scaler: TemperatureScaler,
-                   q: float, prices: TierPrices, baselines: dict) -> dict[str, Any]:
+def evaluate_split(
+    rows: list[dict],
+    logits: np.ndarray,
+    counts: np.ndarray,
+    scaler: TemperatureScaler,
+    q: float,
+    prices: TierPrices,
+    baselines: dict,
+) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
     raw, calibrated = softmax(logits), scaler.transform(logits)
     before = calibrated.argmax(axis=1)
@@ -88,15 +111,24 @@ def evaluate_split(rows: list[dict], logits: np.ndarray, counts: np.ndarray, sca
         "cost": cost_summary(after, counts, prices),
         "cost_curve": cost_curve(calibrated, counts, low, high, prices),
         "per_source": per_source(rows, before, after),
-        "baselines": {name: classification_metrics(predict(rows, counts), low, high)
-                      for name, predict in baselines.items()},
-        "baseline_costs": {name: cost_summary(predict(rows, counts), counts, prices)
-                           for name, predict in baselines.items()},
+        "baselines": {
+            name: classification_metrics(predict(rows, counts), low, high)
+            for name, predict in baselines.items()
+        },
+        "baseline_costs": {
+            name: cost_summary(predict(rows, counts), counts, prices) for name, predict in baselines.items()
+        },
     }
 
 
-def evaluate_all(classifier: TierClassifier, splits: dict[str, list[dict]], scaler: TemperatureScaler, q: float,
-                 config: Any, prices: TierPrices) -> dict[str, Any]:
+def evaluate_all(
+    classifier: TierClassifier,
+    splits: dict[str, list[dict]],
+    scaler: TemperatureScaler,
+    q: float,
+    config: Any,
+    prices: TierPrices,
+) -> dict[str, Any]:
     _, train_counts = batched_logits_counts_only(classifier, splits["train"])
     baselines = fit_baselines(splits["train"], train_counts, config.seed)
     results: dict[str, Any] = {"q": q, "temperature": scaler.temperature_, "splits": {}}
@@ -117,14 +149,18 @@ def batched_logits_counts_only(classifier: TierClassifier, rows: list[dict]) -> 
 
 def headline_metrics(evaluation: dict[str, Any], scaler: TemperatureScaler) -> dict[str, Any]:
     """The figures that go into the manifest; the full detail is in report/metrics.json."""
-    out: dict[str, Any] = {"temperature": scaler.temperature_, "val_nll_before": scaler.nll_before_,
-                           "val_nll_after": scaler.nll_after_}
+    out: dict[str, Any] = {
+        "temperature": scaler.temperature_,
+        "val_nll_before": scaler.nll_before_,
+        "val_nll_after": scaler.nll_after_,
+    }
     for split, res in evaluation["splits"].items():
         out[split] = {
             "n": res["n"],
             "macro_f1": res["before"]["macro_f1"],
             "recall": {t: v["recall"] for t, v in res["before"]["per_tier"].items()},
-            "ece_before": res["ece_before"], "ece_after": res["ece_after"],
+            "ece_before": res["ece_before"],
+            "ece_after": res["ece_after"],
             "under_routing_before": res["before"]["under_routing"],
             "under_routing_after": res["after"]["under_routing"],
             "over_routing_after": res["after"]["over_routing"],

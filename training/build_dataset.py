@@ -102,7 +102,9 @@ def assign_split(key: str, row: LabeledPrompt, config: BuildConfig) -> str:
     return "val" if u < config.test_fraction + config.val_fraction else "train"
 
 
-def balance_sources(rows: list[tuple[str, LabeledPrompt]], cap: int, seed: int) -> list[tuple[str, LabeledPrompt]]:
+def balance_sources(
+    rows: list[tuple[str, LabeledPrompt]], cap: int, seed: int
+) -> list[tuple[str, LabeledPrompt]]:
     """At most `cap` rows per source, chosen by a seeded hash (so reruns pick the same rows)."""
     by_source: dict[str, list[tuple[str, LabeledPrompt]]] = defaultdict(list)
     for key, row in rows:
@@ -132,9 +134,13 @@ def split_rows(deduped: list[tuple[str, LabeledPrompt]], config: BuildConfig) ->
     grouped: dict[str, list[tuple[str, LabeledPrompt]]] = {s: [] for s in SPLITS}
     for key, row in deduped:
         grouped[assign_split(key, row, config)].append((key, row))
-    caps = {"train": config.max_rows_per_source, "val": config.max_rows_per_source // 4,
-            "test": config.max_rows_per_source // 4, "heldout": config.max_rows_per_source,
-            "non_english": config.max_rows_per_source}
+    caps = {
+        "train": config.max_rows_per_source,
+        "val": config.max_rows_per_source // 4,
+        "test": config.max_rows_per_source // 4,
+        "heldout": config.max_rows_per_source,
+        "non_english": config.max_rows_per_source,
+    }
     return {
         split: [to_record(k, r) for k, r in balance_sources(items, caps[split], config.seed)]
         for split, items in grouped.items()
@@ -158,33 +164,53 @@ def label_text(allowed: list[str]) -> str:
     return allowed[0] if len(allowed) == 1 else "{" + ",".join(allowed) + "}"
 
 
-def datasheet(splits: dict[str, list[dict]], stats: SourceStats, dedup: DedupStats,
-              malformed: list[MalformedRow], config: BuildConfig, digest: str) -> str:
-    lines = ["# Datasheet: tierwise training data", "",
-             f"Built by `make data` (training/build_dataset.py). Data hash `{digest[:16]}`. "
-             f"Seed {config.seed}. Label rules, sources and licenses: data/README.md.", "",
-             "## Rows read and dropped per collection", "", "| collection | read | dropped | why |",
-             "|---|---:|---:|---|"]
+def datasheet(
+    splits: dict[str, list[dict]],
+    stats: SourceStats,
+    dedup: DedupStats,
+    malformed: list[MalformedRow],
+    config: BuildConfig,
+    digest: str,
+) -> str:
+    lines = [
+        "# Datasheet: tierwise training data",
+        "",
+        f"Built by `make data` (training/build_dataset.py). Data hash `{digest[:16]}`. "
+        f"Seed {config.seed}. Label rules, sources and licenses: data/README.md.",
+        "",
+        "## Rows read and dropped per collection",
+        "",
+        "| collection | read | dropped | why |",
+        "|---|---:|---:|---|",
+    ]
     for origin, n in sorted(stats.read.items()):
         reasons = stats.dropped.get(origin, Counter())
         why = "; ".join(f"{r}: {c}" for r, c in reasons.items()) or "-"
         lines.append(f"| {origin} | {n} | {sum(reasons.values())} | {why} |")
-    lines += ["", "## Deduplication (normalized text, across all sources, before splitting)", "",
-              f"- rows labeled: {dedup.rows_in}; unique texts: {dedup.unique}; "
-              f"duplicates removed: {dedup.rows_in - dedup.unique}",
-              f"- duplicates with agreeing labels (allowed sets intersected): {dedup.merged}",
-              f"- duplicates with conflicting labels (higher-priority collection kept): {dedup.conflicts}",
-              "- duplicates across collections: "
-              + (", ".join(f"{k} {v}" for k, v in dedup.cross_origin.most_common()) or "none"), "",
-              f"Splits: train/val/test by a seeded hash of the normalized text ({1 - config.val_fraction - config.test_fraction:.0%}/"
-              f"{config.val_fraction:.0%}/{config.test_fraction:.0%}); held-out sources "
-              f"{', '.join(config.heldout_sources) or 'none'} are never trained or calibrated on; "
-              f"languages other than {', '.join(config.train_languages)} go to `non_english`. "
-              f"At most {config.max_rows_per_source} rows per source in train ({config.max_rows_per_source // 4} in val and test).", ""]
+    lines += [
+        "",
+        "## Deduplication (normalized text, across all sources, before splitting)",
+        "",
+        f"- rows labeled: {dedup.rows_in}; unique texts: {dedup.unique}; "
+        f"duplicates removed: {dedup.rows_in - dedup.unique}",
+        f"- duplicates with agreeing labels (allowed sets intersected): {dedup.merged}",
+        f"- duplicates with conflicting labels (higher-priority collection kept): {dedup.conflicts}",
+        "- duplicates across collections: "
+        + (", ".join(f"{k} {v}" for k, v in dedup.cross_origin.most_common()) or "none"),
+        "",
+        f"Splits: train/val/test by a seeded hash of the normalized text ({1 - config.val_fraction - config.test_fraction:.0%}/"
+        f"{config.val_fraction:.0%}/{config.test_fraction:.0%}); held-out sources "
+        f"{', '.join(config.heldout_sources) or 'none'} are never trained or calibrated on; "
+        f"languages other than {', '.join(config.train_languages)} go to `non_english`. "
+        f"At most {config.max_rows_per_source} rows per source in train ({config.max_rows_per_source // 4} in val and test).",
+        "",
+    ]
     for split in SPLITS:
         records = splits[split]
-        labels = sorted({label_text(r["allowed_tiers"]) for r in records},
-                        key=lambda s: (TIER_INDEX[lowest_tier(s.strip("{}").split(","))], len(s)))
+        labels = sorted(
+            {label_text(r["allowed_tiers"]) for r in records},
+            key=lambda s: (TIER_INDEX[lowest_tier(s.strip("{}").split(","))], len(s)),
+        )
         lines += [f"## `{split}`: {len(records)} rows", ""]
         if not records:
             lines += ["(empty)", ""]
@@ -195,16 +221,22 @@ def datasheet(splits: dict[str, list[dict]], stats: SourceStats, dedup: DedupSta
             table[r["source"]][label_text(r["allowed_tiers"])] += 1
         for source in sorted(table):
             row = table[source]
-            lines.append(f"| {source} | " + " | ".join(str(row[lbl]) for lbl in labels)
-                         + f" | {sum(row.values())} |")
+            lines.append(
+                f"| {source} | " + " | ".join(str(row[lbl]) for lbl in labels) + f" | {sum(row.values())} |"
+            )
         lines.append("")
     if malformed:
         lines += ["## Malformed rows skipped (file:line)", ""] + [f"- {m}" for m in malformed] + [""]
     return "\n".join(lines)
 
 
-def build(out_dir: Path, config: BuildConfig, data_dir: Path | None, user_files: list[Path],
-          skip_malformed: bool = False) -> dict:
+def build(
+    out_dir: Path,
+    config: BuildConfig,
+    data_dir: Path | None,
+    user_files: list[Path],
+    skip_malformed: bool = False,
+) -> dict:
     rows: list[LabeledPrompt] = []
     stats = SourceStats()
     if data_dir is not None:
@@ -218,8 +250,10 @@ def build(out_dir: Path, config: BuildConfig, data_dir: Path | None, user_files:
     for error in malformed:
         log.error("malformed row %s", error)
     if malformed and not skip_malformed:
-        raise ValueError(f"{len(malformed)} malformed row(s), first: {malformed[0]}. "
-                         "Fix them, or pass --skip-malformed to build without them (they stay listed).")
+        raise ValueError(
+            f"{len(malformed)} malformed row(s), first: {malformed[0]}. "
+            "Fix them, or pass --skip-malformed to build without them (they stay listed)."
+        )
     if not rows:
         raise ValueError("no labeled rows: give --user-data files or leave the public data on")
     deduped, dedup = deduplicate(rows)
@@ -230,18 +264,30 @@ def build(out_dir: Path, config: BuildConfig, data_dir: Path | None, user_files:
     for split, records in splits.items():
         write_jsonl(out_dir / f"{split}.jsonl", records)
     digest = data_hash(out_dir)
-    summary = {"data_hash": digest, "config": asdict(config), "tiers": list(TIERS),
-               "counts": {s: len(r) for s, r in splits.items()},
-               "dedup": {"rows_in": dedup.rows_in, "unique": dedup.unique, "merged": dedup.merged,
-                         "conflicts": dedup.conflicts},
-               "malformed_rows": [str(m) for m in malformed]}
+    summary = {
+        "data_hash": digest,
+        "config": asdict(config),
+        "tiers": list(TIERS),
+        "counts": {s: len(r) for s, r in splits.items()},
+        "dedup": {
+            "rows_in": dedup.rows_in,
+            "unique": dedup.unique,
+            "merged": dedup.merged,
+            "conflicts": dedup.conflicts,
+        },
+        "malformed_rows": [str(m) for m in malformed],
+    }
     (out_dir / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "datasheet.md").write_text(datasheet(splits, stats, dedup, malformed, config, digest), encoding="utf-8")
+    (out_dir / "datasheet.md").write_text(
+        datasheet(splits, stats, dedup, malformed, config, digest), encoding="utf-8"
+    )
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/processed)")
     parser.add_argument("--data-dir", type=Path, default=None, help="public data (default TIERWISE_DATA_DIR)")
     parser.add_argument("--no-public", action="store_true", help="use only --user-data files")

@@ -30,7 +30,8 @@ class TemperatureScaler:
             raise ValueError("cannot calibrate on zero rows: the val split is empty")
         result = minimize_scalar(
             lambda log_t: allowed_set_nll(logits, allowed, float(np.exp(log_t))),
-            bounds=(np.log(self.min_temperature), np.log(self.max_temperature)), method="bounded",
+            bounds=(np.log(self.min_temperature), np.log(self.max_temperature)),
+            method="bounded",
         )
         self.temperature_ = float(np.exp(result.x))
         self.nll_before_ = allowed_set_nll(logits, allowed, 1.0)

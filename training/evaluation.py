@@ -51,8 +51,13 @@ def reliability_curve(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
-            out.append({"confidence": float(conf[in_bin].mean()), "accuracy": float(correct[in_bin].mean()),
-                        "count": int(in_bin.sum())})
+            out.append(
+                {
+                    "confidence": float(conf[in_bin].mean()),
+                    "accuracy": float(correct[in_bin].mean()),
+                    "count": int(in_bin.sum()),
+                }
+            )
     return out
 
 
@@ -75,8 +80,11 @@ def load_prices(policy: dict) -> TierPrices:
     missing = [t for t in TIERS if t not in tiers]
     if missing:
         raise ValueError(f"policy file has no price for tier(s) {missing}")
-    return TierPrices({t: float(tiers[t]["input"]) for t in TIERS}, {t: float(tiers[t]["output"]) for t in TIERS},
-                      int(policy.get("expected_output_tokens", 300)))
+    return TierPrices(
+        {t: float(tiers[t]["input"]) for t in TIERS},
+        {t: float(tiers[t]["output"]) for t in TIERS},
+        int(policy.get("expected_output_tokens", 300)),
+    )
 
 
 def classification_metrics(chosen: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict:
@@ -89,8 +97,15 @@ def classification_metrics(chosen: np.ndarray, low: np.ndarray, high: np.ndarray
         "n": int(len(chosen)),
         "accuracy": float(np.mean(ref == chosen)) if len(chosen) else 0.0,
         "macro_f1": float(np.mean(f)),
-        "per_tier": {t: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                         "support": int(support[i])} for i, t in enumerate(TIERS)},
+        "per_tier": {
+            t: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
+            for i, t in enumerate(TIERS)
+        },
         "confusion": cm.tolist(),
         "confusion_normalized": np.divide(cm, np.maximum(row_sums, 1)).round(4).tolist(),
         "under_routing": float(np.mean(chosen < low)) if len(chosen) else 0.0,
@@ -102,5 +117,8 @@ def classification_metrics(chosen: np.ndarray, low: np.ndarray, high: np.ndarray
 def cost_summary(chosen: np.ndarray, token_counts: np.ndarray, prices: TierPrices) -> dict:
     routed = float(prices.request_cost(chosen, token_counts).sum())
     frontier = float(prices.request_cost(np.full(len(chosen), K - 1), token_counts).sum())
-    return {"routed_usd": routed, "always_frontier_usd": frontier,
-            "cost_ratio": routed / frontier if frontier else 0.0}
+    return {
+        "routed_usd": routed,
+        "always_frontier_usd": frontier,
+        "cost_ratio": routed / frontier if frontier else 0.0,
+    }

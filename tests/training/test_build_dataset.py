@@ -1,0 +1,75 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from training.build_dataset import SPLITS, BuildConfig, build, main
+from training.text_cleaning import dedup_key
+
+
+def read(out: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+
+
+def run_build(tmp_path: Path, files: list[Path], **kwargs) -> tuple[Path, dict]:
+    out = tmp_path / "processed"
+    config = BuildConfig(heldout_sources=("trivia",), val_fraction=0.2, test_fraction=0.2)
+    return out, build(out, config, None, files, **kwargs)
+
+
+def test_splits_are_disjoint_and_heldout_source_never_trained(tmp_path, fixture_jsonl):
+    out, summary = run_build(tmp_path, [fixture_jsonl])
+    keys = {s: {dedup_key(r["text"]) for r in read(out, s)} for s in SPLITS}
+    assert not keys["train"] & keys["test"]
+    assert not keys["train"] & keys["val"]
+    assert not keys["val"] & keys["test"]
+    for split in ("train", "val", "test"):
+        assert all(r["source"] != "trivia" for r in read(out, split))
+    assert read(out, "heldout") and all(r["source"] == "trivia" for r in read(out, "heldout"))
+    assert sum(summary["counts"].values()) == summary["dedup"]["unique"]
+    sheet = (out / "datasheet.md").read_text()
+    assert "## `train`" in sheet and "Deduplication" in sheet
+
+
+def test_build_is_deterministic(tmp_path, fixture_jsonl):
+    out_a, a = run_build(tmp_path / "a", [fixture_jsonl])
+    out_b, b = run_build(tmp_path / "b", [fixture_jsonl])
+    assert a["data_hash"] == b["data_hash"]
+    assert read(out_a, "train") == read(out_b, "train")
+
+
+def test_duplicates_across_files_are_merged_before_splitting(tmp_path, fixture_jsonl):
+    dupe = tmp_path / "dupe.jsonl"
+    dupe.write_text(
+        json.dumps({"text": "WHAT is the capital of norway support", "allowed_tiers": ["fast", "balanced"]})
+        + "\n"
+    )
+    out, summary = run_build(tmp_path, [fixture_jsonl, dupe])
+    assert summary["dedup"]["rows_in"] - summary["dedup"]["unique"] == 1
+    rows = [
+        r
+        for s in SPLITS
+        for r in read(out, s)
+        if dedup_key(r["text"]) == dedup_key("what is the capital of norway support")
+    ]
+    assert len(rows) == 1 and rows[0]["allowed_tiers"] == ["fast"]  # labels intersected
+
+
+def test_malformed_rows_are_reported_with_file_and_line(tmp_path, fixture_jsonl):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"text": "ok", "tier": "fast"}\nnot json\n{"text": "x", "tier": "cheap"}\n{"tier": "fast"}\n'
+        '{"text": "y", "allowed_tiers": ["fast", "frontier"]}\n'
+    )
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        run_build(tmp_path, [fixture_jsonl, bad])
+    out, summary = run_build(tmp_path, [fixture_jsonl, bad], skip_malformed=True)
+    reported = summary["malformed_rows"]
+    assert [m.split(":")[1] for m in reported] == ["2", "3", "4", "5"]
+    assert "unknown tier" in reported[1] and "contiguous" in reported[3]
+    assert "bad.jsonl:4" in (out / "datasheet.md").read_text()
+
+
+def test_cli_exits_nonzero_with_a_message_for_missing_public_data(tmp_path, caplog):
+    assert main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "TIERWISE_DATA_DIR" in caplog.text
