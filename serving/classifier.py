@@ -32,7 +32,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class TierClassifier:
     """Loads a model folder once; `predict_proba` and `classify` work on batches of texts."""
 
-    def __init__(self, model_dir: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, intra_op_threads: int = 0, max_batch_tokens: int = 4096) -> None:
+        """`max_batch_tokens` bounds one onnxruntime call (rows x padded length): a large batch of long
+        prompts is run in length-sorted chunks, which keeps memory and tail latency flat."""
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        self.max_batch_tokens = max_batch_tokens
         self.model_dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.model_dir)
         self.tiers = self.manifest.tiers
@@ -41,6 +46,8 @@ class TierClassifier:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The arena keeps the peak of the largest batch ever seen; without it memory returns to the OS.
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(
                 str(self.model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
@@ -61,14 +68,35 @@ class TierClassifier:
     def version(self) -> str:
         return self.manifest.version
 
-    def logits(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Raw (uncalibrated) logits (N, K) and full token counts."""
-        batch = self.encoder.encode(texts)
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    def _run(self, rows: list[list[int]]) -> np.ndarray:
+        """One onnxruntime call on already-encoded rows, padded to the longest. -> (B, K)"""
+        width = max(len(r) for r in rows)
+        input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            attention_mask[i, : len(row)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
         (logits,) = self.session.run(["logits"], feeds)
-        return logits.astype(np.float64), batch.token_counts
+        return logits
+
+    def logits(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Raw (uncalibrated) logits (N, K) and full token counts, in input order."""
+        rows, counts = self.encoder.encode_ids(texts)
+        out = np.zeros((len(rows), len(self.tiers)), dtype=np.float64)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths pad less
+        start = 0
+        while start < len(order):
+            # Grow the chunk while rows x (longest row so far) stays within the token budget.
+            end = start + 1
+            while end < len(order) and (end + 1 - start) * len(rows[order[end]]) <= self.max_batch_tokens:
+                end += 1
+            chunk = order[start:end]
+            out[chunk] = self._run([rows[i] for i in chunk])
+            start = end
+        return out, counts
 
     def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Calibrated probabilities (N, K) (temperature-scaled) and full token counts."""
