@@ -151,7 +151,8 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         "",
         f"Base model {manifest['base_model']['name']} ({manifest['base_model']['package']} "
         f"{manifest['base_model']['package_version']}); data hash `{manifest['data_hash'][:16]}`; code "
-        f"`{manifest['git_commit'][:12]}`; trained in {manifest.get('train_seconds', 0) / 60:.1f} min on CPU. "
+        f"`{manifest['git_commit'][:12]}`; fine-tuned in {manifest.get('train_seconds', 0) / 60:.1f} min on CPU "
+        f"(whole `make train` pipeline {manifest.get('pipeline_seconds', 0) / 60:.1f} min). "
         "Every number below is computed by `make train` (training/assessment.py) from the splits of `make data`.",
         "",
         "## What this model has not seen",

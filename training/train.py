@@ -179,7 +179,7 @@ def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
         checkpoint = finetune(config, encoder, splits["train"])
     train_seconds = time.time() - started
     log.info("fine-tuning took %.0f s", train_seconds)
-    return finish(config, encoder, splits, checkpoint, train_seconds)
+    return finish(config, encoder, splits, checkpoint, train_seconds, started)
 
 
 def finish(
@@ -188,6 +188,7 @@ def finish(
     splits: dict[str, list[dict]],
     checkpoint: Path,
     train_seconds: float,
+    started: float | None = None,
 ) -> Path:
     """Export, gate int8, calibrate, choose q, evaluate against baselines, write the model folder."""
     from transformers import AutoModelForSequenceClassification
@@ -221,7 +222,9 @@ def finish(
     policy = yaml.safe_load(paths.policy_file().read_text(encoding="utf-8"))
     evaluation = evaluate_all(TierClassifier(out), splits, scaler, q, config, load_prices(policy))
     manifest["metrics"] = headline_metrics(evaluation, scaler)
-    manifest["train_seconds"] = round(train_seconds, 1)
+    manifest["train_seconds"] = round(train_seconds, 1)  # fine-tuning alone
+    if started is not None:  # data loading, fine-tuning, export, gate, calibration, evaluation
+        manifest["pipeline_seconds"] = round(time.time() - started, 1)
     write_manifest(out, manifest)
     write_report(out / "report", manifest, evaluation)
     log.info("wrote %s (%s, %.1f MB)", out, manifest["precision"], (out / ONNX_FILE).stat().st_size / 1e6)
