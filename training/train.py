@@ -175,11 +175,23 @@ def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
         splits["train"] = splits["train"][: config.max_train_rows]
     encoder = TextEncoder(Tokenizer.from_file(str(tokenizer_path(config.base_model))), config.truncation)
     checkpoint = config.work_dir / "checkpoint"
-    if not (reuse_checkpoint and checkpoint.is_dir()):
+    if reuse_checkpoint and checkpoint.is_dir():
+        train_seconds = recorded_train_seconds(config.work_dir)
+        log.info("reusing %s (fine-tuned in %.0f s)", checkpoint, train_seconds)
+    else:
         checkpoint = finetune(config, encoder, splits["train"])
-    train_seconds = time.time() - started
-    log.info("fine-tuning took %.0f s", train_seconds)
+        train_seconds = time.time() - started
+        log.info("fine-tuning took %.0f s", train_seconds)
     return finish(config, encoder, splits, checkpoint, train_seconds, started)
+
+
+def recorded_train_seconds(work_dir: Path) -> float:
+    """The Trainer's own runtime for a kept checkpoint (0 when its log is gone)."""
+    log_file = work_dir / "train_log.json"
+    if not log_file.is_file():
+        return 0.0
+    entries = json.loads(log_file.read_text(encoding="utf-8"))
+    return float(next((e["train_runtime"] for e in reversed(entries) if "train_runtime" in e), 0.0))
 
 
 def finish(
