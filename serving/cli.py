@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from serving.analytics_cli import add_analytics_commands, resolve_db
 from serving.classifier import TierClassifier
 from serving.model_folder import ModelFolderError
 from serving.request_text import RequestTextError, record_text
@@ -116,11 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--q", type=float, default=None, help="escalation threshold (default: the model's)")
     classify.set_defaults(func=cmd_classify)
+    add_analytics_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    resolve_db(args)
     return int(args.func(args))
 
 

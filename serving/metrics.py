@@ -133,6 +133,17 @@ class ServiceMetrics:
             "tierwise_classifier_seconds", "Time in the classifier per call", LATENCY_BUCKETS
         )
         self.model = Info("tierwise_model", "The loaded model")
+        self.version_decisions = Counter(
+            "tierwise_decisions_by_version_total",
+            "Routing decisions by the model version that decided (canary included) and tier",
+            ("model_version", "tier"),
+        )
+        self.decision_log = Counter(
+            "tierwise_decision_log_records_total",
+            "Decision log records by outcome: written, dropped (queue full), failed, duplicate",
+            ("outcome",),
+        )
+        self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -145,6 +156,9 @@ class ServiceMetrics:
         if escalated:
             self.escalations.inc()
 
+    def observe_decision_log(self, outcome: str, count: int) -> None:
+        self.decision_log.inc(outcome, amount=float(count))
+
     def exposition(self) -> str:
         lines: list[str] = []
         for metric in (
@@ -156,6 +170,9 @@ class ServiceMetrics:
             self.batch_size,
             self.inference,
             self.model,
+            self.version_decisions,
+            self.decision_log,
+            self.feedback,
         ):
             lines += metric.expose()
         return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ REPO_DIR = SERVING_DIR.parent
 DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
 DEFAULT_POLICY_FILE = SERVING_DIR / "policy.yaml"
 ONE_MIB = 1024 * 1024
+DEFAULT_DECISION_DB = f"sqlite:///{REPO_DIR / 'runs' / 'decisions.sqlite'}"
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,18 @@ class Settings(BaseSettings):
     log_level: str = "info"
     deadline_ms: float | None = Field(
         default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
+    )
+    record_decisions: bool = Field(
+        default=True, description="record every decision in the decision log (needed by POST /feedback)"
+    )
+    decision_db: str = Field(
+        default=DEFAULT_DECISION_DB, description="SQLAlchemy URL of the decision log (SQLite file by default)"
+    )
+    record_prompts: bool = Field(
+        default=False, description="store prompt text in the decision log (tierwise export-feedback needs it)"
+    )
+    decision_queue_size: int = Field(
+        default=10000, ge=1, description="decision records waiting to be written; beyond it they are dropped"
     )
 
 

@@ -114,6 +114,7 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         "policy_file": DEFAULT_POLICY_FILE,
         "onnx_threads": 1,
         "micro_batch_max_wait_ms": 1.0,
+        "record_decisions": False,  # tests that need the decision log pass decision_db=<tmp file>
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
