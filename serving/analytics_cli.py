@@ -134,6 +134,36 @@ def add_analytics_commands(sub: Any) -> None:
     upgrade = database_sub.add_parser("upgrade", help="migrate the decision log to the newest schema")
     upgrade.add_argument("--db", default=None, help="SQLAlchemy URL (default: TIERWISE_DECISION_DB)")
     upgrade.set_defaults(func=cmd_db_upgrade)
+    add_audit_command(sub)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from serving.audit import main_audit
+
+    return main_audit(args)
+
+
+def add_audit_command(sub: Any) -> None:
+    audit = sub.add_parser(
+        "audit", help="tier mix and projected savings of request logs (JSONL, .txt, Parquet)"
+    )
+    audit.add_argument("logs", type=Path, nargs="+", help="request logs: .jsonl, .txt or .parquet")
+    audit.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder")
+    audit.add_argument("--policy", type=Path, default=DEFAULT_POLICY_FILE, help="policy YAML (prices, tiers)")
+    audit.add_argument("--out", type=Path, default=Path("runs/audit"), help="output folder")
+    audit.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="local process or Ray Data"
+    )
+    audit.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    audit.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
+    audit.add_argument("--batch-size", type=int, default=256, help="requests per classifier batch")
+    audit.add_argument("--threads", type=int, default=0, help="onnxruntime threads, local engine (0 = all)")
+    audit.add_argument(
+        "--period-days", type=float, default=None, help="days the logs cover, to project monthly"
+    )
+    audit.add_argument("--no-plots", action="store_true")
+    audit.add_argument("--no-progress", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
 
 def resolve_db(args: argparse.Namespace) -> None:
