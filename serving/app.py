@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
+from serving.canary import build_canary, canary_info, decide_split
 from serving.feedback import (
     FEEDBACK_OPENAPI,
     FeedbackError,
@@ -108,6 +109,7 @@ class Services:
     router: Router
     metrics: ServiceMetrics
     ready: bool = False
+    canary: Any = None  # serving.canary.Canary when the policy names a candidate model
 
 
 @dataclass(frozen=True)
@@ -414,7 +416,8 @@ def build_services(
         texts_per_deadline=settings.micro_batch_max_size,
     )
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
-    return Services(settings, classifier, policy, scorer, router, metrics)
+    canary = build_canary(policy, settings, classifier_factory, metrics)
+    return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)
 
 
 def warm_up(classifier: ClassifierLike, max_batch_size: int) -> None:
@@ -481,9 +484,13 @@ def log_decision(
     decision: Decision,
     classifier_error: str | None,
     recorder: Any = None,
+    model_version: str | None = None,
 ) -> None:
     services.metrics.observe_decision(decision.tier, decision.reasons, decision.escalated)
-    submit_decision(recorder, services, request_id, item.route, request.text, decision, context.started)
+    model_version = model_version or services.classifier.version
+    submit_decision(
+        recorder, services, request_id, item.route, request.text, decision, context.started, model_version
+    )
     fields: dict[str, Any] = {
         "request_id": request_id,
         "trace_id": context.trace_id,
@@ -498,7 +505,7 @@ def log_decision(
         "private_data": list(decision.private_data),
         "route": item.route,
         "metadata": item.metadata,
-        "model_version": services.classifier.version,
+        "model_version": model_version,
         "latency_ms": round((time.perf_counter() - context.started) * 1000, 3),
     }
     if classifier_error:
@@ -519,11 +526,21 @@ def add_routes(app: FastAPI) -> None:
     ) -> ClassifyResponse:
         """The tier (and model) to call for one request."""
         request = routing_input(item, services)
-        decisions, classifier_error = await decide_all(services, [request])
-        log_decision(
-            services, context, context.request_id, item, request, decisions[0], classifier_error, recorder
+        decisions, versions, classifier_error = await decide_split(
+            services, [request], [context.request_id], decide_all
         )
-        return to_response(decisions[0], services.classifier.version, context.request_id)
+        log_decision(
+            services,
+            context,
+            context.request_id,
+            item,
+            request,
+            decisions[0],
+            classifier_error,
+            recorder,
+            versions[0],
+        )
+        return to_response(decisions[0], versions[0], context.request_id)
 
     @app.post(
         "/classify/batch", response_model=BatchClassifyResponse, responses=error_responses, tags=["routing"]
@@ -542,18 +559,22 @@ def add_routes(app: FastAPI) -> None:
                 "items",
             )
         requests = [routing_input(item, services, f"items.{i}.") for i, item in enumerate(batch.items)]
-        decisions, classifier_error = await decide_all(services, requests)
+        item_ids = [f"{context.request_id}-{index}" for index in range(len(requests))]
+        decisions, versions, classifier_error = await decide_split(services, requests, item_ids, decide_all)
         results = []
-        for index, (item, request, decision) in enumerate(zip(batch.items, requests, decisions, strict=True)):
-            item_id = f"{context.request_id}-{index}"
-            log_decision(services, context, item_id, item, request, decision, classifier_error, recorder)
-            results.append(to_response(decision, services.classifier.version, item_id))
+        for item_id, item, request, decision, version in zip(
+            item_ids, batch.items, requests, decisions, versions, strict=True
+        ):
+            log_decision(
+                services, context, item_id, item, request, decision, classifier_error, recorder, version
+            )
+            results.append(to_response(decision, version, item_id))
         return BatchClassifyResponse(results=results, request_id=context.request_id)
 
     @app.post(
         "/feedback",
         response_model=FeedbackResponse,
-        responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)},
+        responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)},
         tags=["feedback"],
         openapi_extra=FEEDBACK_OPENAPI,
     )
@@ -610,6 +631,7 @@ def add_routes(app: FastAPI) -> None:
             else services.classifier.manifest.escalation_q,
             "deadline_ms": services.router.deadline_ms,
             "manifest": services.classifier.manifest.raw,
+            "canary": canary_info(services),
         }
 
 

@@ -85,7 +85,7 @@ class FeedbackResponse(BaseModel):
 
 @dataclass(frozen=True)
 class FeedbackError(Exception):
-    """A 4xx/503 for POST /feedback."""
+    """A 4xx for POST /feedback."""
 
     status: int
     error_type: str
@@ -133,7 +133,7 @@ async def record_feedback(raw: Any, policy: Policy, recorder: Any) -> FeedbackRe
 
     if recorder is None:
         raise FeedbackError(
-            503,
+            403,
             "feedback_disabled",
             "the decision log is off (TIERWISE_RECORD_DECISIONS=false), so there is nothing to attach "
             "feedback to; turn it on to collect outcomes",

@@ -76,6 +76,14 @@ class RouteOverride:
 
 
 @dataclass(frozen=True)
+class CanaryConfig:
+    """A candidate model folder that decides `share` of the traffic (by a hash of the request id)."""
+
+    model_dir: Path
+    share: float
+
+
+@dataclass(frozen=True)
 class RoutingInput:
     """What the policy needs to know about one request besides the classifier output."""
 
@@ -108,6 +116,7 @@ class Policy:
     private_tier: TierConfig | None = None
     routes: Mapping[str, RouteOverride] = field(default_factory=dict)
     deadline_ms: float = DEFAULT_DEADLINE_MS
+    canary: CanaryConfig | None = None
 
     @property
     def tier_names(self) -> tuple[str, ...]:
@@ -332,7 +341,28 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
         private_tier=private,
         routes=routes,
         deadline_ms=deadline,
+        canary=parse_canary(raw.get("canary"), source),
     )
+
+
+def parse_canary(raw: Any, source: str) -> CanaryConfig | None:
+    """`canary: {model_dir: models/candidate, share: 0.05}`; a relative model_dir is read from the
+    working directory, like TIERWISE_MODEL_DIR. A share of 0 (or no `canary` key) turns it off."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or "model_dir" not in raw or "share" not in raw:
+        raise PolicyError(f"{source}: canary needs `model_dir` (a model folder) and `share` (0 to 1)")
+    try:
+        share = float(raw["share"])
+    except (TypeError, ValueError) as err:
+        raise PolicyError(
+            f"{source}: canary.share must be a number from 0 to 1, got {raw['share']!r}"
+        ) from err
+    if not 0.0 <= share <= 1.0:
+        raise PolicyError(f"{source}: canary.share must be from 0 to 1 (0.05 = 5% of requests), got {share}")
+    if share == 0.0:
+        return None
+    return CanaryConfig(model_dir=Path(str(raw["model_dir"])), share=share)
 
 
 def load_policy(path: Path) -> Policy:

@@ -110,12 +110,12 @@ def test_feedback_invalid_json(client):
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_json"
 
 
-def test_feedback_without_decision_log_is_503(tiny_model_dir, tiny_classifier):
+def test_feedback_without_decision_log_is_403(tiny_model_dir, tiny_classifier):
     app = create_app(make_settings(tiny_model_dir), classifier_factory=lambda _: tiny_classifier)
     with TestClient(app) as test_client:
         assert test_client.post("/classify", json={"text": "hi"}).status_code == 200
         response = test_client.post("/feedback", json={"request_id": "a", "outcome": "fast"})
-    assert response.status_code == 503
+    assert response.status_code == 403
     assert "TIERWISE_RECORD_DECISIONS" in response.json()["error"]["message"]
 
 
