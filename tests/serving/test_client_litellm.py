@@ -1,0 +1,213 @@
+"""The Python client (sync, async, fail upward) and the LiteLLM integration on a real litellm.Router."""
+
+import asyncio
+import os
+
+import httpx
+import pytest
+from conftest import make_settings
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.client import AsyncTierwiseClient, TierwiseClient, TierwiseRequestError
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: LiteLLM's bundled price map
+litellm = pytest.importorskip("litellm")
+litellm.telemetry = False
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic notes about LiteLLM's own types
+
+from serving.litellm_router import (  # noqa: E402  (after the environment is set for LiteLLM)
+    NoDeploymentError,
+    TierwiseLiteLLMRouter,
+    TierwiseProxyHook,
+    model_chain,
+)
+
+PROMPTS = {"fast": "hello hello", "balanced": "write an email", "frontier": "prove the theorem"}
+ANSWERS = {
+    "gpt-4o-mini": "answer from fast",
+    "gpt-4.1-mini": "answer from balanced",
+    "gpt-4.1": "answer from frontier",
+    "claude-sonnet-4": "answer from frontier 2",
+}
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tiny_classifier):
+    settings = make_settings(tiny_model_dir, micro_batching=False)  # callable from any event loop
+    application = create_app(settings, classifier_factory=lambda _: tiny_classifier)
+    with TestClient(application) as test_client:
+        yield application, test_client
+
+
+def async_client(app, **kwargs):
+    return AsyncTierwiseClient("http://tierwise", transport=httpx.ASGITransport(app=app[0]), **kwargs)
+
+
+def sync_client(app, **kwargs):
+    client = TierwiseClient("http://testserver", **kwargs)
+    client._http = app[1]  # the TestClient is an httpx.Client bound to the app
+    return client
+
+
+def litellm_router(failing=()):
+    model_list = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": f"openai/{name}",
+                "api_key": "not-used",
+                "mock_response": "litellm.InternalServerError" if name in failing else answer,
+            },
+        }
+        for name, answer in ANSWERS.items()
+    ]
+    return litellm.Router(model_list=model_list, num_retries=0)
+
+
+def content(response):
+    return response.choices[0].message.content
+
+
+# The client
+
+
+def test_sync_client_classifies_and_sends_feedback(app):
+    client = sync_client(app)
+    routing = client.classify(text=PROMPTS["balanced"], request_id="client-1")
+    assert routing.tier == "balanced" and routing.model == "gpt-4.1-mini"
+    assert routing.models == ("gpt-4.1-mini", "gpt-4.1", "claude-sonnet-4")
+    assert routing.request_id == "client-1" and not routing.failed_upward
+    with pytest.raises(TierwiseRequestError, match="403 feedback_disabled"):
+        client.feedback("client-1", needed_tier="balanced")
+    with pytest.raises(ValueError, match="exactly one"):
+        client.feedback("client-1")
+
+
+def test_async_client_classifies_messages(app):
+    async def run():
+        async with async_client(app) as client:
+            return await client.classify(messages=[{"role": "user", "content": PROMPTS["frontier"]}])
+
+    routing = asyncio.run(run())
+    assert (
+        routing.tier == "frontier"
+        and routing.model == "gpt-4.1"
+        and routing.fallbacks == ("claude-sonnet-4",)
+    )
+
+
+def test_client_fails_upward_on_errors_and_slowness():
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    def server_error(request):
+        return httpx.Response(503, json={"error": {"type": "internal_error", "message": "boom"}})
+
+    def unprocessable(request):
+        return httpx.Response(
+            422, json={"error": {"type": "invalid_request", "message": "text: empty", "field": "text"}}
+        )
+
+    for handler, words in (
+        (refuse, "ConnectError"),
+        (server_error, "503 internal_error"),
+        (unprocessable, "422"),
+    ):
+        client = TierwiseClient(transport=httpx.MockTransport(handler))
+        routing = client.classify(text="x")
+        assert routing.failed_upward and routing.tier == "frontier" and words in routing.error
+        assert routing.models == ("gpt-4.1", "claude-sonnet-4")
+    strict = TierwiseClient(transport=httpx.MockTransport(unprocessable), strict=True)
+    with pytest.raises(TierwiseRequestError, match="text: empty"):
+        strict.classify(text="x")
+
+    async def slow(request):
+        await asyncio.sleep(1.0)
+        return httpx.Response(200, json={})
+
+    async def run():
+        client = AsyncTierwiseClient(
+            timeout=0.05, transport=httpx.MockTransport(slow), upward_tier="top", upward_models=["m1"]
+        )
+        started = asyncio.get_running_loop().time()
+        routing = await client.classify(text="x")
+        return routing, asyncio.get_running_loop().time() - started
+
+    routing, seconds = asyncio.run(run())
+    assert routing.failed_upward and routing.model == "m1" and "within 0.05 s" in routing.error
+    assert seconds < 0.5
+
+
+# LiteLLM
+
+
+@pytest.mark.parametrize("tier", ["fast", "balanced", "frontier"])
+def test_litellm_route_is_chosen_per_tier(app, tier):
+    async def run():
+        router = TierwiseLiteLLMRouter(litellm_router(), client=async_client(app))
+        response = await router.acompletion(messages=[{"role": "user", "content": PROMPTS[tier]}])
+        return router, response
+
+    router, response = asyncio.run(run())
+    expected_model = {"fast": "gpt-4o-mini", "balanced": "gpt-4.1-mini", "frontier": "gpt-4.1"}[tier]
+    assert content(response) == ANSWERS[expected_model]
+    assert router.last_routing.tier == tier
+
+
+def test_litellm_falls_back_in_order(app):
+    async def run():
+        router = TierwiseLiteLLMRouter(litellm_router(failing={"gpt-4.1-mini"}), client=async_client(app))
+        return await router.acompletion(messages=[{"role": "user", "content": PROMPTS["balanced"]}])
+
+    assert content(asyncio.run(run())) == ANSWERS["gpt-4.1"]  # balanced failed: the next model in the chain
+
+
+def test_litellm_sync_and_passthrough(app):
+    router = TierwiseLiteLLMRouter(litellm_router(), sync_client=sync_client(app))
+    assert (
+        content(router.completion(messages=[{"role": "user", "content": PROMPTS["fast"]}]))
+        == ANSWERS["gpt-4o-mini"]
+    )
+    direct = router.completion(model="claude-sonnet-4", messages=[{"role": "user", "content": "hi"}])
+    assert content(direct) == ANSWERS["claude-sonnet-4"]
+
+
+def test_litellm_fails_upward_when_tierwise_is_down():
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    async def run():
+        client = AsyncTierwiseClient(transport=httpx.MockTransport(refuse))
+        router = TierwiseLiteLLMRouter(litellm_router(), client=client)
+        return router, await router.acompletion(messages=[{"role": "user", "content": PROMPTS["fast"]}])
+
+    router, response = asyncio.run(run())
+    assert content(response) == ANSWERS["gpt-4.1"] and router.last_routing.failed_upward
+
+
+def test_proxy_hook_rewrites_model_and_fallbacks(app):
+    async def run():
+        router = litellm_router()
+        hook = TierwiseProxyHook(async_client(app), router=router)
+        data = {"model": "tierwise", "messages": [{"role": "user", "content": PROMPTS["balanced"]}]}
+        data = await hook.async_pre_call_hook(None, None, data, "acompletion")
+        untouched = await hook.async_pre_call_hook(
+            None, None, {"model": "gpt-4.1", "messages": []}, "acompletion"
+        )
+        return data, untouched, await router.acompletion(**data)
+
+    data, untouched, response = asyncio.run(run())
+    assert data["model"] == "gpt-4.1-mini" and data["fallbacks"] == ["gpt-4.1", "claude-sonnet-4"]
+    assert data["metadata"]["tierwise"]["tier"] == "balanced"
+    assert untouched == {"model": "gpt-4.1", "messages": []}
+    assert content(response) == ANSWERS["gpt-4.1-mini"]
+
+
+def test_model_chain_maps_and_explains_missing_groups():
+    from serving.client import Routing
+
+    routing = Routing(tier="balanced", model="gpt-4.1-mini", fallbacks=("gpt-4.1", "claude-sonnet-4"))
+    assert model_chain(routing, {"mini", "gpt-4.1"}, {"gpt-4.1-mini": "mini"}) == ["mini", "gpt-4.1"]
+    with pytest.raises(NoDeploymentError, match="model_groups"):
+        model_chain(routing, {"other"}, {})
