@@ -4,14 +4,32 @@
 `lifespan` and warmed up before /readyz says ready. Bad input gets a 4xx whose message names the
 field and the limit; classifier failures route upward (200, `classifier_unavailable`); anything
 unexpected gets a JSON 503, never a bare 500.
+
+A model folder that cannot be loaded stops start-up: the log line `cannot start` says what is wrong
+and what to do, and the process exits non-zero (uvicorn's startup-failure code 3), so a supervisor
+or orchestrator sees the failure instead of a server that never becomes ready.
+
+Hot reload: `POST /admin/reload` (needs TIERWISE_ADMIN_TOKEN) or SIGHUP to a single-process server
+loads the model folder again, warms it up, swaps it in, and lets requests already on the old model
+finish before closing it; a folder that fails to load leaves the old model serving. With several
+workers, SIGHUP the main process: uvicorn replaces the workers one at a time, each new one ready
+before the old one stops.
+
+API keys (TIERWISE_API_KEYS, optional) guard /classify, /classify/batch, /feedback, /model and /admin/*;
+health, readiness and metrics stay open. Keys and tokens are compared in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import json
 import logging
+import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -24,6 +42,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
@@ -48,6 +67,8 @@ from serving.schemas import (
     ClassifyResponse,
     ErrorResponse,
     HealthResponse,
+    ReloadRequest,
+    ReloadResponse,
 )
 from serving.settings import Settings, get_settings
 
@@ -109,6 +130,7 @@ class Services:
     router: Router
     metrics: ServiceMetrics
     ready: bool = False
+    in_flight: int = 0  # requests using this classifier now; a reload waits for 0 before closing it
     canary: Any = None  # serving.canary.Canary when the policy names a candidate model
 
 
@@ -362,11 +384,16 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 # ---------------------------------------------------------------------------------------------
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> AsyncIterator[Services]:
+    """The current model and policy; counted in flight so a reload can wait for the old model."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None or not services.ready:
         raise api_error(503, "not_ready", "the model is still loading; retry shortly or check /readyz")
-    return services
+    services.in_flight += 1
+    try:
+        yield services
+    finally:
+        services.in_flight -= 1
 
 
 def get_context(request: Request) -> RequestContext:
@@ -384,6 +411,72 @@ def get_recorder(request: Request) -> Any:
 ServicesDep = Annotated[Services, Depends(get_services)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 RecorderDep = Annotated[Any, Depends(get_recorder)]
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="one of TIERWISE_API_KEYS, when keys are set"
+)
+bearer_header = HTTPBearer(auto_error=False, description="an API key as a bearer token")
+admin_token_header = APIKeyHeader(name="X-Admin-Token", auto_error=False, description="TIERWISE_ADMIN_TOKEN")
+
+
+def secret_matches(presented: str, secrets: tuple[str, ...]) -> bool:
+    """Whether `presented` equals one of `secrets`, comparing each in constant time."""
+    matched = False
+    for secret in secrets:  # no early exit: the time does not say which key (or how much) matched
+        matched |= hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
+    return matched
+
+
+def require_api_key(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_header)],
+) -> None:
+    """Let the request through when no keys are configured or it carries a configured key."""
+    settings: Settings = request.app.state.settings
+    keys = settings.api_key_list()
+    if not keys:
+        return
+    presented = api_key if api_key else (bearer.credentials if bearer else None)
+    if not presented:
+        raise api_error(
+            401,
+            "missing_api_key",
+            "this endpoint needs an API key: send it in the X-API-Key header or as "
+            "'Authorization: Bearer <key>' (keys are configured by TIERWISE_API_KEYS)",
+            "X-API-Key",
+        )
+    if not secret_matches(presented, keys):
+        raise api_error(
+            401,
+            "invalid_api_key",
+            "the API key is not one of TIERWISE_API_KEYS; check the key you were given",
+            "X-API-Key",
+        )
+
+
+def require_admin_token(
+    request: Request, admin_token: Annotated[str | None, Depends(admin_token_header)]
+) -> None:
+    settings: Settings = request.app.state.settings
+    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+        raise api_error(
+            403,
+            "admin_disabled",
+            "admin endpoints are disabled; set TIERWISE_ADMIN_TOKEN on the server to enable them",
+            "X-Admin-Token",
+        )
+    if not admin_token or not secret_matches(admin_token, (settings.admin_token.get_secret_value(),)):
+        raise api_error(
+            401,
+            "invalid_admin_token",
+            "send the admin token (TIERWISE_ADMIN_TOKEN) in the X-Admin-Token header",
+            "X-Admin-Token",
+        )
+
+
+ApiKeyDep = Depends(require_api_key)
+AdminTokenDep = Depends(require_admin_token)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,6 +511,132 @@ def build_services(
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)
     return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)
+
+
+def startup_error_message(err: Exception, settings: Settings) -> str:
+    """What went wrong loading the model or policy, and what to do about it."""
+    if isinstance(err, PolicyError):
+        return str(err)
+    if isinstance(err, ValueError):  # ModelFolderError is a ValueError
+        message = str(err).rstrip()
+        if "make train" not in message:
+            message += (
+                " Re-export the model folder with `make train` (or `make export`), or point "
+                "TIERWISE_MODEL_DIR at a complete one."
+            )
+        return message
+    return (
+        f"loading the model folder {settings.model_dir} failed ({type(err).__name__}: {err}); point "
+        "TIERWISE_MODEL_DIR at a folder written by `make train` (model.onnx, tokenizer.json, manifest.json)"
+    )
+
+
+def load_services(settings: Settings, factory: ClassifierFactory, metrics: ServiceMetrics) -> Services:
+    """Build and warm up the services (blocking: run it in a thread)."""
+    services = build_services(settings, factory, metrics)
+    warm_up(services.classifier, settings.micro_batch_max_size)
+    return services
+
+
+class ModelReloader:
+    """Loads the model into the app at start-up and swaps in a new one on reload, one at a time."""
+
+    def __init__(
+        self, app: FastAPI, settings: Settings, factory: ClassifierFactory, metrics: ServiceMetrics
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.factory = factory
+        self.metrics = metrics
+        self._lock: asyncio.Lock | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def _load(self, settings: Settings) -> Services:
+        services = await asyncio.to_thread(load_services, settings, self.factory, self.metrics)
+        if isinstance(services.scorer, MicroBatcher):
+            services.scorer.start()
+        services.ready = True
+        return services
+
+    async def start(self) -> Services:
+        services = await self._load(self.settings)
+        self.app.state.services = services
+        return services
+
+    async def reload(self, model_dir: Path | None = None) -> tuple[Services, Services]:
+        """(old, new) services once the new model serves; raises if it cannot be loaded (old stays)."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            old: Services = self.app.state.services
+            settings = self.settings
+            if model_dir is not None:
+                settings = settings.model_copy(update={"model_dir": Path(model_dir)})
+            started = time.perf_counter()
+            new = await self._load(settings)
+            self.app.state.services = new
+            self.settings = settings
+            logger.info(
+                "reloaded",
+                extra={
+                    "model_version": new.classifier.version,
+                    "previous_model_version": old.classifier.version,
+                    "model_dir": str(settings.model_dir),
+                    "reload_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+        await self.retire(old)
+        return old, new
+
+    async def retire(self, old: Services) -> None:
+        """Close the old model once the requests using it have finished (or drain_seconds passed)."""
+        old.ready = False
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while old.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if old.in_flight > 0:
+            logger.warning(
+                "closing the old model with requests in flight", extra={"in_flight": old.in_flight}
+            )
+        await old.scorer.close()
+
+    async def _reload_logging_errors(self) -> None:
+        try:
+            await self.reload()
+        except Exception as err:
+            current: Services = self.app.state.services
+            logger.error(
+                "reload failed, still serving the previous model: %s",
+                startup_error_message(err, self.settings),
+                extra={"model_version": current.classifier.version},
+            )
+
+    def reload_in_background(self) -> None:
+        """The SIGHUP handler."""
+        task = asyncio.get_running_loop().create_task(self._reload_logging_errors())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def install_sighup(self) -> bool:
+        """Reload on SIGHUP when running in the main thread (a uvicorn server), else do nothing."""
+        if not self.settings.reload_on_sighup or threading.current_thread() is not threading.main_thread():
+            return False
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_in_background)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            return False
+        return True
+
+    def remove_sighup(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        services: Services | None = getattr(self.app.state, "services", None)
+        if services is not None:
+            services.ready = False
+            await services.scorer.close()
 
 
 def warm_up(classifier: ClassifierLike, max_batch_size: int) -> None:
@@ -467,12 +686,15 @@ def to_response(decision: Decision, model_version: str, request_id: str) -> Clas
 
 async def decide_all(services: Services, requests: list[RoutingInput]) -> tuple[list[Decision], str | None]:
     """Decisions for validated requests; never raises (fails upward instead)."""
+    services.in_flight += 1
     try:
         routed = await services.router.route(requests)
         return routed.decisions, routed.classifier_error
     except Exception as err:
         logger.error("routing failed, routing upward", exc_info=err)
         return [services.policy.unavailable_decision(r) for r in requests], f"{type(err).__name__}: {err}"
+    finally:
+        services.in_flight -= 1
 
 
 def log_decision(
@@ -517,10 +739,16 @@ def log_decision(
 
 def add_routes(app: FastAPI) -> None:
     error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorResponse} for code in (400, 413, 422, 503)
+        code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)
     }
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=error_responses, tags=["routing"])
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=error_responses,
+        tags=["routing"],
+        dependencies=[ApiKeyDep],
+    )
     async def classify(
         item: ClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
     ) -> ClassifyResponse:
@@ -543,7 +771,11 @@ def add_routes(app: FastAPI) -> None:
         return to_response(decisions[0], versions[0], context.request_id)
 
     @app.post(
-        "/classify/batch", response_model=BatchClassifyResponse, responses=error_responses, tags=["routing"]
+        "/classify/batch",
+        response_model=BatchClassifyResponse,
+        responses=error_responses,
+        tags=["routing"],
+        dependencies=[ApiKeyDep],
     )
     async def classify_batch(
         batch: BatchClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
@@ -576,6 +808,7 @@ def add_routes(app: FastAPI) -> None:
         response_model=FeedbackResponse,
         responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)},
         tags=["feedback"],
+        dependencies=[ApiKeyDep],
         openapi_extra=FEEDBACK_OPENAPI,
     )
     async def feedback(request: Request, services: ServicesDep, recorder: RecorderDep) -> FeedbackResponse:
@@ -618,7 +851,12 @@ def add_routes(app: FastAPI) -> None:
         service_metrics: ServiceMetrics = request.app.state.metrics
         return PlainTextResponse(service_metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/model", tags=["operations"])
+    @app.get(
+        "/model",
+        tags=["operations"],
+        responses={code: {"model": ErrorResponse} for code in (401, 503)},
+        dependencies=[ApiKeyDep],
+    )
     async def model(services: ServicesDep) -> dict[str, Any]:
         """The model manifest and the routing policy's tiers."""
         policy = services.policy
@@ -634,6 +872,40 @@ def add_routes(app: FastAPI) -> None:
             "canary": canary_info(services),
         }
 
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)},
+        tags=["admin"],
+        dependencies=[ApiKeyDep, AdminTokenDep],
+    )
+    async def admin_reload(request: Request, body: ReloadRequest | None = None) -> ReloadResponse:
+        """Load the model folder again (or `model_dir`) and swap it in; this worker only."""
+        reloader: ModelReloader | None = getattr(request.app.state, "reloader", None)
+        if reloader is None or getattr(request.app.state, "services", None) is None:
+            raise api_error(503, "not_ready", "the model is still loading; retry shortly or check /readyz")
+        model_dir = Path(body.model_dir) if body and body.model_dir else None
+        target = model_dir or reloader.settings.model_dir
+        try:
+            old, new = await reloader.reload(model_dir)
+        except Exception as err:
+            current: Services = request.app.state.services
+            logger.error("reload failed, still serving the previous model", exc_info=err)
+            raise api_error(
+                409,
+                "reload_failed",
+                f"could not load {target}: {startup_error_message(err, reloader.settings)}; "
+                f"still serving {current.classifier.version}",
+                "model_dir",
+            ) from err
+        return ReloadResponse(
+            status="reloaded",
+            model_version=new.classifier.version,
+            previous_model_version=old.classifier.version,
+            model_dir=str(target),
+            worker_pid=os.getpid(),
+        )
+
 
 def create_app(
     settings: Settings | None = None, classifier_factory: ClassifierFactory | None = None
@@ -646,24 +918,26 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
+        reloader = ModelReloader(app, settings, factory, metrics)
         try:
-            services = await asyncio.to_thread(build_services, settings, factory, metrics)
-        except (PolicyError, ValueError, OSError) as err:
-            logger.error("cannot start: %s", err)
+            services = await reloader.start()
+        except Exception as err:
+            logger.error(
+                "cannot start: %s",
+                startup_error_message(err, settings),
+                extra={"model_dir": str(settings.model_dir), "policy_file": str(settings.policy_file)},
+            )
             raise
-        await asyncio.to_thread(warm_up, services.classifier, settings.micro_batch_max_size)
-        if isinstance(services.scorer, MicroBatcher):
-            services.scorer.start()
         try:
             app.state.decision_recorder = await asyncio.to_thread(
                 open_recorder, settings, metrics.observe_decision_log
             )
         except Exception as err:
             logger.error("cannot start: %s", err, extra={"decision_db": settings.decision_db})
-            await services.scorer.close()
+            await reloader.close()
             raise
-        app.state.services = services
-        services.ready = True
+        app.state.reloader = reloader
+        sighup = reloader.install_sighup()
         logger.info(
             "ready",
             extra={
@@ -671,14 +945,18 @@ def create_app(
                 "model_dir": str(Path(settings.model_dir)),
                 "policy_file": str(settings.policy_file),
                 "micro_batching": settings.micro_batching,
+                "api_keys": bool(settings.api_key_list()),
+                "admin_endpoints": settings.admin_token is not None,
+                "reload_on_sighup": sighup,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
         try:
             yield
         finally:
-            services.ready = False
-            await services.scorer.close()
+            if sighup:
+                reloader.remove_sighup()
+            await reloader.close()
             await asyncio.to_thread(close_recorder, app.state.decision_recorder)
 
     app = FastAPI(
@@ -693,11 +971,39 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     add_routes(app)
-    endpoints = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/model", "/docs", "/feedback"}
+    endpoints = {
+        "/classify",
+        "/classify/batch",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/model",
+        "/docs",
+        "/admin/reload",
+        "/feedback",
+    }
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, endpoints=endpoints
     )
     return app
+
+
+def check_model_loads(settings: Settings) -> None:
+    """Load the policy and model once in the main process, or exit 3 with the `cannot start` message.
+
+    With several workers, a worker that fails start-up does not always stop uvicorn's main process
+    promptly; checking first makes a bad model folder fail fast, as with one process.
+    """
+    try:
+        services = build_services(settings, load_tier_classifier, ServiceMetrics())
+    except Exception as err:
+        logger.error(
+            "cannot start: %s",
+            startup_error_message(err, settings),
+            extra={"model_dir": str(settings.model_dir), "policy_file": str(settings.policy_file)},
+        )
+        raise SystemExit(3) from err
+    del services
 
 
 def serve(settings: Settings | None = None) -> None:
@@ -713,8 +1019,17 @@ def serve(settings: Settings | None = None) -> None:
         "port": settings.port,
         "log_config": uvicorn_log_config(settings.log_level),
         "access_log": False,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
     }
     if settings.workers > 1:  # each worker builds its own app from the TIERWISE_* environment
-        uvicorn.run("serving.app:create_app", factory=True, workers=settings.workers, **common)
+        check_model_loads(settings)
+        # SIGHUP to this process replaces the workers one at a time (each new one ready first).
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            workers=settings.workers,
+            timeout_worker_healthcheck=settings.worker_start_timeout_seconds,
+            **common,
+        )
     else:
         uvicorn.run(create_app(settings), **common)

@@ -112,3 +112,24 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "ready", "not_ready"]
     model_version: str | None = None
+
+
+class ReloadRequest(BaseModel):
+    """POST /admin/reload: load a model folder and swap it in once it is warm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="folder to load; default: TIERWISE_MODEL_DIR again (after swapping its contents)",
+    )
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded"]
+    model_version: str
+    previous_model_version: str
+    model_dir: str
+    worker_pid: int = Field(description="the worker that reloaded; with several workers use SIGHUP instead")

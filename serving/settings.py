@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVING_DIR = Path(__file__).resolve().parent
@@ -40,6 +40,26 @@ class Settings(BaseSettings):
     deadline_ms: float | None = Field(
         default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
     )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated API keys; when set, /classify, /classify/batch, /feedback, /model and "
+        "/admin/* need one in X-API-Key or Authorization: Bearer",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="token for POST /admin/reload (header X-Admin-Token); unset = disabled"
+    )
+    reload_on_sighup: bool = Field(
+        default=True, description="SIGHUP to a single-process server reloads the model folder in place"
+    )
+    drain_seconds: float = Field(
+        default=30.0, gt=0, description="after a reload, how long the old model may finish its requests"
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=30, ge=1, description="on SIGTERM, how long in-flight requests may take before exit"
+    )
+    worker_start_timeout_seconds: int = Field(
+        default=30, ge=5, description="with several workers: how long a (re)started worker may load"
+    )
     record_decisions: bool = Field(
         default=True, description="record every decision in the decision log (needed by POST /feedback)"
     )
@@ -52,6 +72,12 @@ class Settings(BaseSettings):
     decision_queue_size: int = Field(
         default=10000, ge=1, description="decision records waiting to be written; beyond it they are dropped"
     )
+
+    def api_key_list(self) -> tuple[str, ...]:
+        """The configured API keys (empty: no key needed)."""
+        if self.api_keys is None:
+            return ()
+        return tuple(key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip())
 
 
 @lru_cache(maxsize=1)
