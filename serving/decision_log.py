@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -187,23 +189,34 @@ class DecisionStore:
         self.url = url
         self.engine = create_db_engine(url)
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+    def upgrade(self, attempts: int = 3) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent).
+
+        Several workers or replicas starting at once may race to create the tables; the loser
+        retries and finds the schema already current. (For PostgreSQL fleets, running
+        `tierwise db upgrade` once as a deploy step avoids the race altogether.)
+        """
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
-        try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-        except SQLAlchemyError as err:
-            raise DecisionLogError(
-                f"cannot migrate the decision log at {self.engine.url!r} ({err.__class__.__name__}: {err}); "
-                "check TIERWISE_DECISION_DB or set TIERWISE_RECORD_DECISIONS=false"
-            ) from err
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.begin() as connection:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return
+            except SQLAlchemyError as err:
+                if attempt < attempts:
+                    logger.warning("decision log migration attempt %d failed, retrying: %s", attempt, err)
+                    time.sleep(0.2 * attempt + random.random() * 0.3)
+                    continue
+                raise DecisionLogError(
+                    f"cannot migrate the decision log at {self.engine.url!r} ({err.__class__.__name__}: {err}); "
+                    "check TIERWISE_DECISION_DB or set TIERWISE_RECORD_DECISIONS=false"
+                ) from err
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:

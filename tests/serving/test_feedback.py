@@ -330,3 +330,26 @@ def test_parse_since():
     assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="duration"):
         parse_since("last week", now)
+
+
+def _migrate(url):
+    DecisionStore(url).upgrade()
+    return DecisionStore(url).current_revision()
+
+
+def test_workers_starting_together_migrate_once(tmp_path):
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        assert pool.map(_migrate, [url] * 3) == ["0001"] * 3
+
+
+def test_db_upgrade_command_and_bad_urls(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    assert cli_main(["db", "upgrade", "--db", url]) == 0
+    assert "revision 0001" in capsys.readouterr().err
+    from serving.decision_log import DecisionLogError
+
+    with pytest.raises(DecisionLogError, match="TIERWISE_DECISION_DB"):
+        DecisionStore("not a url")
