@@ -882,7 +882,7 @@ def drain_case(
     long_requests: int = 4,
     long_body: dict[str, Any] | None = None,
     command: Sequence[str] | None = None,
-    signal_after: float = 0.3,
+    signal_after: float = 0.2,
     **settings: object,
 ) -> CaseResult:
     """SIGTERM while `long_requests` long calls are in flight and `concurrency` clients keep sending.
