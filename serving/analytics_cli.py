@@ -154,7 +154,11 @@ def add_audit_command(sub: Any) -> None:
     audit.add_argument(
         "--engine", choices=("local", "ray"), default="local", help="local process or Ray Data"
     )
-    audit.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    audit.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (default: start a local Ray); logs and model must be at the same paths on the nodes",
+    )
     audit.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
     audit.add_argument("--batch-size", type=int, default=256, help="requests per classifier batch")
     audit.add_argument("--threads", type=int, default=0, help="onnxruntime threads, local engine (0 = all)")

@@ -354,13 +354,19 @@ def audit_ray(
     address: str | None = None,
     workers: int | None = None,
     threads_per_worker: int = 1,
+    startup_seconds: dict[str, float] | None = None,
 ) -> AuditTotals:
-    """The same chunks through Ray Data `map_batches` (a local Ray unless `address` is given)."""
+    """The same chunks through Ray Data `map_batches` (a local Ray unless `address` is given).
+
+    On a cluster, the logs and the model folder must be readable at the same paths on every node.
+    """
+    startup_seconds = {} if startup_seconds is None else startup_seconds
     try:
         import ray
     except ImportError as err:
         raise AuditError("--engine ray needs Ray Data: pip install 'tierwise[audit]'") from err
     started_here = not ray.is_initialized()
+    init_started = time.perf_counter()
     if started_here:
         init: dict[str, Any] = {
             "include_dashboard": False,
@@ -376,6 +382,7 @@ def audit_ray(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        startup_seconds["ray_init"] = time.perf_counter() - init_started
         cpus = int(ray.available_resources().get("CPU", 1))
         actors = workers or max(1, cpus // threads_per_worker)
         dataset = ray.data.from_items(
@@ -488,7 +495,13 @@ def render_audit_markdown(summary: dict[str, Any], meta: dict[str, Any], plots: 
         "",
         f"Logs: {', '.join(meta['logs'])}. Model `{meta['model_version']}`, policy `{meta['policy']}`, "
         f"engine {meta['engine']}: {summary['requests']} requests in {meta['seconds']:.1f} s "
-        f"({meta['requests_per_second']:.0f} requests/s); {summary['unreadable']} unreadable row(s) skipped.",
+        f"({meta['requests_per_second']:.0f} requests/s"
+        + (
+            f", of which Ray start-up {meta['ray_init_seconds']:.1f} s"
+            if meta.get("ray_init_seconds")
+            else ""
+        )
+        + f"); {summary['unreadable']} unreadable row(s) skipped.",
         "",
         "## What routing would save",
         "",
@@ -595,9 +608,12 @@ def run_audit(
     total_rows = sum(c.rows for c in chunks)
     bar = _progress_bar(total_rows, show_progress)
     started = time.perf_counter()
+    startup: dict[str, float] = {}
     try:
         if engine == "ray":
-            totals = audit_ray(chunks, model_dir, policy_file, bar.update, ray_address, workers)
+            totals = audit_ray(
+                chunks, model_dir, policy_file, bar.update, ray_address, workers, startup_seconds=startup
+            )
         elif engine == "local":
             totals = audit_local(chunks, model_dir, policy_file, threads, bar.update)
         else:
@@ -617,6 +633,7 @@ def run_audit(
         "batch_size": batch_size,
         "seconds": seconds,
         "requests_per_second": (totals.requests + totals.unreadable) / seconds if seconds > 0 else 0.0,
+        "ray_init_seconds": startup.get("ray_init"),
     }
     return summary, meta
 
