@@ -233,14 +233,25 @@ class ServerProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, wait, and the exit code (SIGKILL after `timeout`, reported as -9)."""
+        """SIGTERM, wait, and the exit code (SIGKILL after `timeout`, reported as -9).
+
+        Workers still running once the main process has gone (a worker stuck after a failed
+        start-up outlives a killed main process) are killed too, so no server is left behind.
+        """
+        workers = [pid for pid in worker_pids(self.process.pid) if pid != self.process.pid]
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        marker = f"TIERWISE_PORT={self.port}".encode()
+        for pid in workers:
+            with contextlib.suppress(OSError):  # gone already, or not ours: leave it
+                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    os.kill(pid, signal.SIGKILL)
+        return code
 
 
 def server_environment(model_dir: Path, port: int, **settings: object) -> dict[str, str]:
