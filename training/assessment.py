@@ -18,6 +18,7 @@ from training.evaluation import (
     cost_summary,
     expected_calibration_error,
     reliability_curve,
+    sufficiency_calibration_error,
 )
 from training.finetune import allowed_mask
 
@@ -98,6 +99,7 @@ def evaluate_split(
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
     raw, calibrated = softmax(logits), scaler.transform(logits)
+    single = low == high  # rows with exactly one allowed tier
     before = calibrated.argmax(axis=1)
     after = route_upward(calibrated, q)
     return {
@@ -106,6 +108,10 @@ def evaluate_split(
         "after": classification_metrics(after, low, high),
         "ece_before": expected_calibration_error(raw, low, high),
         "ece_after": expected_calibration_error(calibrated, low, high),
+        "ece_single_label_before": expected_calibration_error(raw[single], low[single], high[single]),
+        "ece_single_label_after": expected_calibration_error(calibrated[single], low[single], high[single]),
+        "ece_sufficiency_before": sufficiency_calibration_error(raw, low),
+        "ece_sufficiency_after": sufficiency_calibration_error(calibrated, low),
         "reliability_before": reliability_curve(raw, low, high),
         "reliability_after": reliability_curve(calibrated, low, high),
         "cost": cost_summary(after, counts, prices),
@@ -161,6 +167,8 @@ def headline_metrics(evaluation: dict[str, Any], scaler: TemperatureScaler) -> d
             "recall": {t: v["recall"] for t, v in res["before"]["per_tier"].items()},
             "ece_before": res["ece_before"],
             "ece_after": res["ece_after"],
+            "ece_sufficiency_before": res["ece_sufficiency_before"],
+            "ece_sufficiency_after": res["ece_sufficiency_after"],
             "under_routing_before": res["before"]["under_routing"],
             "under_routing_after": res["after"]["under_routing"],
             "over_routing_after": res["after"]["over_routing"],

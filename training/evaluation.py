@@ -43,6 +43,21 @@ def expected_calibration_error(probs: np.ndarray, low: np.ndarray, high: np.ndar
     return float(ece)
 
 
+def sufficiency_calibration_error(probs: np.ndarray, low: np.ndarray, bins: int = 15) -> float:
+    """ECE of the confidence the service returns, P(true tier <= predicted tier), against 'the
+    predicted tier suffices' (it is not below the cheapest allowed tier). Defined for set labels too."""
+    pred = probs.argmax(axis=1)
+    conf = np.cumsum(probs, axis=1)[np.arange(len(probs)), pred]
+    sufficient = low <= pred
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(conf[in_bin].mean() - sufficient[in_bin].mean())
+    return float(ece)
+
+
 def reliability_curve(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = 10) -> list[dict]:
     conf, pred = probs.max(axis=1), probs.argmax(axis=1)
     correct = (pred >= low) & (pred <= high)
