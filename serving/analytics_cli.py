@@ -55,6 +55,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(pass --model with the folder that serves)\n"
         )
     report = build_report(rows, policy, training, since=since, until=until or datetime.now(UTC))
+    if args.compare_models:
+        from serving.feedback_report import rescore_models
+
+        report["rescored"] = rescore_models(rows, policy, args.compare_models)
     path = write_report(report, args.out, plots=not args.no_plots)
     size = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())
     sys.stderr.write(
@@ -119,6 +123,13 @@ def add_analytics_commands(sub: Any) -> None:
     )
     report.add_argument("--out", type=Path, default=Path("runs/report"), help="output folder")
     report.add_argument("--no-plots", action="store_true", help="markdown and JSON only")
+    report.add_argument(
+        "--compare-models",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="model folders (e.g. primary and canary) to re-score on the same labeled prompts (needs stored prompts)",
+    )
     report.set_defaults(func=cmd_report)
 
     export = sub.add_parser("export-feedback", help="labeled JSONL from feedback, for make data USER_DATA=")

@@ -305,6 +305,41 @@ def build_report(
     }
 
 
+def rescore_models(
+    rows: Sequence[LabeledDecision], policy: Policy, model_dirs: Sequence[Path]
+) -> dict[str, dict[str, Any]]:
+    """Every model folder re-scored on the same labeled decisions (those with stored prompt text).
+
+    Each model's argmax and upward-rule tier (with its own calibrated q, before the other policy
+    rules) are scored against the same outcomes, so candidate and primary are compared row for row.
+    """
+    from dataclasses import replace
+
+    from serving.classifier import TierClassifier
+
+    tiers = list(policy.tier_names)
+    labeled = [r for r in rows if r.decision.prompt_text and _labeled_indices(r, tiers) is not None]
+    out: dict[str, dict[str, Any]] = {}
+    for model_dir in model_dirs:
+        classifier = TierClassifier(Path(model_dir), intra_op_threads=0)
+        policy.check_model_tiers(classifier.tiers)
+        predictions = classifier.classify([r.decision.prompt_text or "" for r in labeled]) if labeled else []
+        rescored = [
+            LabeledDecision(
+                replace(r.decision, tier=p.tier, predicted_tier=p.predicted_tier, token_count=p.token_count),
+                r.feedback,
+            )
+            for r, p in zip(labeled, predictions, strict=True)
+        ]
+        out[classifier.version] = {
+            "model_dir": str(model_dir),
+            "escalation_rate": _rate(sum(p.escalated for p in predictions), len(predictions)),
+            "cost_ratio": spend_summary(rescored, policy)["cost_ratio"],
+            **quality_summary(rescored, tiers),
+        }
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +440,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
             f"{drift['confidence_train_mean']:.3f}; PSI {drift['confidence_psi']:.3f} (alert above {DRIFT_PSI_ALERT})",
         ]
     lines += ["", *(f"- **Alert:** {a}" for a in drift["alerts"])]
-    if len(report["versions"]) > 1 or report["versions"]:
+    if report["versions"]:
         lines += [
             "",
             "## Model versions (canary comparison on the same window and feedback)",
@@ -427,6 +462,21 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
                 "of traffic; compare their rows directly, and wait for a few hundred labeled decisions each "
                 "before promoting.",
             ]
+    if report.get("rescored"):
+        lines += [
+            "",
+            "## Models re-scored on the same labeled requests",
+            "",
+            "Each model classified the same stored prompts that have feedback (upward rule with its own q).",
+            "",
+            "| model version | labeled | accuracy | under-routing | over-routing | escalation | cost vs all-frontier |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for version, v in report["rescored"].items():
+            lines.append(
+                f"| `{version}` | {v['labeled']} | {_pct(v['accuracy_predicted'])} | {_pct(v['under_routing'])} | "
+                f"{_pct(v['over_routing'])} | {_pct(v['escalation_rate'])} | {_pct(v['cost_ratio'])} |"
+            )
     if plots:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in plots)]
     return "\n".join(lines) + "\n"

@@ -59,6 +59,7 @@ def client(canary_setup, tiny_model_dir):
         policy_file=canary_setup["policy_file"],
         record_decisions=True,
         decision_db=canary_setup["db"],
+        record_prompts=True,
     )
 
     def factory(s):
@@ -121,6 +122,15 @@ def test_responses_metrics_and_log_say_which_version_decided(client, canary_setu
         assert summary["with_feedback"] == sum(expected_version(i) == version for i in ids)
         assert summary["accuracy_predicted"] == 1.0
     assert "canary comparison" in (out / "report.md").read_text()
+
+    candidate = canary_setup["policy_file"].parent / "candidate"
+    args += ["--compare-models", str(tiny_model_dir), str(candidate)]
+    assert cli_main(args) == 0
+    rescored = json.loads((out / "report.json").read_text())["rescored"]
+    assert set(rescored) == versions
+    for summary in rescored.values():  # both models on all the same 30 labeled prompts
+        assert summary["labeled"] == len(ids) and summary["accuracy_predicted"] == 1.0
+    assert "re-scored on the same labeled requests" in (out / "report.md").read_text()
 
 
 def test_a_missing_candidate_stops_start_up(tmp_path, tiny_model_dir, tiny_classifier):
