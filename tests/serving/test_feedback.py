@@ -332,17 +332,25 @@ def test_parse_since():
         parse_since("last week", now)
 
 
-def _migrate(url):
-    DecisionStore(url).upgrade()
-    return DecisionStore(url).current_revision()
+MIGRATE = (
+    "import sys; from serving.decision_log import DecisionStore; "
+    "store = DecisionStore(sys.argv[1]); store.upgrade(); print(store.current_revision())"
+)
 
 
 def test_workers_starting_together_migrate_once(tmp_path):
-    import multiprocessing
+    import subprocess
+    import sys
 
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
-    with multiprocessing.get_context("spawn").Pool(3) as pool:
-        assert pool.map(_migrate, [url] * 3) == ["0001"] * 3
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert [out.strip() for out, _ in outputs] == ["0001"] * 3, [err for _, err in outputs]
 
 
 def test_db_upgrade_command_and_bad_urls(tmp_path, capsys):
