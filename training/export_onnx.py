@@ -98,15 +98,17 @@ def fuse_bert_graph(fp32_path: Path, fused_path: Path, num_heads: int, hidden_si
     return fused_path
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
-    """Dynamic int8 quantization of the weights, per channel (half the drift of per-tensor)."""
+def quantize_int8(fp32_path: Path, int8_path: Path, symmetric_activations: bool = False) -> Path:
+    """Dynamic int8 quantization of the weights, per channel (half the drift of per-tensor).
+
+    Symmetric activation ranges cost no speed and, on the fused graph, drift less from fp32.
+    """
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # needed for fused graphs
+    if symmetric_activations:
+        extra["ActivationSymmetric"] = True
     quantize_dynamic(
-        str(fp32_path),
-        str(int8_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )  # needed for fused graphs
+        str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True, extra_options=extra
+    )
     return int8_path
 
 
