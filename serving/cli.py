@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--input", type=Path, required=True)
     classify.add_argument("--output", type=Path, required=True)
     classify.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder")
-    classify.add_argument("--batch-size", type=int, default=32)
+    classify.add_argument("--batch-size", type=int, default=256, help="rows read per call; sorted by length inside")
     classify.add_argument(
         "--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)"
     )
