@@ -29,38 +29,8 @@ def reference_tiers(pred: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.n
     return np.clip(pred, low, high)
 
 
-def expected_calibration_error(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class confidence against 'the predicted tier is allowed'."""
-    conf = probs.max(axis=1)
-    pred = probs.argmax(axis=1)
-    correct = (pred >= low) & (pred <= high)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
-    return float(ece)
-
-
-def sufficiency_calibration_error(probs: np.ndarray, low: np.ndarray, bins: int = 15) -> float:
-    """ECE of the confidence the service returns, P(true tier <= predicted tier), against 'the
-    predicted tier suffices' (it is not below the cheapest allowed tier). Defined for set labels too."""
-    pred = probs.argmax(axis=1)
-    conf = np.cumsum(probs, axis=1)[np.arange(len(probs)), pred]
-    sufficient = low <= pred
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(conf[in_bin].mean() - sufficient[in_bin].mean())
-    return float(ece)
-
-
-def reliability_curve(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = 10) -> list[dict]:
-    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
-    correct = (pred >= low) & (pred <= high)
+def calibration_bins(conf: np.ndarray, hit: np.ndarray, bins: int) -> list[dict]:
+    """Equal-width confidence bins: mean confidence, hit rate and count of each non-empty bin."""
     edges = np.linspace(0, 1, bins + 1)
     out = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -69,11 +39,38 @@ def reliability_curve(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins
             out.append(
                 {
                     "confidence": float(conf[in_bin].mean()),
-                    "accuracy": float(correct[in_bin].mean()),
+                    "accuracy": float(hit[in_bin].mean()),
                     "count": int(in_bin.sum()),
                 }
             )
     return out
+
+
+def binned_calibration_error(conf: np.ndarray, hit: np.ndarray, bins: int) -> float:
+    """Count-weighted mean |confidence - hit rate| over the bins."""
+    n = max(len(conf), 1)
+    return float(
+        sum(b["count"] / n * abs(b["confidence"] - b["accuracy"]) for b in calibration_bins(conf, hit, bins))
+    )
+
+
+def expected_calibration_error(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class confidence against 'the predicted tier is allowed'."""
+    pred = probs.argmax(axis=1)
+    return binned_calibration_error(probs.max(axis=1), (pred >= low) & (pred <= high), bins)
+
+
+def sufficiency_calibration_error(probs: np.ndarray, low: np.ndarray, bins: int = 15) -> float:
+    """ECE of the confidence the service returns, P(true tier <= predicted tier), against 'the
+    predicted tier suffices' (it is not below the cheapest allowed tier). Defined for set labels too."""
+    pred = probs.argmax(axis=1)
+    conf = np.cumsum(probs, axis=1)[np.arange(len(probs)), pred]
+    return binned_calibration_error(conf, low <= pred, bins)
+
+
+def reliability_curve(probs: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = 10) -> list[dict]:
+    pred = probs.argmax(axis=1)
+    return calibration_bins(probs.max(axis=1), (pred >= low) & (pred <= high), bins)
 
 
 @dataclass(frozen=True)
