@@ -501,13 +501,7 @@ def build_services(
         )
     else:
         scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
-    router = Router(
-        policy,
-        scorer,
-        default_q=classifier.manifest.escalation_q,
-        deadline_ms=settings.deadline_ms,
-        texts_per_deadline=settings.micro_batch_max_size,
-    )
+    router = Router.for_classifier(policy, scorer, classifier.manifest.escalation_q, settings)
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)
     return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)

@@ -64,13 +64,7 @@ def build_canary(
     policy.check_model_tiers(classifier.tiers)
     classifier.predict_proba(["warm up", "Prove that the algorithm terminates."])
     scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
-    router = Router(
-        policy,
-        scorer,
-        default_q=classifier.manifest.escalation_q,
-        deadline_ms=settings.deadline_ms,
-        texts_per_deadline=settings.micro_batch_max_size,
-    )
+    router = Router.for_classifier(policy, scorer, classifier.manifest.escalation_q, settings)
     canary = Canary(config, classifier, scorer, router)
     # The executor thread goes when the canary does (a reload builds a new one).
     executor = scorer._executor

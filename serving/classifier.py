@@ -70,12 +70,7 @@ class TierClassifier:
 
     def _run(self, rows: list[list[int]]) -> np.ndarray:
         """One onnxruntime call on already-encoded rows, padded to the longest. -> (B, K)"""
-        width = max(len(r) for r in rows)
-        input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = row
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = self.encoder.pad(rows)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)

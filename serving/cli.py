@@ -21,8 +21,7 @@ from serving.analytics_cli import add_analytics_commands, resolve_db
 from serving.classifier import TierClassifier
 from serving.model_folder import ModelFolderError
 from serving.request_text import RequestTextError, record_text
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+from serving.settings import DEFAULT_MODEL_DIR
 
 
 def read_requests(stream: IO[bytes], errors: list[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
@@ -111,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--input", type=Path, required=True)
     classify.add_argument("--output", type=Path, required=True)
     classify.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder")
-    classify.add_argument("--batch-size", type=int, default=256, help="rows read per call; sorted by length inside")
+    classify.add_argument(
+        "--batch-size", type=int, default=256, help="rows read per call; sorted by length inside"
+    )
     classify.add_argument(
         "--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)"
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from serving.batcher import Score, Scorer
 from serving.policy import Decision, Policy, RoutingInput
+from serving.settings import Settings
 
 logger = logging.getLogger("tierwise.routing")
 
@@ -38,6 +39,17 @@ class Router:
         self.deadline_ms = policy.deadline_ms if deadline_ms is None else deadline_ms
         # A batch call of many items gets one deadline per `texts_per_deadline` texts.
         self.texts_per_deadline = max(1, texts_per_deadline)
+
+    @classmethod
+    def for_classifier(cls, policy: Policy, scorer: Scorer, default_q: float, settings: Settings) -> Router:
+        """The service's router: the model's calibrated q, the settings' deadline and batch size."""
+        return cls(
+            policy,
+            scorer,
+            default_q=default_q,
+            deadline_ms=settings.deadline_ms,
+            texts_per_deadline=settings.micro_batch_max_size,
+        )
 
     def deadline_seconds(self, item_count: int) -> float:
         return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)

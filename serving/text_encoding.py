@@ -72,12 +72,17 @@ class TextEncoder:
             counts.append(n)
         return rows, counts
 
-    def encode(self, texts: list[str]) -> EncodedBatch:
-        rows, counts = self.encode_ids(texts)
+    def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded rows padded to the longest: input_ids (B, T) and attention_mask (B, T), int64."""
         width = max(len(r) for r in rows)
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
             input_ids[i, : len(row)] = row
             attention_mask[i, : len(row)] = 1
+        return input_ids, attention_mask
+
+    def encode(self, texts: list[str]) -> EncodedBatch:
+        rows, counts = self.encode_ids(texts)
+        input_ids, attention_mask = self.pad(rows)
         return EncodedBatch(input_ids=input_ids, attention_mask=attention_mask, token_counts=counts)

@@ -135,7 +135,7 @@ def evaluate_all(
     config: Any,
     prices: TierPrices,
 ) -> dict[str, Any]:
-    _, train_counts = batched_logits_counts_only(classifier, splits["train"])
+    train_counts = token_counts(classifier, splits["train"])
     baselines = fit_baselines(splits["train"], train_counts, config.seed)
     results: dict[str, Any] = {"q": q, "temperature": scaler.temperature_, "splits": {}}
     for split in EVAL_SPLITS:
@@ -147,10 +147,10 @@ def evaluate_all(
     return results
 
 
-def batched_logits_counts_only(classifier: TierClassifier, rows: list[dict]) -> tuple[None, np.ndarray]:
-    """Token counts without running the model (the length baseline needs only these)."""
+def token_counts(classifier: TierClassifier, rows: list[dict]) -> np.ndarray:
+    """Full token counts without running the model (the length baseline needs only these)."""
     _, counts = classifier.encoder.encode_ids([r["text"] for r in rows])
-    return None, np.array(counts)
+    return np.array(counts)
 
 
 def headline_metrics(evaluation: dict[str, Any], scaler: TemperatureScaler) -> dict[str, Any]:

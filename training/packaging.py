@@ -17,6 +17,7 @@ from serving.classifier import TierClassifier
 from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
 from serving.text_encoding import TextEncoder
 from training import paths
+from training.assessment import batched_logits
 from training.evaluation import allowed_bounds, classification_metrics
 from training.export_onnx import (
     PARITY_TOLERANCE,
@@ -132,8 +133,6 @@ def padded_batch(encoder: TextEncoder, rows: list[dict]) -> tuple[np.ndarray, np
 
 
 def _folder_argmax(folder: Path, rows: list[dict]) -> np.ndarray:
-    from training.assessment import batched_logits
-
     logits, _ = batched_logits(TierClassifier(folder), rows)
     return logits.argmax(axis=1)
 
