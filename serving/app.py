@@ -58,7 +58,7 @@ from serving.feedback import (
 )
 from serving.metrics import CONTENT_TYPE, ServiceMetrics
 from serving.policy import Decision, Policy, PolicyError, RoutingInput, UnknownTierError, load_policy
-from serving.request_text import RequestTextError, record_text
+from serving.request_text import ClassifierInput, RequestTextError, request_input
 from serving.routing import Router
 from serving.schemas import (
     BatchClassifyRequest,
@@ -109,7 +109,7 @@ class ClassifierLike(Protocol):
     @property
     def version(self) -> str: ...
 
-    def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]: ...
+    def predict_proba(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int]]: ...
 
 
 ClassifierFactory = Callable[[Settings], ClassifierLike]
@@ -648,11 +648,13 @@ def warm_up(classifier: ClassifierLike, max_batch_size: int) -> None:
 def routing_input(item: ClassifyRequest, services: Services, field_prefix: str = "") -> RoutingInput:
     """The policy's view of a request; raises HTTP 422 naming the field for unusable input."""
     try:
-        text = record_text(item.as_record())
+        read = request_input(item.as_record())
     except RequestTextError as err:
         field = f"{field_prefix}{'text' if item.text is not None else 'messages'}"
         raise api_error(422, "invalid_request", f"{field}: {err}", field) from err
-    request = RoutingInput(text=text, min_tier=item.min_tier, max_tier=item.max_tier, route=item.route)
+    request = RoutingInput(
+        text=read.text, min_tier=item.min_tier, max_tier=item.max_tier, route=item.route, request=read
+    )
     try:
         services.policy.validate_request(request)
     except UnknownTierError as err:

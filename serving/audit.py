@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.policy import Policy, RoutingInput, load_policy
-from serving.request_text import RequestTextError, content_text, record_text
+from serving.request_text import ClassifierInput, RequestTextError, content_text, request_input
 
 MAX_ERRORS_KEPT = 20
 TOKEN_BIN_EDGES = tuple(2**k for k in range(4, 21))  # 16 .. 1M tokens; the last bin is open
@@ -42,31 +42,36 @@ class AuditError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def request_text(record: Any) -> str:
-    """The classifier's text for one logged request; raises RequestTextError naming what is missing."""
+def logged_request(record: Any) -> ClassifierInput:
+    """What the classifier reads of one logged request; raises RequestTextError naming what is missing."""
     if isinstance(record, str):
         if not record.strip():
             raise RequestTextError("the line is empty")
-        return record
+        return ClassifierInput.plain(record)
     if not isinstance(record, Mapping):
         raise RequestTextError("row must be a JSON object or a string")
     if isinstance(record.get("body"), Mapping):  # OpenAI Batch API: {"custom_id", "method", "url", "body"}
-        return request_text(record["body"])
+        return logged_request(record["body"])
     if record.get("messages") is not None or record.get("text") is not None:
-        return record_text(record)
+        return request_input(record)
     prompt = record.get("prompt")
     if isinstance(prompt, str) and prompt.strip():
-        return prompt
+        return ClassifierInput.plain(prompt)
     if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) and "".join(prompt).strip():
-        return "\n".join(prompt)
+        return ClassifierInput.plain("\n".join(prompt))
     given = record.get("input")
     if isinstance(given, str) and given.strip():
-        return given
+        return ClassifierInput.plain(given)
     if isinstance(given, list) and given:
         messages = [m for m in given if isinstance(m, Mapping)]
         if messages:
-            return record_text({"messages": [{**m, "content": content_text_any(m)} for m in messages]})
+            return request_input({"messages": [{**m, "content": content_text_any(m)} for m in messages]})
     raise RequestTextError("row needs 'messages', 'text', 'prompt', 'input' or an OpenAI batch 'body'")
+
+
+def request_text(record: Any) -> str:
+    """Every word of one logged request."""
+    return logged_request(record).text
 
 
 def content_text_any(message: Mapping[str, Any]) -> str:
@@ -150,16 +155,16 @@ def _parquet_chunks(path: Path, batch_size: int) -> Iterator[Chunk]:
             yield Chunk(str(path), "parquet", start, stop, group, stop - start)
 
 
-def chunk_requests(chunk: Chunk) -> list[tuple[str, str | None, str | None]]:
-    """(location, text, error) for each request of a chunk, in order."""
-    out: list[tuple[str, str | None, str | None]] = []
+def chunk_requests(chunk: Chunk) -> list[tuple[str, ClassifierInput | None, str | None]]:
+    """(location, what the classifier reads, error) for each request of a chunk, in order."""
+    out: list[tuple[str, ClassifierInput | None, str | None]] = []
     if chunk.kind == "parquet":
         for index, value in enumerate(_parquet_values(chunk)):
             where = f"{chunk.path}: row group {chunk.first_line}, row {chunk.start + index}"
             try:
                 if isinstance(value, list):
                     value = {"messages": value}
-                out.append((where, request_text(value), None))
+                out.append((where, logged_request(value), None))
             except RequestTextError as err:
                 out.append((where, None, str(err)))
         return out
@@ -177,9 +182,9 @@ def chunk_requests(chunk: Chunk) -> list[tuple[str, str | None, str | None]]:
             continue
         try:
             if chunk.kind == "text":
-                out.append((where, request_text(line.rstrip("\r\n")), None))
+                out.append((where, logged_request(line.rstrip("\r\n")), None))
             else:
-                out.append((where, request_text(json.loads(line)), None))
+                out.append((where, logged_request(json.loads(line)), None))
         except json.JSONDecodeError as err:
             out.append((where, None, f"invalid JSON ({err.msg})"))
         except RequestTextError as err:
@@ -303,7 +308,7 @@ class ChunkAuditor:
         probabilities, counts = self.classifier.predict_proba(texts)
         q = self.classifier.manifest.escalation_q
         for text, probs, tokens in zip(texts, probabilities, counts, strict=True):
-            decision = self.policy.decide(RoutingInput(text=text), probs, int(tokens), q)
+            decision = self.policy.decide(RoutingInput(text=text.text, request=text), probs, int(tokens), q)
             totals.requests += 1
             totals.routed[decision.tier] += 1
             if decision.predicted_tier is not None:

@@ -21,7 +21,9 @@ from typing import Protocol
 
 import numpy as np
 
-PredictProba = Callable[[list[str]], tuple[np.ndarray, list[int]]]
+from serving.request_text import ClassifierInput
+
+PredictProba = Callable[[list[ClassifierInput]], tuple[np.ndarray, list[int]]]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds in the classifier)
 
 
@@ -34,7 +36,7 @@ class Score:
 
 
 class Scorer(Protocol):
-    async def score(self, texts: list[str]) -> list[Score]: ...
+    async def score(self, texts: list[ClassifierInput]) -> list[Score]: ...
 
     async def close(self) -> None: ...
 
@@ -63,14 +65,14 @@ class DirectScorer:
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
 
-    def _run(self, texts: list[str]) -> list[Score]:
+    def _run(self, texts: list[ClassifierInput]) -> list[Score]:
         started = time.perf_counter()
         probabilities, counts = self._predict_proba(texts)
         if self._on_batch is not None:
             self._on_batch(len(texts), time.perf_counter() - started)
         return _split(probabilities, counts, len(texts))
 
-    async def score(self, texts: list[str]) -> list[Score]:
+    async def score(self, texts: list[ClassifierInput]) -> list[Score]:
         if not texts:
             return []
         loop = asyncio.get_running_loop()
@@ -83,7 +85,7 @@ class DirectScorer:
 
 @dataclass
 class _Pending:
-    text: str
+    text: ClassifierInput
     future: asyncio.Future[Score]
 
 
@@ -128,7 +130,7 @@ class MicroBatcher:
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def score(self, texts: list[str]) -> list[Score]:
+    async def score(self, texts: list[ClassifierInput]) -> list[Score]:
         """Scores for `texts`, in order; raises what the classifier raised for their batch."""
         if not texts:
             return []
@@ -163,7 +165,7 @@ class MicroBatcher:
                 break
         return [pending for pending in batch if not pending.future.done()]
 
-    def _predict(self, texts: list[str]) -> tuple[np.ndarray, list[int], float]:
+    def _predict(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int], float]:
         started = time.perf_counter()
         probabilities, counts = self._predict_proba(texts)
         return probabilities, counts, time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import onnxruntime as ort
 
 from serving.escalation import cumulative_confidence, route_upward
 from serving.model_folder import ONNX_FILE, TOKENIZER_FILE, Manifest, ModelFolderError, load_manifest
+from serving.request_text import ClassifierInput
 from serving.text_encoding import TextEncoder
 
 
@@ -77,8 +79,10 @@ class TierClassifier:
         (logits,) = self.session.run(["logits"], feeds)
         return logits
 
-    def logits(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Raw (uncalibrated) logits (N, K) and full token counts, in input order."""
+    def logits(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]:
+        """Raw (uncalibrated) logits (N, K) and full token counts, in input order.
+
+        A `str` is a bare prompt; a `ClassifierInput` is a request with its context."""
         rows, counts = self.encoder.encode_ids(texts)
         out = np.zeros((len(rows), len(self.tiers)), dtype=np.float64)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths pad less
@@ -93,12 +97,14 @@ class TierClassifier:
             start = end
         return out, counts
 
-    def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def predict_proba(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]:
         """Calibrated probabilities (N, K) (temperature-scaled) and full token counts."""
         logits, counts = self.logits(texts)
         return softmax(logits / self.manifest.temperature), counts
 
-    def classify(self, texts: list[str], q: float | None = None) -> list[TierPrediction]:
+    def classify(
+        self, texts: Sequence[ClassifierInput | str], q: float | None = None
+    ) -> list[TierPrediction]:
         """Tier per text with the upward rule; q defaults to the one calibrated in training."""
         q = self.manifest.escalation_q if q is None else q
         probs, counts = self.predict_proba(texts)

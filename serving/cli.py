@@ -20,11 +20,13 @@ from typing import IO, Any
 from serving.analytics_cli import add_analytics_commands, resolve_db
 from serving.classifier import TierClassifier
 from serving.model_folder import ModelFolderError
-from serving.request_text import RequestTextError, record_text
+from serving.request_text import ClassifierInput, RequestTextError, request_input
 from serving.settings import DEFAULT_MODEL_DIR
 
 
-def read_requests(stream: IO[bytes], errors: list[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
+def read_requests(
+    stream: IO[bytes], errors: list[str]
+) -> Iterator[tuple[int, dict[str, Any], ClassifierInput]]:
     """(line number, row, text) for every usable line; problems are appended to `errors`."""
     for number, raw in enumerate(stream, start=1):
         if not raw.strip():
@@ -33,7 +35,7 @@ def read_requests(stream: IO[bytes], errors: list[str]) -> Iterator[tuple[int, d
             row = json.loads(raw.decode("utf-8"))
             if not isinstance(row, dict):
                 raise RequestTextError("row must be a JSON object")
-            yield number, row, record_text(row)
+            yield number, row, request_input(row)
         except UnicodeDecodeError:
             errors.append(f"line {number}: not valid UTF-8")
         except json.JSONDecodeError as err:
@@ -48,7 +50,7 @@ def classify_stream(
     """Classify rows in batches, in input order; returns (rows written, error messages)."""
     errors: list[str] = []
     written = 0
-    batch: list[tuple[dict[str, Any], str]] = []
+    batch: list[tuple[dict[str, Any], ClassifierInput]] = []
 
     def flush() -> None:
         nonlocal written

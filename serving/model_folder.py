@@ -21,15 +21,32 @@ class ModelFolderError(ValueError):
     """The model folder is missing, incomplete or inconsistent; the message says what to fix."""
 
 
+TRUNCATION_STRATEGIES = ("head_tail", "task_first")
+
+
 @dataclass(frozen=True)
 class Truncation:
-    """Long prompts keep their first `head_tokens` and last `tail_tokens` content tokens."""
+    """How a request becomes at most `head_tokens + tail_tokens` content tokens.
+
+    `task_first`: the task (last user turn) is encoded first, keeping its head and tail, and a
+    sketch of the context follows after a [SEP] in the tokens the task leaves, at least
+    `context_tokens` of them when there is context. `head_tail` (models before task_first): the
+    whole conversation as one text, context first, keeping its first `head_tokens` and last
+    `tail_tokens` tokens.
+    """
 
     head_tokens: int
     tail_tokens: int
     # Texts longer than this many characters are clipped (head and tail) before tokenizing,
     # so a 10 MB prompt never costs 10 MB of tokenization.
     max_chars: int = 8000
+    strategy: str = "head_tail"
+    context_tokens: int = 0
+
+    @property
+    def content_tokens(self) -> int:
+        """Tokens of text the encoder reads, special tokens excluded."""
+        return self.head_tokens + self.tail_tokens
 
 
 @dataclass(frozen=True)
@@ -70,10 +87,21 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Manifest:
         head_tokens=int(trunc["head_tokens"]),
         tail_tokens=int(trunc["tail_tokens"]),
         max_chars=int(trunc.get("max_chars", 8000)),
+        strategy=str(trunc.get("strategy", "head_tail")),
+        context_tokens=int(trunc.get("context_tokens", 0)),
     )
     if truncation.head_tokens + truncation.tail_tokens + 2 > max_length:
         raise ModelFolderError(
             f"{path}: head_tokens + tail_tokens + 2 special tokens exceed max_length {max_length}."
+        )
+    if truncation.strategy not in TRUNCATION_STRATEGIES:
+        raise ModelFolderError(
+            f"{path}: truncation.strategy {truncation.strategy!r} is not one of {TRUNCATION_STRATEGIES}; "
+            "this tierwise is older than the model: upgrade it, or use a model it knows."
+        )
+    if not 0 <= truncation.context_tokens < truncation.content_tokens:
+        raise ModelFolderError(
+            f"{path}: truncation.context_tokens must be in [0, head_tokens + tail_tokens)."
         )
     temperature = float(_require(raw, "temperature", path))
     if temperature <= 0:

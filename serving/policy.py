@@ -29,6 +29,7 @@ import yaml
 
 from serving.escalation import cumulative_confidence, route_upward
 from serving.privacy import detect_private_data
+from serving.request_text import ClassifierInput
 
 LOW_CONFIDENCE = "low_confidence"
 LONG_CONTEXT = "long_context"
@@ -87,10 +88,15 @@ class CanaryConfig:
 class RoutingInput:
     """What the policy needs to know about one request besides the classifier output."""
 
-    text: str
+    text: str  # every word of the request (the privacy rule scans all of it)
     min_tier: str | None = None
     max_tier: str | None = None
     route: str | None = None
+    request: ClassifierInput | None = None  # the request as the classifier reads it; None: `text` alone
+
+    @property
+    def classifier_input(self) -> ClassifierInput:
+        return self.request or ClassifierInput.plain(self.text)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from serving.batcher import Score, Scorer
 from serving.policy import Decision, Policy, RoutingInput
+from serving.request_text import ClassifierInput
 from serving.settings import Settings
 
 logger = logging.getLogger("tierwise.routing")
@@ -54,7 +55,7 @@ class Router:
     def deadline_seconds(self, item_count: int) -> float:
         return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)
 
-    async def _scores(self, texts: list[str]) -> tuple[list[Score] | None, str | None]:
+    async def _scores(self, texts: list[ClassifierInput]) -> tuple[list[Score] | None, str | None]:
         timeout = self.deadline_seconds(len(texts))
         try:
             return await asyncio.wait_for(self.scorer.score(texts), timeout=timeout), None
@@ -66,7 +67,7 @@ class Router:
 
     async def route(self, requests: list[RoutingInput]) -> RoutedBatch:
         """Decisions in request order. Validate the requests first (`policy.validate_request`)."""
-        scores, error = await self._scores([r.text for r in requests])
+        scores, error = await self._scores([r.classifier_input for r in requests])
         decisions = []
         for index, request in enumerate(requests):
             if scores is None:

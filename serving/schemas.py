@@ -37,6 +37,11 @@ class ClassifyRequest(BaseModel):
     messages: list[ChatMessage] | None = Field(
         default=None, min_length=1, description="OpenAI chat messages; the last user turn matters most"
     )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=512,
+        description="OpenAI tool definitions sent with `messages`; only their names are read",
+    )
     min_tier: StrictStr | None = Field(default=None, description="never route below this tier")
     max_tier: StrictStr | None = Field(default=None, description="never route above this tier")
     route: StrictStr | None = Field(default=None, max_length=200, description="task name for overrides")
@@ -57,13 +62,18 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give either 'text' (a string) or 'messages' (a list of chat messages)")
         if self.text is not None and self.messages is not None:
             raise ValueError("give either 'text' or 'messages', not both")
+        if self.tools is not None and self.messages is None:
+            raise ValueError("'tools' go with 'messages' (an OpenAI chat request), not with 'text'")
         return self
 
     def as_record(self) -> dict[str, Any]:
-        """The shape `serving.request_text.record_text` reads."""
+        """The shape `serving.request_text.request_input` reads."""
         if self.text is not None:
             return {"text": self.text}
-        return {"messages": [m.model_dump() for m in self.messages or []]}
+        record: dict[str, Any] = {"messages": [m.model_dump() for m in self.messages or []]}
+        if self.tools is not None:
+            record["tools"] = self.tools
+        return record
 
 
 class ClassifyResponse(BaseModel):

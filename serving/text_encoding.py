@@ -1,11 +1,17 @@
-"""Turn request text into model input ids, identically in training and serving.
+"""Turn requests into model input ids, identically in training and serving.
 
-Long prompts keep their head and tail (the instruction is often at one end, the question at the
-other); the full token count is reported separately, for the long-context policy.
+`task_first` models read `[CLS] task [SEP] context sketch [SEP]`: the task keeps its head and tail
+within a budget a long system prompt can never take (see `Truncation`). Older `head_tail` models
+read the whole conversation as one text. The full token count of every word of the request is
+reported separately, for the long-context policy.
+
+Segments are told apart by [SEP] alone (token_type_ids stay 0): all-MiniLM-L6-v2 was tuned on
+single segments, and the exported graph keeps its two inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +19,17 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from serving.model_folder import Truncation
+from serving.request_text import ClassifierInput
+
+# The sketch is read from its head; a few hundred tokens is the most it can ever use.
+SKETCH_MAX_CHARS = 2000
 
 
 @dataclass(frozen=True)
 class EncodedBatch:
     input_ids: np.ndarray  # (B, T) int64, padded to the longest row
     attention_mask: np.ndarray  # (B, T) int64
-    token_counts: list[int]  # full token count per text, before truncation (estimated past max_chars)
+    token_counts: list[int]  # full token count per request, before truncation (estimated past max_chars)
 
 
 def clip_chars(text: str, max_chars: int) -> str:
@@ -30,8 +40,20 @@ def clip_chars(text: str, max_chars: int) -> str:
     return text[:head] + "\n...\n" + text[-(max_chars - head) :]
 
 
+def as_input(item: ClassifierInput | str) -> ClassifierInput:
+    return item if isinstance(item, ClassifierInput) else ClassifierInput.plain(item)
+
+
+def keep_head_tail(ids: list[int], budget: int, tail: int) -> list[int]:
+    """At most `budget` ids: the head and the last `tail` (at most a third of the budget)."""
+    if len(ids) <= budget:
+        return ids
+    tail = min(tail, budget // 3)
+    return ids[: budget - tail] + (ids[-tail:] if tail else [])
+
+
 class TextEncoder:
-    """Wraps a `tokenizers.Tokenizer` (BERT WordPiece) with head+tail truncation."""
+    """Wraps a `tokenizers.Tokenizer` (BERT WordPiece) with the model's truncation."""
 
     def __init__(self, tokenizer: Tokenizer, truncation: Truncation) -> None:
         self.tokenizer = tokenizer
@@ -52,24 +74,48 @@ class TextEncoder:
             raise ValueError(f"tokenizer has no {token} token; tierwise expects a BERT WordPiece tokenizer.")
         return token_id
 
-    def _head_tail(self, ids: list[int]) -> list[int]:
-        head, tail = self.truncation.head_tokens, self.truncation.tail_tokens
-        if len(ids) > head + tail:
-            ids = ids[:head] + (ids[-tail:] if tail else [])
-        return [self.cls_id, *ids, self.sep_id]
-
-    def encode_ids(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
-        """Token ids with special tokens (unpadded) and the full token count of each text."""
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Ids of each text (clipped past max_chars) and its full token count (extrapolated)."""
         max_chars = self.truncation.max_chars
         clipped = [clip_chars(t, max_chars) for t in texts]
         encodings = self.tokenizer.encode_batch(clipped, add_special_tokens=False)
-        rows, counts = [], []
+        counts = []
         for text, short, enc in zip(texts, clipped, encodings, strict=True):
             n = len(enc.ids)
             if len(short) < len(text):  # extrapolate the count of what was clipped away
                 n = round(n * len(text) / max(len(short), 1))
-            rows.append(self._head_tail(enc.ids))
             counts.append(n)
+        return [enc.ids for enc in encodings], counts
+
+    def _head_tail_row(self, ids: list[int]) -> list[int]:
+        """The whole text as one segment (head_tail models)."""
+        kept = keep_head_tail(ids, self.truncation.content_tokens, self.truncation.tail_tokens)
+        return [self.cls_id, *kept, self.sep_id]
+
+    def _task_first_row(self, task: list[int], sketch: list[int]) -> list[int]:
+        """[CLS] task [SEP] (sketch [SEP]): the sketch gets what the task leaves, at least context_tokens."""
+        if not sketch:
+            return self._head_tail_row(task)
+        budget = self.truncation.content_tokens - 1  # the second [SEP]
+        sketch_kept = sketch[: max(self.truncation.context_tokens, budget - len(task))]
+        task_kept = keep_head_tail(task, budget - len(sketch_kept), self.truncation.tail_tokens)
+        return [self.cls_id, *task_kept, self.sep_id, *sketch_kept, self.sep_id]
+
+    def encode_ids(self, items: Sequence[ClassifierInput | str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids with special tokens (unpadded) and the full token count of each request."""
+        inputs = [as_input(i) for i in items]
+        if self.truncation.strategy == "head_tail":
+            ids, counts = self._tokenize([i.text for i in inputs])
+            return [self._head_tail_row(r) for r in ids], counts
+        task_ids, task_counts = self._tokenize([i.task for i in inputs])
+        sketch_ids, _ = self._tokenize([i.sketch[:SKETCH_MAX_CHARS] for i in inputs])
+        # Every word counts for the long-context rule, not only what the encoder reads.
+        with_context = [n for n, i in enumerate(inputs) if i.full_text]
+        _, full_counts = self._tokenize([inputs[n].full_text for n in with_context])
+        counts = list(task_counts)
+        for n, count in zip(with_context, full_counts, strict=True):
+            counts[n] = count
+        rows = [self._task_first_row(t, s) for t, s in zip(task_ids, sketch_ids, strict=True)]
         return rows, counts
 
     def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +128,7 @@ class TextEncoder:
             attention_mask[i, : len(row)] = 1
         return input_ids, attention_mask
 
-    def encode(self, texts: list[str]) -> EncodedBatch:
-        rows, counts = self.encode_ids(texts)
+    def encode(self, items: Sequence[ClassifierInput | str]) -> EncodedBatch:
+        rows, counts = self.encode_ids(items)
         input_ids, attention_mask = self.pad(rows)
         return EncodedBatch(input_ids=input_ids, attention_mask=attention_mask, token_counts=counts)
