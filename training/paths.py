@@ -27,3 +27,7 @@ def models_dir() -> Path:
 
 def policy_file() -> Path:
     return Path(os.environ.get("TIERWISE_POLICY_FILE", PROJECT_ROOT / "serving" / "policy.yaml"))
+
+
+def wrappers_dir() -> Path:
+    return PROJECT_ROOT / "data" / "wrappers"

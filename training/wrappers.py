@@ -1,0 +1,438 @@
+"""Wrap a bare task the way real apps send it: system prompts, format rules, harness headers, earlier turns.
+
+The wrapper library is project data in `data/wrappers/{train,eval}.yaml`. `train` wrappers augment training
+rows (`WrapperLibrary.sample`); `eval` wrappers, written separately (no shared sentence), are only used by
+the invariance evaluation (`WrapperLibrary.wrap` per condition), so a model is never scored on a wrapper
+it was trained on.
+
+`wrap` returns a request body as the service reads it: `{"text": ...}` or `{"messages": [...]}`, plus
+`"tools"` when the app sends tool definitions. The task text always appears verbatim; for every condition
+except `follow_up` it is inside the last user message.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from training.paths import wrappers_dir
+
+SPLITS: tuple[str, ...] = ("train", "eval")
+CONDITIONS: tuple[str, ...] = (
+    "system_short",
+    "system_long",
+    "format_rule",
+    "few_shot",
+    "multi_turn",
+    "agent_tools",
+    "rag",
+    "developer_parts",
+    "follow_up",
+    "mixed",
+)
+# Training augmentation leans on the shapes most traffic has: a system prompt, a format rule, a mix.
+SAMPLE_WEIGHTS: dict[str, float] = {
+    "system_short": 0.14,
+    "system_long": 0.08,
+    "format_rule": 0.12,
+    "few_shot": 0.07,
+    "multi_turn": 0.12,
+    "agent_tools": 0.06,
+    "rag": 0.08,
+    "developer_parts": 0.06,
+    "follow_up": 0.05,
+    "mixed": 0.22,
+}
+ROLES: frozenset[str] = frozenset({"system", "developer", "user", "assistant", "tool"})
+TASK_SLOT = "{task}"
+# BERT pre-tokenization splits on spaces and punctuation; WordPiece only splits further, so this count is
+# a lower bound of the real token count (tests check the bounds with the real tokenizer).
+SHORT_MAX_PRETOKENS = 110
+LONG_MIN_PRETOKENS = 800
+_PRETOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
+
+Message = dict[str, Any]
+Body = dict[str, Any]
+
+
+class TokenCounter(Protocol):
+    def encode(self, sequence: str, add_special_tokens: bool = ...) -> Any: ...
+
+
+def pretoken_count(text: str) -> int:
+    """Words and punctuation marks: a lower bound of the BERT WordPiece token count."""
+    return len(_PRETOKEN.findall(text))
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    title: str
+    text: str
+
+    def render(self, number: int) -> str:
+        return f"[{number}] {self.title}\n{self.text}"
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """One app's system prompt; RAG prompts keep their passages apart so they can move to a user turn."""
+
+    id: str
+    app: str
+    instruction: str
+    passages: tuple[Passage, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def text(self) -> str:
+        if not self.passages:
+            return self.instruction
+        return f"{self.instruction}\n\n{passages_text(self.passages)}"
+
+
+@dataclass(frozen=True)
+class Snippet:
+    id: str
+    text: str
+    position: str = "after"  # format rules: "after" or "before" the task
+
+
+@dataclass(frozen=True)
+class History:
+    id: str
+    kind: str  # "chat" or "tools"
+    messages: tuple[Message, ...]
+
+    def tool_names(self) -> frozenset[str]:
+        calls = [c for m in self.messages for c in m.get("tool_calls") or []]
+        return frozenset(c["function"]["name"] for c in calls)
+
+
+def passages_text(passages: Sequence[Passage]) -> str:
+    return "\n\n".join(p.render(i) for i, p in enumerate(passages, start=1))
+
+
+@dataclass(frozen=True)
+class WrapperLibrary:
+    split: str
+    system_prompts: tuple[SystemPrompt, ...]
+    format_rules: tuple[Snippet, ...]
+    few_shot_headers: tuple[Snippet, ...]
+    histories: tuple[History, ...]
+    follow_ups: tuple[Snippet, ...]
+    acknowledgements: tuple[Snippet, ...]
+    source: Path = field(default=Path(), compare=False)
+
+    @classmethod
+    def load(cls, split: str, directory: Path | None = None) -> WrapperLibrary:
+        if split not in SPLITS:
+            raise ValueError(f"unknown wrapper split {split!r}: use one of {', '.join(SPLITS)}")
+        path = (directory or wrappers_dir()) / f"{split}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"wrapper library {path} is missing: it is project data, restore it from git "
+                f"(git checkout -- data/wrappers/{split}.yaml) or pass the folder that holds it"
+            )
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return _parse_library(split, raw, path)
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: {err}; fix the entry (see data/README.md, 'Wrapper library')") from err
+
+    # Pools -----------------------------------------------------------------------------------------
+
+    def short_prompts(self) -> list[SystemPrompt]:
+        return [p for p in self.system_prompts if pretoken_count(p.text) < SHORT_MAX_PRETOKENS]
+
+    def long_prompts(self) -> list[SystemPrompt]:
+        return [p for p in self.system_prompts if pretoken_count(p.text) >= LONG_MIN_PRETOKENS]
+
+    def plain_prompts(self) -> list[SystemPrompt]:
+        """Prompts that neither need tools nor carry passages: any chat app."""
+        return [p for p in self.system_prompts if not p.tools and not p.passages]
+
+    def agent_prompts(self) -> list[SystemPrompt]:
+        return [p for p in self.system_prompts if p.tools and self.tool_histories(p)]
+
+    def rag_prompts(self) -> list[SystemPrompt]:
+        return [p for p in self.system_prompts if p.passages]
+
+    def chat_histories(self) -> list[History]:
+        return [h for h in self.histories if h.kind == "chat"]
+
+    def tool_histories(self, prompt: SystemPrompt) -> list[History]:
+        names = {t["function"]["name"] for t in prompt.tools}
+        return [h for h in self.histories if h.kind == "tools" and h.tool_names() <= names]
+
+    # Wrapping --------------------------------------------------------------------------------------
+
+    def wrap(self, text: str, condition: str, rng: random.Random) -> Body:
+        """An OpenAI-style request body holding `text` verbatim, wrapped as `condition` says."""
+        builders: dict[str, Callable[[str, random.Random], Body]] = {
+            "system_short": self._system_short,
+            "system_long": self._system_long,
+            "format_rule": self._format_rule,
+            "few_shot": self._few_shot,
+            "multi_turn": self._multi_turn,
+            "agent_tools": self._agent_tools,
+            "rag": self._rag,
+            "developer_parts": self._developer_parts,
+            "follow_up": self._follow_up,
+            "mixed": self._mixed,
+        }
+        if condition not in builders:
+            raise ValueError(f"unknown wrapper condition {condition!r}: use one of {', '.join(CONDITIONS)}")
+        return builders[condition](text, rng)
+
+    def sample(self, text: str, rng: random.Random) -> Body:
+        """A random condition, weighted toward realistic mixes: for training augmentation."""
+        condition = rng.choices(CONDITIONS, weights=[SAMPLE_WEIGHTS[c] for c in CONDITIONS])[0]
+        return self.wrap(text, condition, rng)
+
+    def _system_short(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.short_prompts())
+        return _body([_message("system", prompt.text), _message("user", text)], prompt.tools)
+
+    def _system_long(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.long_prompts())
+        return _body([_message("system", prompt.text), _message("user", text)], prompt.tools)
+
+    def _format_rule(self, text: str, rng: random.Random) -> Body:
+        content = with_rule(text, rng.choice(self.format_rules), rng)
+        if rng.random() < 0.5:
+            return {"text": content}
+        return {"messages": [_message("user", content)]}
+
+    def _few_shot(self, text: str, rng: random.Random) -> Body:
+        header = rng.choice(self.few_shot_headers)
+        return {"text": header.text.replace(TASK_SLOT, text)}
+
+    def _multi_turn(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.plain_prompts())
+        history = rng.choice(self.chat_histories())
+        return _body([_message("system", prompt.text), *_copied(history), _message("user", text)])
+
+    def _agent_tools(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.agent_prompts())
+        history = rng.choice(self.tool_histories(prompt))
+        messages = [_message("system", prompt.text), *_copied(history), _message("user", text)]
+        return _body(messages, prompt.tools)
+
+    def _rag(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.rag_prompts())
+        layout = rng.randrange(3)
+        if layout == 0:  # passages inside the system prompt
+            return _body([_message("system", prompt.text), _message("user", text)])
+        context = f"Context:\n{passages_text(prompt.passages)}"
+        if layout == 1:  # passages and question in one user turn
+            return _body([_message("system", prompt.instruction), _message("user", f"{context}\n\n{text}")])
+        messages = [_message("system", prompt.instruction), _message("user", context), _message("user", text)]
+        return _body(messages)
+
+    def _developer_parts(self, text: str, rng: random.Random) -> Body:
+        prompt = rng.choice(self.system_prompts)
+        parts = [{"type": "text", "text": text}]
+        if rng.random() < 0.5:
+            rule = {"type": "text", "text": rng.choice(self.format_rules).text}
+            parts = [rule, *parts] if rng.random() < 0.25 else [*parts, rule]
+        history = _copied(rng.choice(self.tool_histories(prompt))) if prompt.tools else []
+        messages = [_message("developer", prompt.text), *history, _message("user", parts)]
+        return _body(messages, prompt.tools)
+
+    def _follow_up(self, text: str, rng: random.Random) -> Body:
+        messages = [_message("system", rng.choice(self.plain_prompts()).text)] if rng.random() < 0.5 else []
+        ack = rng.choice(self.acknowledgements).text
+        messages += [_message("user", text), _message("assistant", ack)]
+        messages.append(_message("user", rng.choice(self.follow_ups).text))
+        return {"messages": messages}
+
+    def _mixed(self, text: str, rng: random.Random) -> Body:
+        messages: list[Message] = []
+        prompt = rng.choice(self.system_prompts) if rng.random() < 0.85 else None
+        if prompt is not None:
+            messages.append(_message("developer" if rng.random() < 0.15 else "system", prompt.text))
+            if prompt.tools:
+                messages += _copied(rng.choice(self.tool_histories(prompt)))
+        if rng.random() < 0.35 and not (prompt and prompt.tools):
+            messages += _copied(rng.choice(self.chat_histories()))
+        content = with_rule(text, rng.choice(self.format_rules), rng) if rng.random() < 0.35 else text
+        messages.append(_message("user", content))
+        return _body(messages, prompt.tools if prompt else ())
+
+
+def with_rule(text: str, rule: Snippet, rng: random.Random) -> str:
+    """The task with a format rule before or after it, separated the way people type it."""
+    separator = rng.choice(["\n\n", "\n", " "])
+    return f"{rule.text}{separator}{text}" if rule.position == "before" else f"{text}{separator}{rule.text}"
+
+
+def _message(role: str, content: str | list[dict[str, str]]) -> Message:
+    return {"role": role, "content": content}
+
+
+def _copied(history: History) -> list[Message]:
+    return copy.deepcopy(list(history.messages))
+
+
+def _body(messages: list[Message], tools: Sequence[dict[str, Any]] = ()) -> Body:
+    body: Body = {"messages": messages}
+    if tools:
+        body["tools"] = copy.deepcopy(list(tools))
+    return body
+
+
+# Loading ---------------------------------------------------------------------------------------------
+
+
+def _parse_library(split: str, raw: Any, path: Path) -> WrapperLibrary:
+    if not isinstance(raw, Mapping):
+        raise ValueError("the file must hold a mapping with system_prompts, format_rules, ... keys")
+    if raw.get("split") != split:
+        raise ValueError(f"'split' is {raw.get('split')!r}, expected {split!r}")
+    blocks: Mapping[str, str] = raw.get("blocks") or {}
+    passages = {k: Passage(k, v["title"], v["text"].strip()) for k, v in (raw.get("passages") or {}).items()}
+    tools = {name: _tool(name, spec) for name, spec in (raw.get("tools") or {}).items()}
+    library = WrapperLibrary(
+        split=split,
+        system_prompts=tuple(_system_prompt(e, blocks, passages, tools) for e in raw["system_prompts"]),
+        format_rules=tuple(_snippet(e) for e in raw["format_rules"]),
+        few_shot_headers=tuple(_header(e) for e in raw["few_shot_headers"]),
+        histories=tuple(_history(e) for e in raw["histories"]),
+        follow_ups=tuple(_snippet(e) for e in raw["follow_ups"]),
+        acknowledgements=tuple(_snippet(e) for e in raw["acknowledgements"]),
+        source=path,
+    )
+    _check_pools(library)
+    return library
+
+
+def _tool(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    function = {"name": name, "description": spec["description"].strip(), "parameters": spec["parameters"]}
+    return {"type": "function", "function": function}
+
+
+def _lookup(table: Mapping[str, Any], key: str, what: str, owner: str) -> Any:
+    if key not in table:
+        raise ValueError(f"{owner} names {what} {key!r}, which the file does not define")
+    return table[key]
+
+
+def _system_prompt(
+    entry: Mapping[str, Any],
+    blocks: Mapping[str, str],
+    passages: Mapping[str, Passage],
+    tools: Mapping[str, dict[str, Any]],
+) -> SystemPrompt:
+    owner = f"system prompt {entry['id']!r}"
+    pieces = [entry["text"].strip()] if entry.get("text") else []
+    pieces += [_lookup(blocks, b, "block", owner).strip() for b in entry.get("blocks") or []]
+    if not pieces:
+        raise ValueError(f"{owner} needs 'text' or 'blocks'")
+    return SystemPrompt(
+        id=entry["id"],
+        app=entry["app"],
+        instruction="\n\n".join(pieces),
+        passages=tuple(_lookup(passages, p, "passage", owner) for p in entry.get("passages") or []),
+        tools=tuple(_lookup(tools, t, "tool", owner) for t in entry.get("tools") or []),
+    )
+
+
+def _snippet(entry: Mapping[str, Any]) -> Snippet:
+    position = entry.get("position", "after")
+    if position not in ("after", "before"):
+        raise ValueError(f"{entry['id']!r}: position must be 'after' or 'before'")
+    return Snippet(id=entry["id"], text=entry["text"].strip(), position=position)
+
+
+def _header(entry: Mapping[str, Any]) -> Snippet:
+    header = _snippet(entry)
+    if header.text.count(TASK_SLOT) != 1:
+        raise ValueError(f"few-shot header {header.id!r} must hold {TASK_SLOT} exactly once")
+    return header
+
+
+def _history(entry: Mapping[str, Any]) -> History:
+    kind = entry["kind"]
+    if kind not in ("chat", "tools"):
+        raise ValueError(f"history {entry['id']!r}: kind must be 'chat' or 'tools'")
+    messages = tuple(_history_message(m) for m in entry["messages"])
+    if not messages or messages[-1]["role"] not in ("assistant", "tool"):
+        raise ValueError(f"history {entry['id']!r} must end with an assistant or tool message")
+    if any(m["role"] not in ("user", "assistant", "tool") for m in messages):
+        raise ValueError(f"history {entry['id']!r} may hold only user, assistant and tool messages")
+    return History(id=entry["id"], kind=kind, messages=messages)
+
+
+def _history_message(raw: Mapping[str, Any]) -> Message:
+    """YAML writes tool-call arguments as mappings; OpenAI sends them as a JSON string."""
+    message: Message = {"role": raw["role"], "content": raw.get("content")}
+    if raw.get("tool_calls"):
+        message["tool_calls"] = [_tool_call(c) for c in raw["tool_calls"]]
+    if raw["role"] == "tool":
+        message["tool_call_id"] = raw["tool_call_id"]
+    return message
+
+
+def _tool_call(raw: Mapping[str, Any]) -> dict[str, Any]:
+    arguments = json.dumps(raw.get("arguments") or {}, ensure_ascii=False)
+    return {"id": raw["id"], "type": "function", "function": {"name": raw["name"], "arguments": arguments}}
+
+
+def _check_pools(library: WrapperLibrary) -> None:
+    pools = {
+        "short system prompts": library.short_prompts(),
+        "long system prompts": library.long_prompts(),
+        "plain system prompts": library.plain_prompts(),
+        "coding-agent prompts with a matching tool history": library.agent_prompts(),
+        "RAG prompts with passages": library.rag_prompts(),
+        "chat histories": library.chat_histories(),
+        "format rules": list(library.format_rules),
+        "few-shot headers": list(library.few_shot_headers),
+        "follow-ups": list(library.follow_ups),
+        "acknowledgements": list(library.acknowledgements),
+    }
+    empty = [name for name, pool in pools.items() if not pool]
+    if empty:
+        raise ValueError(f"no {', no '.join(empty)}")
+    missing = [p.id for p in library.system_prompts if p.tools and not library.tool_histories(p)]
+    if missing:
+        raise ValueError(f"prompts with tools but no tool history using only their tools: {missing}")
+
+
+# Measuring -------------------------------------------------------------------------------------------
+
+
+def token_count(tokenizer: TokenCounter, text: str) -> int:
+    """WordPiece tokens of `text`, without [CLS]/[SEP]; the tokenizer must not truncate or pad."""
+    return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def untruncated(tokenizer: Any) -> Any:
+    """A copy of a `tokenizers.Tokenizer` with truncation and padding off (the shipped one caps at 128)."""
+    clone = type(tokenizer).from_str(tokenizer.to_str())
+    clone.no_truncation()
+    clone.no_padding()
+    return clone
+
+
+def token_lengths(library: WrapperLibrary, tokenizer: Any) -> dict[str, list[int]]:
+    """Token counts per kind of wrapper text; system prompts are counted as sent (passages included)."""
+    counter = untruncated(tokenizer)
+    history_texts = ["\n\n".join(str(m.get("content") or "") for m in h.messages) for h in library.histories]
+    texts = {
+        "system_prompts": [p.text for p in library.system_prompts],
+        "format_rules": [s.text for s in library.format_rules],
+        "few_shot_headers": [s.text for s in library.few_shot_headers],
+        "histories": history_texts,
+        "follow_ups": [s.text for s in library.follow_ups],
+    }
+    return {kind: [token_count(counter, t) for t in group] for kind, group in texts.items()}
