@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from serving.analytics_cli import add_analytics_commands, resolve_db
 from serving.classifier import TierClassifier
+from serving.label import add_label_command
 from serving.model_folder import ModelFolderError
 from serving.request_text import ClassifierInput, RequestTextError, request_input
 from serving.settings import DEFAULT_MODEL_DIR
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--q", type=float, default=None, help="escalation threshold (default: the model's)")
     classify.set_defaults(func=cmd_classify)
     add_analytics_commands(sub)
+    add_label_command(sub)
     return parser
 
 
