@@ -9,7 +9,7 @@ import numpy as np
 
 from serving.classifier import TierClassifier, softmax
 from serving.escalation import route_upward
-from training.baselines import fit_baselines
+from training.baselines import Predictor, fit_baselines
 from training.calibration import TemperatureScaler
 from training.evaluation import (
     TierPrices,
@@ -132,11 +132,9 @@ def evaluate_all(
     splits: dict[str, list[dict]],
     scaler: TemperatureScaler,
     q: float,
-    config: Any,
     prices: TierPrices,
+    baselines: dict[str, Predictor],
 ) -> dict[str, Any]:
-    train_counts = token_counts(classifier, splits["train"])
-    baselines = fit_baselines(splits["train"], train_counts, config.seed)
     results: dict[str, Any] = {"q": q, "temperature": scaler.temperature_, "splits": {}}
     for split in EVAL_SPLITS:
         rows = splits.get(split) or []
@@ -147,10 +145,10 @@ def evaluate_all(
     return results
 
 
-def token_counts(classifier: TierClassifier, rows: list[dict]) -> np.ndarray:
-    """Full token counts without running the model (the length baseline needs only these)."""
-    _, counts = classifier.encoder.encode_ids([r["text"] for r in rows])
-    return np.array(counts)
+def fitted_baselines(classifier: TierClassifier, train_rows: list[dict], seed: int) -> dict[str, Predictor]:
+    """The baselines, fitted on train; the length baseline needs only the token counts."""
+    _, counts = classifier.encoder.encode_ids([r["text"] for r in train_rows])
+    return fit_baselines(train_rows, np.array(counts), seed)
 
 
 def headline_metrics(evaluation: dict[str, Any], scaler: TemperatureScaler) -> dict[str, Any]:

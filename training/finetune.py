@@ -91,16 +91,37 @@ def class_balance_weights(allowed_sets: list[list[str]]) -> np.ndarray:
 
 
 class TierDataset(Dataset):
-    """Pre-tokenized rows: ids (already head+tail truncated), allowed-tier mask, weight."""
+    """Pre-tokenized rows: ids (already truncated), the ids of the same row wrapped the way an app
+    would send it (its twin), allowed-tier mask, weight."""
 
-    def __init__(self, ids: list[list[int]], masks: list[list[float]], weights: np.ndarray) -> None:
-        self.ids, self.masks, self.weights = ids, masks, weights
+    def __init__(
+        self, ids: list[list[int]], twin_ids: list[list[int]], masks: list[list[float]], weights: np.ndarray
+    ) -> None:
+        if not len(ids) == len(twin_ids) == len(masks) == len(weights):
+            raise ValueError("ids, twin ids, masks and weights must have one entry per row")
+        self.ids, self.twin_ids, self.masks, self.weights = ids, twin_ids, masks, weights
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "allowed_mask": self.masks[i], "weight": float(self.weights[i])}
+        return {
+            "input_ids": self.ids[i],
+            "twin_ids": self.twin_ids[i],
+            "allowed_mask": self.masks[i],
+            "weight": float(self.weights[i]),
+        }
+
+
+def pad_ids(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, T) padded to the longest row and its attention mask (B, T)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        attention[i, : len(r)] = 1
+    return ids, attention
 
 
 @dataclass
@@ -110,18 +131,18 @@ class PaddingCollator:
     pad_id: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            attention[i, : len(r["input_ids"])] = 1
-        return {
+        ids, attention = pad_ids([r["input_ids"] for r in rows], self.pad_id)
+        batch = {
             "input_ids": ids,
             "attention_mask": attention,
             "allowed_mask": torch.tensor([r["allowed_mask"] for r in rows]),
             "weight": torch.tensor([r["weight"] for r in rows]),
         }
+        if "twin_ids" in rows[0]:
+            batch["twin_ids"], batch["twin_attention_mask"] = pad_ids(
+                [r["twin_ids"] for r in rows], self.pad_id
+            )
+        return batch
 
 
 def allowed_set_loss(logits: torch.Tensor, allowed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -131,7 +152,22 @@ def allowed_set_loss(logits: torch.Tensor, allowed: torch.Tensor, weight: torch.
     return -(log_allowed * weight).sum() / weight.sum()
 
 
+def consistency_loss(plain: torch.Tensor, wrapped: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """KL(p_plain || p_wrapped), weighted; the plain prediction is the target (no gradient), so
+    the wrapper learns to change nothing. plain, wrapped (B, K) logits, weight (B,)."""
+    target = torch.log_softmax(plain.detach(), dim=-1)
+    log_q = torch.log_softmax(wrapped, dim=-1)
+    kl = (target.exp() * (target - log_q)).sum(dim=-1)  # (B,)
+    return (kl * weight).sum() / weight.sum()
+
+
 class AllowedSetTrainer(Trainer):
+    """Allowed-set loss on each row and on its wrapped twin, plus a consistency term between them."""
+
+    def __init__(self, *args: object, consistency_weight: float = 1.0, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.consistency_weight = consistency_weight
+
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -140,8 +176,13 @@ class AllowedSetTrainer(Trainer):
         num_items_in_batch: object = None,
     ) -> torch.Tensor | tuple:
         allowed, weight = inputs.pop("allowed_mask"), inputs.pop("weight")
+        twin_ids, twin_mask = inputs.pop("twin_ids", None), inputs.pop("twin_attention_mask", None)
         outputs = model(**inputs)
         loss = allowed_set_loss(outputs.logits, allowed, weight)
+        if twin_ids is not None:
+            twin = model(input_ids=twin_ids, attention_mask=twin_mask).logits
+            loss = (loss + allowed_set_loss(twin, allowed, weight)) / 2
+            loss = loss + self.consistency_weight * consistency_loss(outputs.logits, twin, weight)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -151,14 +192,10 @@ def predict_logits(
 ) -> np.ndarray:
     """PyTorch logits (N, K), for parity checks against the exported graph."""
     model.eval()
-    collate = PaddingCollator(pad_id)
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(ids), batch_size):
-        batch = collate(
-            [
-                {"input_ids": r, "allowed_mask": [0.0] * len(TIERS), "weight": 1.0}
-                for r in ids[start : start + batch_size]
-            ]
-        )
-        out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy())
+        batch_ids, attention = pad_ids(ids[start : start + batch_size], pad_id)
+        logits = model(input_ids=batch_ids.to(device), attention_mask=attention.to(device)).logits
+        out.append(logits.float().cpu().numpy())
     return np.concatenate(out).astype(np.float64)

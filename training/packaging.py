@@ -27,7 +27,7 @@ from training.export_onnx import (
     quantize_int8,
 )
 from training.finetune import base_model_version, tokenizer_path
-from training.labels import TIERS
+from training.labels import TIER_CLASSES, TIERS
 
 if TYPE_CHECKING:
     import torch
@@ -86,19 +86,26 @@ def assemble_folder(out: Path, onnx_path: Path, tokenizer_path: Path, manifest: 
     write_manifest(out, manifest)
 
 
+def truncation_manifest(config: TrainConfig) -> dict[str, Any]:
+    t = config.truncation
+    return {
+        "strategy": t.strategy,
+        "head_tokens": t.head_tokens,
+        "tail_tokens": t.tail_tokens,
+        "context_tokens": t.context_tokens,
+        "max_chars": t.max_chars,
+    }
+
+
 def base_manifest(config: TrainConfig, export: dict[str, Any]) -> dict[str, Any]:
     """Everything but calibration and metrics, which are filled in once they are measured."""
     dataset = json.loads((config.data_dir / "dataset.json").read_text(encoding="utf-8"))
     return {
         "name": config.name,
         "tiers": list(TIERS),
+        "tier_classes": dict(TIER_CLASSES),  # the price class each tier's labels stand for
         "max_length": config.max_length,
-        "truncation": {
-            "strategy": "head_tail",
-            "head_tokens": config.head_tokens,
-            "tail_tokens": config.tail_tokens,
-            "max_chars": 8000,
-        },
+        "truncation": truncation_manifest(config),
         "temperature": 1.0,
         "escalation": {"q": 1.0, "target_under_routing": config.target_under_routing},
         "precision": export["precision"],
@@ -216,7 +223,7 @@ def gate_manifest(config: TrainConfig) -> dict[str, Any]:
         "name": config.name,
         "tiers": list(TIERS),
         "max_length": config.max_length,
-        "truncation": {"head_tokens": config.head_tokens, "tail_tokens": config.tail_tokens},
+        "truncation": truncation_manifest(config),
         "temperature": 1.0,
         "escalation": {"q": 1.0},
     }

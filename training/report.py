@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from training.invariance import render_markdown  # noqa: E402
 from training.labels import TIERS  # noqa: E402
 
 SPLIT_TITLES = {
@@ -151,7 +152,8 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         "",
         f"Base model {manifest['base_model']['name']} ({manifest['base_model']['package']} "
         f"{manifest['base_model']['package_version']}); data hash `{manifest['data_hash'][:16]}`; code "
-        f"`{manifest['git_commit'][:12]}`; fine-tuned in {manifest.get('train_seconds', 0) / 60:.1f} min on CPU "
+        f"`{manifest['git_commit'][:12]}`; fine-tuned in {manifest.get('train_seconds', 0) / 60:.1f} min "
+        f"on {manifest.get('train_device', 'CPU')} "
         f"(whole `make train` pipeline {manifest.get('pipeline_seconds', 0) / 60:.1f} min). "
         "Every number below is computed by `make train` (training/assessment.py) from the splits of `make data`.",
         "",
@@ -162,13 +164,16 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         f"- Languages other than {', '.join(data['train_languages'])}: the base encoder is English-only; "
         "the `non_english` figures measure what happens to them.",
         "- Real production traffic: apart from ~400 English OpenAssistant prompts, training data are public "
-        "benchmarks (exams, math, code, trivia), labeled by 2023-era model outcomes. Retrain on your own "
-        "labeled traffic (`make data USER_DATA=...`) before trusting the tier mix on your workload.",
+        "benchmarks (exams, math, code, trivia), bare or wrapped by the training wrappers "
+        "(`data/wrappers/train.yaml`), labeled by model outcomes mapped to today's price classes "
+        f"({'; '.join(f'{t}: {c}' for t, c in manifest.get('tier_classes', {}).items())}). Retrain on your "
+        "own labeled traffic (`make data USER_DATA=...`) before trusting the tier mix on your workload.",
         "",
         "## Verdict against the baselines",
         "",
         *verdict(evaluation),
         "",
+        *([render_markdown(evaluation["invariance"])] if "invariance" in evaluation else []),
         "## Calibration and escalation",
         "",
         f"- Temperature T = {temp:.3f}, fitted on `val` (allowed-set NLL {manifest['metrics']['val_nll_before']:.4f}"

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,9 +27,16 @@ from tokenizers import Tokenizer
 from serving.classifier import TierClassifier
 from serving.escalation import choose_q
 from serving.model_folder import ONNX_FILE, Truncation
+from serving.request_text import ClassifierInput, request_input
 from serving.text_encoding import TextEncoder
 from training import paths
-from training.assessment import allowed_matrix, batched_logits, evaluate_all, headline_metrics
+from training.assessment import (
+    allowed_matrix,
+    batched_logits,
+    evaluate_all,
+    fitted_baselines,
+    headline_metrics,
+)
 from training.calibration import TemperatureScaler
 from training.evaluation import allowed_bounds, load_prices
 from training.finetune import (
@@ -40,8 +48,10 @@ from training.finetune import (
     load_model,
     tokenizer_path,
 )
+from training.invariance import evaluate_invariance
 from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from training.report import write_report
+from training.wrappers import WrapperLibrary
 
 log = logging.getLogger("tierwise.train")
 
@@ -58,8 +68,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 13
     max_length: int = 256  # tokens the encoder sees, [CLS] and [SEP] included
-    head_tokens: int = 190  # long prompts keep their first 190 and last 64 content tokens
+    head_tokens: int = 190  # a long task keeps its first 190 and last 64 content tokens
     tail_tokens: int = 64
+    context_tokens: int = 64  # the context sketch's share when the task would fill everything
+    consistency_weight: float = 1.0  # KL(plain || wrapped) next to the allowed-set loss
+    invariance_rows: int = 400  # rows per split scored under every evaluation wrapper
     target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
     max_train_rows: int | None = None  # cap for smoke runs
     data_dir: Path = field(default_factory=paths.processed_dir)
@@ -76,7 +89,12 @@ class TrainConfig:
 
     @property
     def truncation(self) -> Truncation:
-        return Truncation(head_tokens=self.head_tokens, tail_tokens=self.tail_tokens)
+        return Truncation(
+            head_tokens=self.head_tokens,
+            tail_tokens=self.tail_tokens,
+            strategy="task_first",
+            context_tokens=self.context_tokens,
+        )
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
@@ -87,15 +105,25 @@ def read_split(data_dir: Path, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def wrapped_twins(train_rows: list[dict], seed: int) -> list[ClassifierInput]:
+    """Each row as an app would send it, wrapped by a training wrapper (the label is unchanged:
+    a system prompt or a format rule does not change what the task needs)."""
+    library = WrapperLibrary.load("train")
+    rng = random.Random(seed)
+    return [request_input(library.sample(r["text"], rng)) for r in train_rows]
+
+
 def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) -> Path:
     """Train and save a PyTorch checkpoint under work_dir/checkpoint; returns its path."""
+    import torch
     from transformers import TrainingArguments, set_seed
 
     set_seed(config.seed)
     ids, _ = encoder.encode_ids([r["text"] for r in train_rows])
+    twin_ids, _ = encoder.encode_ids(wrapped_twins(train_rows, config.seed))
     weights = class_balance_weights([r["allowed_tiers"] for r in train_rows])
     weights *= np.array([r.get("weight", 1.0) for r in train_rows])
-    dataset = TierDataset(ids, [allowed_mask(r["allowed_tiers"]) for r in train_rows], weights)
+    dataset = TierDataset(ids, twin_ids, [allowed_mask(r["allowed_tiers"]) for r in train_rows], weights)
     model = load_model(config.base_model, config.seed)
     args = TrainingArguments(
         output_dir=str(config.work_dir / "trainer"),
@@ -112,19 +140,26 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
         save_strategy="no",
         report_to=[],
         remove_unused_columns=False,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),  # a GPU when there is one; tests and CI run on the CPU
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length",  # batches of similar length: far less padding
         disable_tqdm=False,  # the progress bar shows the ETA
     )
     trainer = AllowedSetTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=PaddingCollator(encoder.pad_id)
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PaddingCollator(encoder.pad_id),
+        consistency_weight=config.consistency_weight,
     )
     trainer.train()
     checkpoint = config.work_dir / "checkpoint"
     model.eval()
+    model.to("cpu")  # export and evaluation run on the CPU
     trainer.save_model(str(checkpoint))
     (config.work_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    (config.work_dir / "train_device.txt").write_text(device, encoding="utf-8")
     return checkpoint
 
 
@@ -143,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed",
         "target_under_routing",
         "max_train_rows",
+        "consistency_weight",
+        "invariance_rows",
     ):
         default = defaults[name].default
         kind = type(default) if default is not None else int
@@ -232,9 +269,17 @@ def finish(
     write_manifest(out, manifest)
 
     policy = yaml.safe_load(paths.policy_file().read_text(encoding="utf-8"))
-    evaluation = evaluate_all(TierClassifier(out), splits, scaler, q, config, load_prices(policy))
+    classifier = TierClassifier(out)
+    baselines = fitted_baselines(classifier, splits["train"], config.seed)
+    evaluation = evaluate_all(classifier, splits, scaler, q, load_prices(policy), baselines)
+    evaluation["invariance"] = evaluate_invariance(
+        classifier, splits, baselines, config.invariance_rows, config.seed
+    )
+    manifest["gate"] = evaluation["invariance"]["gate"]
     manifest["metrics"] = headline_metrics(evaluation, scaler)
     manifest["train_seconds"] = round(train_seconds, 1)  # fine-tuning alone
+    device_file = config.work_dir / "train_device.txt"
+    manifest["train_device"] = device_file.read_text(encoding="utf-8") if device_file.is_file() else "CPU"
     if started is not None:  # data loading, fine-tuning, export, gate, calibration, evaluation
         manifest["pipeline_seconds"] = round(time.time() - started, 1)
     write_manifest(out, manifest)
