@@ -28,8 +28,19 @@ log = logging.getLogger("tierwise.data")
 
 SPLITS = ("train", "val", "test", "heldout", "non_english")
 # When the same prompt comes from several collections and their labels conflict, the label from
-# the earlier origin wins: your own traffic, then full outcome data, then bounds, then difficulty.
-ORIGIN_PRIORITY = ("user", "routerbench", "llmrouter", "oasst-qlora", "routellm", "math-levels", "qwen-math")
+# the earlier origin wins: your own traffic, then outcomes of today's models (zeroeval, shaberi: the
+# most direct evidence about today's tiers), then older full outcome data, then bounds, then difficulty.
+ORIGIN_PRIORITY = (
+    "user",
+    "zeroeval",
+    "shaberi",
+    "routerbench",
+    "llmrouter",
+    "oasst-qlora",
+    "routellm",
+    "math-levels",
+    "qwen-math",
+)
 
 
 @dataclass
@@ -187,6 +198,13 @@ def datasheet(
         reasons = stats.dropped.get(origin, Counter())
         why = "; ".join(f"{r}: {c}" for r, c in reasons.items()) or "-"
         lines.append(f"| {origin} | {n} | {sum(reasons.values())} | {why} |")
+    notes = [
+        f"- {origin}: {what}: {c}"
+        for origin in sorted(stats.notes)
+        for what, c in stats.notes[origin].items()
+    ]
+    if notes:
+        lines += ["", "Rows kept but worth a look:", "", *notes]
     lines += [
         "",
         "## Deduplication (normalized text, across all sources, before splitting)",

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.labels import DIFFICULTY_SOURCE_TIERS, MATH_LEVEL_TIERS, cheapest_passing
+from training.labels import (
+    DIFFICULTY_SOURCE_TIERS,
+    MATH_LEVEL_TIERS,
+    TIERS,
+    cheapest_passing,
+    half_or_more_pass,
+)
 from training.text_cleaning import chat_to_text, clean_prompt, format_choices
 
 csv.field_size_limit(2**31 - 1)  # RouterBench cells hold whole model responses
@@ -37,9 +43,14 @@ class SourceStats:
 
     read: Counter[str] = field(default_factory=Counter)
     dropped: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    # Rows kept but worth a look (e.g. shaberi inversions), counted per origin for the datasheet.
+    notes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     def drop(self, origin: str, reason: str) -> None:
         self.dropped[origin][reason] += 1
+
+    def note(self, origin: str, what: str) -> None:
+        self.notes[origin][what] += 1
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -48,10 +59,95 @@ def _lines(path: Path) -> Iterator[str]:
         yield from (line for line in f if line.strip())
 
 
-# --- RouterBench (11 models over all three tiers) -------------------------------------------
+# --- ZeroEval (GSM8K, MATH level 5, CRUXEval; 43-51 models of 2024, all three tiers) ----------
+# The most direct evidence about today's classes: each model's class is in zeroeval/models.json.
+# Only the `core` models (one per family) of the three classes vote, so snapshots and providers of
+# one model do not count twice; `other` (below 7B, 30-34B, DeepSeek, GPT-4/4-turbo) is left out.
+ZEROEVAL_FILES = {"gsm": "zeroeval_gsm8k", "math_l5": "zeroeval_math_l5", "crux": "cruxeval"}
+# CRUXEval's opening sentence is the same in all 800 rows: it only identifies the dataset.
+CRUXEVAL_PREAMBLE = (
+    "You are given a Python function and an assertion containing an input to the function. "
+    "Complete the assertion with a literal (no unsimplified expressions, no function calls) "
+    "containing the output when executing the provided code on the given input, even if the "
+    "function is incorrect or incomplete."
+)
+
+
+def _tier_models(path: Path, core_only: bool) -> dict[str, str]:
+    """model name -> tier, from a models.json that gives each model's price class."""
+    models = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        name: m["class"]
+        for name, m in models.items()
+        if m["class"] in TIERS and (m.get("core", False) or not core_only)
+    }
+
+
+def read_zeroeval(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
+    """Cheapest tier in which at least half of the core models with a verdict on the row pass."""
+    tier_of = _tier_models(root / "zeroeval" / "models.json", core_only=True)
+    for name, source in ZEROEVAL_FILES.items():
+        for line in _lines(root / "zeroeval" / f"{name}.jsonl"):
+            row = json.loads(line)
+            stats.read["zeroeval"] += 1
+            outcomes: dict[str, list[float]] = defaultdict(list)
+            for model, correct in row["correct"].items():
+                if model in tier_of:
+                    outcomes[tier_of[model]].append(1.0 if correct else 0.0)
+            if not outcomes:
+                stats.drop("zeroeval", f"no core model verdicts ({source})")
+                continue
+            allowed = cheapest_passing(outcomes, passes=half_or_more_pass)
+            if allowed is None:
+                stats.drop("zeroeval", f"no tier passes ({source})")
+                continue
+            text = row["prompt"]
+            if source == "cruxeval":
+                text = text.strip().removeprefix(CRUXEVAL_PREAMBLE)
+            yield LabeledPrompt(clean_prompt(text), allowed, source, "zeroeval")
+
+
+# --- shaberi (Japanese chat prompts, GPT-4.1 judge scores of 13 current models) --------------
+SHABERI_FILES = {"elyza_tasks_100": "shaberi_elyza", "rakuda_questions": "shaberi_rakuda"}
+SHABERI_PASS_SHARE = 0.8  # a model passes at >= 4 of 5 (ELYZA) or >= 8 of 10 (Rakuda)
+
+
+def read_shaberi(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
+    """Cheapest tier in which at least half of its models pass; all rows are Japanese (lang "ja").
+
+    Inversions (the fast tier passes, the frontier tier fails) are kept as `fast` and counted: the
+    judge is lenient and one answer per model is noisy (shaberi/README.md).
+    """
+    tier_of = _tier_models(root / "shaberi" / "models.json", core_only=True)
+    for name, source in SHABERI_FILES.items():
+        for line in _lines(root / "shaberi" / f"{name}.jsonl"):
+            row = json.loads(line)
+            stats.read["shaberi"] += 1
+            threshold = SHABERI_PASS_SHARE * row["scale"]
+            outcomes: dict[str, list[float]] = defaultdict(list)
+            for model, score in row["scores"].items():
+                if model in tier_of:
+                    outcomes[tier_of[model]].append(1.0 if score >= threshold else 0.0)
+            if not outcomes:
+                stats.drop("shaberi", "no scores")
+                continue
+            allowed = cheapest_passing(outcomes, passes=half_or_more_pass)
+            if allowed is None:
+                stats.drop("shaberi", "no tier passes")
+                continue
+            if allowed == {"fast"} and "frontier" in outcomes and not half_or_more_pass(outcomes["frontier"]):
+                stats.note("shaberi", "inversions kept as fast (fast tier passes, frontier tier fails)")
+            yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "shaberi", lang="ja")
+
+
+# --- RouterBench (11 models of 2023: today's fast and balanced classes) ---------------------
+# What a 2023 70B model or gpt-3.5 passes, a 2025 fast model passes (gpt-4o-mini beats
+# gpt-3.5-turbo and llama-2-70b on every benchmark here), so the 2023 balanced class stands for
+# today's `fast`; gpt-4-1106 is about today's balanced class, and the older Claudes sit with it.
+# No frontier model was run: a row neither tier passes is unresolved. The 7-13B models
+# (mistral-7b, WizardLM-13B) are below today's fast class, so they are left out.
 ROUTERBENCH_TIERS = {
-    "fast": ["mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"],
-    "balanced": [
+    "fast": [
         "mistralai/mixtral-8x7b-chat",
         "meta/code-llama-instruct-34b-chat",
         "zero-one-ai/Yi-34B-Chat",
@@ -59,7 +155,7 @@ ROUTERBENCH_TIERS = {
         "claude-instant-v1",
         "gpt-3.5-turbo-1106",
     ],
-    "frontier": ["claude-v1", "claude-v2", "gpt-4-1106-preview"],
+    "balanced": ["claude-v1", "claude-v2", "gpt-4-1106-preview"],
 }
 ROUTERBENCH_FILES = {"arc_challenge": True, "winograde": True, "mbpp": False}  # name -> multiple choice
 
@@ -80,12 +176,18 @@ def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
                         continue
                     allowed = cheapest_passing(outcomes, multiple_choice)
                     if allowed is None:
-                        stats.drop("routerbench", "no tier passes")
+                        stats.drop("routerbench", "no tier passes (no frontier model was run)")
                         continue
                     yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "routerbench")
 
 
-# --- LLMRouter (9 open models, 7B to 70B: fast and balanced only) ----------------------------
+# --- LLMRouter (9 open models of 2024, 7B to 70B: today's fast class only) -------------------
+# The 7-9B models are today's fast class (or below it). The 49-51B nemotrons (distilled from
+# Llama-3.1/3.3-70B) score like gpt-4o-mini here (MMLU 0.83-0.87), so they are fast class too,
+# and they vote in the multiple-choice majority: they are the voters closest to today's fast
+# model, and leaving them out would let the weaker 7-9B models alone decide (MMLU rows passed:
+# 365 with all seven voting, 229 with the 7-9B models alone). No stronger model was run, so a
+# row the fast tier fails is unresolved.
 LLMROUTER_TIERS = {
     "fast": [
         "qwen2.5-7b-instruct",
@@ -93,8 +195,9 @@ LLMROUTER_TIERS = {
         "gemma-2-9b-it",
         "llama-3.1-8b-instruct",
         "mistral-7b-instruct-v0.3",
+        "llama-3.1-nemotron-51b-instruct",
+        "llama-3.3-nemotron-super-49b-v1",
     ],
-    "balanced": ["llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1"],
 }
 # Scores that look like answer-parsing failures, not ability (see SOURCES.md): left out per task.
 LLMROUTER_EXCLUDED = {
@@ -131,10 +234,10 @@ def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             outcomes = _llmrouter_outcomes(task, row["scores"])
             allowed = cheapest_passing(outcomes, query["metric"] in LLMROUTER_MULTIPLE_CHOICE)
             if allowed is None:
-                stats.drop("llmrouter", "no tier passes (no frontier model was run)")
-                continue
-            if task in LLMROUTER_EXACT_MATCH_QA and "fast" not in allowed:
-                stats.drop("llmrouter", "exact-match QA failure (not trusted)")
+                if task in LLMROUTER_EXACT_MATCH_QA:
+                    stats.drop("llmrouter", "exact-match QA failure (not trusted)")
+                else:
+                    stats.drop("llmrouter", "no tier passes (no stronger model was run)")
                 continue
             text = query["query"]
             choices = query.get("choices")
@@ -143,19 +246,27 @@ def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             yield LabeledPrompt(clean_prompt(text), allowed, task, "llmrouter")
 
 
-# --- RouteLLM (Mixtral = balanced, GPT-4 = frontier: bounds the tier) ------------------------
-ROUTELLM_TIERS = {"balanced": "mistralai/Mixtral-8x7B-Instruct-v0.1", "frontier": "gpt-4-1106-preview"}
+# --- RouteLLM (Mixtral-8x7B and gpt-4-1106: bounds the tier) ---------------------------------
+# Mixtral-8x7B is below today's fast class: what it passes, a fast model passes. gpt-4-1106 is about
+# today's balanced class, and today's fast model is stronger than Mixtral, so it may pass what
+# Mixtral failed: a row only GPT-4 passes is fast or balanced. Rows neither passes are dropped.
+ROUTELLM_MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+ROUTELLM_GPT4 = "gpt-4-1106-preview"
+ROUTELLM_LABELS = {
+    "mixtral passes": frozenset({"fast"}),
+    "only gpt-4 passes": frozenset({"fast", "balanced"}),
+}
 
 
-def _routellm_file(
-    path: Path, source: str, multiple_choice: bool, stats: SourceStats
-) -> Iterator[LabeledPrompt]:
+def _routellm_file(path: Path, source: str, stats: SourceStats) -> Iterator[LabeledPrompt]:
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             stats.read["routellm"] += 1
-            outcomes = {t: [1.0 if row[m] == "True" else 0.0] for t, m in ROUTELLM_TIERS.items()}
-            allowed = cheapest_passing(outcomes, multiple_choice)
-            if allowed is None:
+            if row[ROUTELLM_MIXTRAL] == "True":
+                allowed = ROUTELLM_LABELS["mixtral passes"]
+            elif row[ROUTELLM_GPT4] == "True":
+                allowed = ROUTELLM_LABELS["only gpt-4 passes"]
+            else:
                 stats.drop("routellm", "no tier passes")
                 continue
             yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "routellm")
@@ -163,13 +274,19 @@ def _routellm_file(
 
 def read_routellm(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     for path in sorted((root / "routellm" / "mmlu").glob("*.csv")):
-        yield from _routellm_file(path, "mmlu", True, stats)
-    yield from _routellm_file(root / "routellm" / "gsm8k" / "gsm8k_responses.csv", "gsm8k", False, stats)
+        yield from _routellm_file(path, "mmlu", stats)
+    yield from _routellm_file(root / "routellm" / "gsm8k" / "gsm8k_responses.csv", "gsm8k", stats)
 
 
 # --- OpenAssistant prompts with GPT-4 pairwise verdicts (qlora) -----------------------------
-OASST_FAST = {"guanaco-7b", "guanaco-13b", "vicuna-13b"}
-OASST_BALANCED = {"guanaco-30b", "guanaco-65b", "gpt-3.5"}
+# gpt-3.5 and the 30-65B systems of 2023 are within today's fast class, and GPT-4 (2023) is about
+# today's balanced class. A prompt is `fast` when the small systems tie or beat gpt-3.5, or when
+# the mid systems tie or beat GPT-4, in at least half of their verdicts; otherwise GPT-4 level,
+# `balanced`, is enough. No system beyond GPT-4 was judged, so this source gives no `frontier`.
+OASST_SMALL = {"guanaco-7b", "guanaco-13b", "vicuna-13b"}
+OASST_MID = {"guanaco-30b", "guanaco-65b", "gpt-3.5"}
+OASST_FAST_WHEN_HELD_UP = ((OASST_SMALL, "gpt-3.5"), (OASST_MID, "gpt-4"))  # (systems, reference)
+OASST_OTHERWISE = "balanced"
 
 
 def _oasst_system(part: str) -> str:
@@ -195,10 +312,10 @@ def _oasst_holds_up(
 
 
 def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
-    """fast if a small system ties or beats gpt-3.5; else balanced if a mid system ties or beats GPT-4.
+    """fast if the small systems hold up against gpt-3.5 or the mid systems against GPT-4; else balanced.
 
-    The GPT-4 judge favours long answers, so the small-versus-gpt-3.5 comparison is the steadier
-    signal for `fast` (SOURCES.md).
+    The GPT-4 judge favours long answers; either comparison is enough for `fast` because both
+    sides of it are at or below today's fast class (gpt-3.5) or today's balanced class (GPT-4).
     """
     verdicts: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
     for path in sorted((root / "oasst-qlora" / "ratings-gpt4").glob("*-threeclass.jsonl")):
@@ -211,12 +328,14 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     for line in _lines(root / "oasst-qlora" / "oa_questions.jsonl"):
         q = json.loads(line)
         stats.read["oasst-qlora"] += 1
-        balanced_ok = _oasst_holds_up(verdicts, q["message_id"], OASST_BALANCED, "gpt-4")
-        fast_ok = _oasst_holds_up(verdicts, q["message_id"], OASST_FAST, "gpt-3.5")
-        if balanced_ok is None or fast_ok is None:
+        held_up = [
+            _oasst_holds_up(verdicts, q["message_id"], systems, reference)
+            for systems, reference in OASST_FAST_WHEN_HELD_UP
+        ]
+        if all(h is None for h in held_up):
             stats.drop("oasst-qlora", "no verdicts")
             continue
-        tier = "fast" if fast_ok else ("balanced" if balanced_ok else "frontier")
+        tier = "fast" if any(held_up) else OASST_OTHERWISE
         text = chat_to_text(q["input"])
         yield LabeledPrompt(text, frozenset({tier}), "oasst", "oasst-qlora", lang=q.get("lang", "en"))
 
@@ -230,9 +349,11 @@ def read_math_levels(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
         if not m or int(m.group(1)) not in MATH_LEVEL_TIERS:
             stats.drop("math-levels", "level not 1-5")
             continue
-        yield LabeledPrompt(
-            clean_prompt(row["problem"]), MATH_LEVEL_TIERS[int(m.group(1))], "math", "math-levels"
-        )
+        allowed = MATH_LEVEL_TIERS[int(m.group(1))]
+        if allowed is None:
+            stats.drop("math-levels", f"level {m.group(1)} does not bound the tier (see zeroeval_math_l5)")
+            continue
+        yield LabeledPrompt(clean_prompt(row["problem"]), allowed, "math", "math-levels")
 
 
 def _qwen_math_text(name: str, row: dict) -> str:
@@ -258,6 +379,8 @@ def read_qwen_math(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
 
 
 READERS = {
+    "zeroeval": read_zeroeval,
+    "shaberi": read_shaberi,
     "routerbench": read_routerbench,
     "llmrouter": read_llmrouter,
     "routellm": read_routellm,

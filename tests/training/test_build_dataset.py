@@ -3,7 +3,17 @@ from pathlib import Path
 
 import pytest
 
-from training.build_dataset import SPLITS, BuildConfig, build, main
+from training.build_dataset import (
+    ORIGIN_PRIORITY,
+    SPLITS,
+    BuildConfig,
+    assign_split,
+    build,
+    datasheet,
+    deduplicate,
+    main,
+)
+from training.sources import LabeledPrompt, SourceStats
 from training.text_cleaning import dedup_key
 
 
@@ -73,3 +83,30 @@ def test_malformed_rows_are_reported_with_file_and_line(tmp_path, fixture_jsonl)
 def test_cli_exits_nonzero_with_a_message_for_missing_public_data(tmp_path, caplog):
     assert main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "TIERWISE_DATA_DIR" in caplog.text
+
+
+def test_zeroeval_outranks_older_sources_right_after_the_users_own_data():
+    assert ORIGIN_PRIORITY[:2] == ("user", "zeroeval")
+    text = "Janet has 3 ducks. How many legs?"
+    rows = [
+        LabeledPrompt(text, frozenset({"fast", "balanced"}), "gsm8k", "routellm"),
+        LabeledPrompt(text.upper(), frozenset({"frontier"}), "zeroeval_gsm8k", "zeroeval"),
+        LabeledPrompt(text, frozenset({"fast"}), "gsm8k", "qwen-math"),
+    ]
+    kept, stats = deduplicate(rows)
+    assert len(kept) == 1 and kept[0][1].origin == "zeroeval" and kept[0][1].allowed == {"frontier"}
+    assert stats.conflicts == 2
+
+
+def test_japanese_rows_go_to_non_english_and_notes_reach_the_datasheet():
+    config = BuildConfig()
+    row = LabeledPrompt("日本の首都は？", frozenset({"fast"}), "shaberi_elyza", "shaberi", lang="ja")
+    assert assign_split(dedup_key(row.text), row, config) == "non_english"
+    stats = SourceStats()
+    stats.read["shaberi"] += 1
+    stats.note("shaberi", "inversions kept as fast")
+    kept, dedup = deduplicate([row])
+    record = {"allowed_tiers": ["fast"], "source": "shaberi_elyza"}
+    splits = {s: [] for s in SPLITS} | {"non_english": [record]}
+    sheet = datasheet(splits, stats, dedup, [], config, "0" * 64)
+    assert "shaberi: inversions kept as fast: 1" in sheet

@@ -1,0 +1,422 @@
+"""The readers on tiny fixture files written in each collection's real layout."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from training.labels import DIFFICULTY_SOURCE_TIERS
+from training.sources import (
+    CRUXEVAL_PREAMBLE,
+    LLMROUTER_TIERS,
+    READERS,
+    ROUTERBENCH_TIERS,
+    SourceStats,
+    read_llmrouter,
+    read_math_levels,
+    read_oasst,
+    read_public_sources,
+    read_qwen_math,
+    read_routellm,
+    read_routerbench,
+    read_shaberi,
+    read_zeroeval,
+)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def labels(rows) -> dict[str, set[str]]:
+    return {r.text: set(r.allowed) for r in rows}
+
+
+# --- zeroeval ---------------------------------------------------------------------------------
+ZEROEVAL_MODELS = {
+    "fast-a": {"class": "fast", "core": True},
+    "fast-b": {"class": "fast", "core": True},
+    "fast-old": {"class": "fast", "core": False},  # a snapshot: does not vote
+    "bal-a": {"class": "balanced", "core": True},
+    "bal-b": {"class": "balanced", "core": True},
+    "front-a": {"class": "frontier", "core": True},
+    "front-b": {"class": "frontier", "core": True},
+    "odd": {"class": "other", "core": True},  # unsure class: ignored
+}
+
+
+def zeroeval_dir(root: Path, gsm: list[dict], math: list[dict] = (), crux: list[dict] = ()) -> Path:
+    (root / "zeroeval").mkdir(parents=True)
+    (root / "zeroeval" / "models.json").write_text(json.dumps(ZEROEVAL_MODELS))
+    for name, rows in (("gsm", gsm), ("math_l5", math), ("crux", crux)):
+        write_jsonl(
+            root / "zeroeval" / f"{name}.jsonl",
+            [{"id": f"{name}-#{i}", "task": name, "gold": "1", **r} for i, r in enumerate(rows)],
+        )
+    return root
+
+
+def test_zeroeval_tier_passes_when_half_of_its_core_models_pass(tmp_path):
+    t, f = True, False
+    gsm = [
+        # one of two core fast models is half: fast passes
+        {"prompt": "half of fast", "correct": {"fast-a": t, "fast-b": f, "bal-a": t, "front-a": t}},
+        # non-core and `other` models passing do not make fast pass; balanced does with 2 of 2
+        {
+            "prompt": "only non-core fast",
+            "correct": {"fast-a": f, "fast-b": f, "fast-old": t, "odd": t, "bal-a": t, "bal-b": t},
+        },
+        # only the core models with a verdict on the row count: fast-b has none here
+        {"prompt": "missing verdict", "correct": {"fast-a": t, "bal-a": f, "front-a": f}},
+        {"prompt": "frontier only", "correct": {"fast-a": f, "fast-b": f, "bal-a": f, "front-b": t}},
+        {"prompt": "nobody", "correct": {"fast-a": f, "fast-b": f, "bal-a": f, "bal-b": f, "front-a": f}},
+        {"prompt": "no core model", "correct": {"fast-old": t, "odd": t}},
+    ]
+    stats = SourceStats()
+    rows = list(read_zeroeval(zeroeval_dir(tmp_path, gsm), stats))
+    assert labels(rows) == {
+        "half of fast": {"fast"},
+        "only non-core fast": {"balanced"},
+        "missing verdict": {"fast"},
+        "frontier only": {"frontier"},
+    }
+    assert {r.source for r in rows} == {"zeroeval_gsm8k"} and {r.origin for r in rows} == {"zeroeval"}
+    assert stats.read["zeroeval"] == 6
+    assert stats.dropped["zeroeval"] == {
+        "no tier passes (zeroeval_gsm8k)": 1,
+        "no core model verdicts (zeroeval_gsm8k)": 1,
+    }
+
+
+def test_zeroeval_sources_and_cruxeval_preamble_stripped(tmp_path):
+    code = "[PYTHON]\ndef f(x):\n    return x + 1\nassert f(1) == ??\n[/PYTHON]"
+    passes = {"fast-a": True, "fast-b": True}
+    root = zeroeval_dir(
+        tmp_path,
+        gsm=[],
+        math=[{"prompt": "Find $x$ if $x^2 = 4$ and $x > 0$.", "correct": passes}],
+        crux=[{"prompt": f"{CRUXEVAL_PREAMBLE} \n\n{code}", "correct": passes}],
+    )
+    rows = {r.source: r for r in read_zeroeval(root, SourceStats())}
+    assert set(rows) == {"zeroeval_math_l5", "cruxeval"}
+    assert rows["cruxeval"].text == code  # the [PYTHON] block is kept, the opening sentence is not
+    assert "You are given" not in rows["cruxeval"].text
+
+
+# --- shaberi ----------------------------------------------------------------------------------
+SHABERI_MODELS = {
+    "f1": {"class": "fast", "core": True},
+    "f2": {"class": "fast", "core": True},
+    "b1": {"class": "balanced", "core": True},
+    "b2": {"class": "balanced", "core": True},
+    "x1": {"class": "frontier", "core": True},
+    "x2": {"class": "frontier", "core": True},
+}
+
+
+def shaberi_dir(root: Path, elyza: list[dict], rakuda: list[dict]) -> Path:
+    (root / "shaberi").mkdir(parents=True)
+    (root / "shaberi" / "models.json").write_text(json.dumps(SHABERI_MODELS))
+    write_jsonl(
+        root / "shaberi" / "elyza_tasks_100.jsonl",
+        [
+            {"id": f"elyza-{i:03d}", "dataset": "elyza/ELYZA-tasks-100", "category": None, "scale": 5, **r}
+            for i, r in enumerate(elyza, 1)
+        ],
+    )
+    write_jsonl(
+        root / "shaberi" / "rakuda_questions.jsonl",
+        [
+            {"id": f"rakuda-{i}", "dataset": "yuzuai/rakuda-questions", "category": "地理", "scale": 10, **r}
+            for i, r in enumerate(rakuda, 1)
+        ],
+    )
+    return root
+
+
+def test_shaberi_thresholds_half_rule_language_and_inversions(tmp_path):
+    elyza = [
+        # 4 of 5 passes, 3 does not: one of two fast models passing is half
+        {"prompt": "日本の首都は？", "scores": {"f1": 4, "f2": 3, "b1": 5, "b2": 5, "x1": 5, "x2": 5}},
+        {"prompt": "俳句を作って", "scores": {"f1": 3, "f2": 3, "b1": 4, "b2": 2, "x1": 5, "x2": 5}},
+        {"prompt": "証明して", "scores": {"f1": 1, "f2": 2, "b1": 3, "b2": 3, "x1": 3, "x2": 2}},
+        # inversion: fast passes, frontier fails (kept as fast, counted)
+        {"prompt": "逆転", "scores": {"f1": 5, "f2": 5, "b1": 3, "b2": 3, "x1": 3, "x2": 2}},
+    ]
+    rakuda = [
+        # 8 of 10 passes, 7 does not; a model without a score (failed call) is not counted
+        {"prompt": "四国の県は？", "scores": {"f1": 8, "b1": 9, "x1": 10, "x2": 10}},
+        {"prompt": "歴史を説明して", "scores": {"f1": 7, "f2": 7, "b1": 8, "b2": 7, "x1": 9, "x2": 9}},
+    ]
+    stats = SourceStats()
+    rows = list(read_shaberi(shaberi_dir(tmp_path, elyza, rakuda), stats))
+    assert labels(rows) == {
+        "日本の首都は？": {"fast"},
+        "俳句を作って": {"balanced"},
+        "逆転": {"fast"},
+        "四国の県は？": {"fast"},
+        "歴史を説明して": {"balanced"},
+    }
+    assert {r.lang for r in rows} == {"ja"} and {r.origin for r in rows} == {"shaberi"}
+    assert {r.source for r in rows} == {"shaberi_elyza", "shaberi_rakuda"}
+    assert stats.read["shaberi"] == 6 and stats.dropped["shaberi"] == {"no tier passes": 1}
+    assert sum(stats.notes["shaberi"].values()) == 1
+
+
+# --- RouterBench ------------------------------------------------------------------------------
+ROUTERBENCH_MODELS = [
+    "WizardLM/WizardLM-13B-V1.2",
+    "claude-instant-v1",
+    "claude-v1",
+    "claude-v2",
+    "gpt-3.5-turbo-1106",
+    "gpt-4-1106-preview",
+    "meta/code-llama-instruct-34b-chat",
+    "meta/llama-2-70b-chat",
+    "mistralai/mistral-7b-chat",
+    "mistralai/mixtral-8x7b-chat",
+    "zero-one-ai/Yi-34B-Chat",
+]
+FAST_2023 = ROUTERBENCH_TIERS["fast"]  # today's fast class: the 2023 balanced-class models
+BALANCED_2023 = ["claude-v1", "claude-v2", "gpt-4-1106-preview"]
+
+
+def routerbench_row(prompt: str, eval_name: str, passing: set[str]) -> dict:
+    row = {"": "0", "sample_id": "x", "prompt": repr([prompt]), "eval_name": eval_name}
+    row |= {m: "1.0" if m in passing else "0.0" for m in ROUTERBENCH_MODELS}
+    return row | {"oracle_model_to_route_to": "gpt-4-1106-preview"}
+
+
+def routerbench_dir(root: Path, arc: list[dict], mbpp: list[dict]) -> Path:
+    header = ["", "sample_id", "prompt", "eval_name", *ROUTERBENCH_MODELS, "oracle_model_to_route_to"]
+    for name, rows in (("arc_challenge", arc), ("mbpp", mbpp), ("winograde", [])):
+        write_csv(root / "routerbench" / f"{name}_train.csv", header, rows)
+        write_csv(root / "routerbench" / f"{name}_test.csv", header, [])
+    return root
+
+
+def test_routerbench_2023_balanced_models_stand_for_todays_fast(tmp_path):
+    small = {"mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"}
+    arc = [
+        routerbench_row("four of six", "arc-challenge", set(FAST_2023[:4])),
+        routerbench_row("three of six", "arc-challenge", set(FAST_2023[:3]) | set(BALANCED_2023[:2])),
+        # mistral-7b and WizardLM-13B are below today's fast class: their passes count for nothing
+        routerbench_row("only small", "arc-challenge", small | set(FAST_2023[:3])),
+        routerbench_row("one gpt-4", "arc-challenge", {"gpt-4-1106-preview"}),
+    ]
+    mbpp = [
+        routerbench_row("llama-2-70b writes it", "mbpp", {"meta/llama-2-70b-chat"}),
+        routerbench_row("gpt-4 writes it", "mbpp", {"gpt-4-1106-preview"}),
+        routerbench_row("mistral-7b writes it", "mbpp", {"mistralai/mistral-7b-chat"}),
+    ]
+    stats = SourceStats()
+    rows = list(read_routerbench(routerbench_dir(tmp_path, arc, mbpp), stats))
+    assert labels(rows) == {
+        "four of six": {"fast"},  # multiple choice: strict majority of the six
+        "three of six": {"balanced"},
+        "llama-2-70b writes it": {"fast"},  # open-ended: the best model is enough
+        "gpt-4 writes it": {"balanced"},
+    }
+    assert not any("frontier" in r.allowed for r in rows)  # no frontier model was run
+    assert stats.dropped["routerbench"] == {"no tier passes (no frontier model was run)": 3}
+    assert set(ROUTERBENCH_TIERS) == {"fast", "balanced"} and not small & set(FAST_2023)
+
+
+# --- LLMRouter --------------------------------------------------------------------------------
+SMALL_2024 = [
+    "qwen2.5-7b-instruct",
+    "codegemma-7b",
+    "gemma-2-9b-it",
+    "llama-3.1-8b-instruct",
+    "mistral-7b-instruct-v0.3",
+]
+NEMOTRONS = ["llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1"]
+CHATQA = ["llama3-chatqa-1.5-8b", "llama3-chatqa-1.5-70b"]
+
+
+def llmrouter_dir(root: Path, rows: list[tuple[str, str, str, set[str]]]) -> Path:
+    """rows: (question, task_name, metric, passing models)."""
+    (root / "llmrouter").mkdir(parents=True)
+    queries = [{"task_name": t, "query": q, "metric": m, "choices": None} for q, t, m, _ in rows]
+    scores = [
+        {"question": q, "scores": {m: 1.0 if m in ok else 0.0 for m in SMALL_2024 + NEMOTRONS + CHATQA}}
+        for q, _, _, ok in rows
+    ]
+    write_jsonl(root / "llmrouter" / "default_query_train.jsonl", queries)
+    write_jsonl(root / "llmrouter" / "default_query_test.jsonl", [])
+    (root / "llmrouter" / "train.json").write_text(json.dumps(scores))
+    (root / "llmrouter" / "test.json").write_text("[]")
+    return root
+
+
+def test_llmrouter_fast_tier_includes_the_nemotrons_in_the_majority(tmp_path):
+    rows = [
+        ("nemotrons and two small", "openbook_qa", "em_mc", {*NEMOTRONS, *SMALL_2024[:2]}),
+        ("nemotrons and one small", "openbook_qa", "em_mc", {*NEMOTRONS, SMALL_2024[0]}),
+        ("chatqa does not vote", "openbook_qa", "em_mc", {*CHATQA, *SMALL_2024[:3]}),
+        ("one nemotron solves it", "gsm8k", "GSM8K", {NEMOTRONS[0]}),
+        ("nobody solves it", "gsm8k", "GSM8K", set()),
+        ("exact match miss", "trivia_qa", "f1_score", set()),
+    ]
+    stats = SourceStats()
+    out = list(read_llmrouter(llmrouter_dir(tmp_path, rows), stats))
+    assert labels(out) == {
+        "nemotrons and two small": {"fast"},  # 4 of 7
+        "one nemotron solves it": {"fast"},
+    }
+    assert set(LLMROUTER_TIERS) == {"fast"} and set(NEMOTRONS) <= set(LLMROUTER_TIERS["fast"])
+    assert stats.dropped["llmrouter"] == {
+        "no tier passes (no stronger model was run)": 3,
+        "exact-match QA failure (not trusted)": 1,
+    }
+
+
+# --- RouteLLM ---------------------------------------------------------------------------------
+MIXTRAL, GPT4 = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+
+
+def test_routellm_mixtral_means_fast_and_only_gpt4_means_fast_or_balanced(tmp_path):
+    header = ["prompt", MIXTRAL, GPT4]
+    write_csv(
+        tmp_path / "routellm" / "mmlu" / "mmlu_anatomy.csv",
+        header,
+        [
+            {"prompt": "mixtral right\nA. a\nB. b", MIXTRAL: "True", GPT4: "False"},
+            {"prompt": "gpt-4 right\nA. a\nB. b", MIXTRAL: "False", GPT4: "True"},
+            {"prompt": "both wrong\nA. a\nB. b", MIXTRAL: "False", GPT4: "False"},
+        ],
+    )
+    write_csv(
+        tmp_path / "routellm" / "gsm8k" / "gsm8k_responses.csv",
+        [*header, f"{MIXTRAL}_response", f"{GPT4}_response"],
+        [
+            {
+                "prompt": "2 + 2?",
+                MIXTRAL: "True",
+                GPT4: "True",
+                f"{MIXTRAL}_response": "4",
+                f"{GPT4}_response": "4",
+            }
+        ],
+    )
+    stats = SourceStats()
+    rows = list(read_routellm(tmp_path, stats))
+    assert labels(rows) == {
+        "mixtral right\nA) a\nB) b": {"fast"},
+        "gpt-4 right\nA) a\nB) b": {"fast", "balanced"},
+        "2 + 2?": {"fast"},
+    }
+    assert [r.source for r in rows] == ["mmlu", "mmlu", "gsm8k"]
+    assert stats.dropped["routellm"] == {"no tier passes": 1}
+
+
+# --- OpenAssistant (qlora) --------------------------------------------------------------------
+OASST_FILES = {
+    "7b": "7b-guanaco-oa-generations-topp0.9-temp0.7",
+    "30b": "30b-guanaco-oa-generations-topp0.9-temp0.7",
+    "gpt-3.5": "gpt-3.5-oa-generations",
+    "gpt-4": "gpt-4-oa-generations",
+}
+
+
+def oasst_verdicts(root: Path, a: str, b: str, scores: dict[str, int]) -> None:
+    """File `a-vs-b`: score 1 = a's answer better, 2 = b's, 3 = tie, -1 = unparsed."""
+    name = f"{OASST_FILES[a]}-vs-{OASST_FILES[b]}-gpt-4-reviewer-threeclass.jsonl"
+    write_jsonl(
+        root / "oasst-qlora" / "ratings-gpt4" / name,
+        [{"review_id": "r", "message_id": mid, "score": s, "text": "..."} for mid, s in scores.items()],
+    )
+
+
+def test_oasst_fast_when_small_hold_up_to_gpt35_or_mid_to_gpt4(tmp_path):
+    write_jsonl(
+        tmp_path / "oasst-qlora" / "oa_questions.jsonl",
+        [
+            {"input": f"### Human: question {m}### Assistant:", "message_id": m, "lang": lang}
+            for m, lang in (("small-ok", "en"), ("mid-ok", "en"), ("neither", "es"), ("unjudged", "en"))
+        ],
+    )
+    # 7b vs gpt-3.5 (both orders): small-ok tie + win; mid-ok and neither lose both
+    oasst_verdicts(tmp_path, "7b", "gpt-3.5", {"small-ok": 3, "mid-ok": 2, "neither": 2, "unjudged": -1})
+    oasst_verdicts(tmp_path, "gpt-3.5", "7b", {"small-ok": 2, "mid-ok": 1, "neither": 1})
+    # 30b vs gpt-4 (both orders): mid-ok holds up once of two (half is enough); neither never
+    oasst_verdicts(tmp_path, "30b", "gpt-4", {"small-ok": 2, "mid-ok": 1, "neither": 2})
+    oasst_verdicts(tmp_path, "gpt-4", "30b", {"small-ok": 1, "mid-ok": 1, "neither": 1})
+    stats = SourceStats()
+    rows = {r.text: r for r in read_oasst(tmp_path, stats)}
+    assert {t: set(r.allowed) for t, r in rows.items()} == {
+        "question small-ok": {"fast"},
+        "question mid-ok": {"fast"},
+        "question neither": {"balanced"},  # GPT-4 (2023) level is enough: never frontier
+    }
+    assert rows["question neither"].lang == "es"
+    assert stats.dropped["oasst-qlora"] == {"no verdicts": 1}
+
+
+# --- Difficulty-only sources ------------------------------------------------------------------
+def test_math_levels_map_to_todays_tiers_and_level_5_is_left_to_outcomes(tmp_path):
+    write_jsonl(
+        tmp_path / "math-levels" / "math_test.jsonl",
+        [{"problem": f"problem at level {n}", "level": f"Level {n}", "type": "Algebra"} for n in range(1, 6)]
+        + [{"problem": "no level", "level": "Level ?", "type": "Algebra"}],
+    )
+    stats = SourceStats()
+    rows = list(read_math_levels(tmp_path, stats))
+    assert labels(rows) == {
+        "problem at level 1": {"fast"},
+        "problem at level 2": {"fast"},
+        "problem at level 3": {"fast"},
+        "problem at level 4": {"fast", "balanced"},
+    }
+    reasons = stats.dropped["math-levels"]
+    assert reasons["level not 1-5"] == 1 and sum(reasons.values()) == 2
+    assert any(r.startswith("level 5") for r in reasons)
+
+
+QWEN_ROWS = {
+    "svamp": {"Body": "There are 3 apples.", "Question": "How many apples?"},
+    "mawps": {"input": "Joan had 2 shells. How many?"},
+    "asdiv": {"body": "Two cats sit.", "question": "How many cats?"},
+    "gsm8k": {"question": "Janet has 3 ducks. How many legs?"},
+    "aqua": {"question": "What is 1+1?", "options": ["A)1", "B)2", "C)3", "D)4", "E)5"]},
+    "sat_math": {"question": "Which is true?", "options": "A) $x=1$ B) $x=2$ C. $x=3$ D) 4"},
+    "college_math": {"question": "Simplify: $-10-4(n-5)$"},
+    "minerva_math": {"problem": "Find the focal length."},
+    "olympiadbench": {"question": "Prove the game ends."},
+    "aime24": {"problem": "Find the remainder mod 1000."},
+    "amc23": {"problem": "How many miles from City A?"},
+}
+
+
+def test_qwen_math_sources_map_to_todays_tiers(tmp_path):
+    for name, row in QWEN_ROWS.items():
+        write_jsonl(tmp_path / "qwen-math" / f"{name}.jsonl", [row])
+    rows = {r.source: r for r in read_qwen_math(tmp_path, SourceStats())}
+    assert set(rows) == set(DIFFICULTY_SOURCE_TIERS) == set(QWEN_ROWS)
+    assert {s: set(r.allowed) for s, r in rows.items()} == {
+        **{s: {"fast"} for s in ("svamp", "mawps", "asdiv", "gsm8k", "aqua", "sat_math")},
+        "college_math": {"fast", "balanced"},
+        "minerva_math": {"fast", "balanced"},
+        **{s: {"frontier"} for s in ("olympiadbench", "aime24", "amc23")},
+    }
+    assert rows["aqua"].text.endswith("\nA) 1\nB) 2\nC) 3\nD) 4\nE) 5")
+
+
+# --- All collections --------------------------------------------------------------------------
+def test_missing_collections_are_named_in_the_error(tmp_path):
+    (tmp_path / "routerbench").mkdir()
+    with pytest.raises(FileNotFoundError, match="TIERWISE_DATA_DIR") as err:
+        list(read_public_sources(tmp_path, SourceStats()))
+    assert "'zeroeval'" in str(err.value) and "'shaberi'" in str(err.value)
+    assert "'routerbench'" not in str(err.value)
+    assert list(READERS)[:2] == ["zeroeval", "shaberi"]
