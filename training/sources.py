@@ -364,7 +364,10 @@ def _qwen_math_text(name: str, row: dict) -> str:
     if name == "mawps":
         return row["input"]
     if name in ("aqua", "sat_math"):
-        options = [re.sub(r"^\(?[A-E]\s*[\).:]\s*", "", o) for o in row["options"]]
+        options = row["options"]
+        if isinstance(options, str):  # sat_math keeps its choices in one string: "A) ... B) ..."
+            options = re.split(r"\s+(?=[B-E][\).]\s)", options.strip())
+        options = [re.sub(r"^\(?[A-E]\s*[\).:]\s*", "", o) for o in options]
         return f"{row['question']}\n{format_choices(options)}"
     return row.get("question") or row["problem"]
 

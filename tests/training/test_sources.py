@@ -409,6 +409,7 @@ def test_qwen_math_sources_map_to_todays_tiers(tmp_path):
         "minerva_math": {"fast", "balanced"},
         **{s: {"frontier"} for s in ("olympiadbench", "aime24", "amc23")},
     }
+    assert rows["sat_math"].text == "Which is true?\nA) $x=1$\nB) $x=2$\nC) $x=3$\nD) 4"
     assert rows["aqua"].text.endswith("\nA) 1\nB) 2\nC) 3\nD) 4\nE) 5")
 
 
