@@ -508,7 +508,11 @@ async def label_all(
 
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, options.concurrency))))
+        async with asyncio.TaskGroup() as group:  # a config error cancels the other workers
+            for _ in range(max(1, options.concurrency)):
+                group.create_task(worker())
+    except* LLMConfigError as errors:
+        raise errors.exceptions[0] from None
     finally:
         bar.close()
         await client.aclose()
