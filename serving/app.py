@@ -57,7 +57,15 @@ from serving.feedback import (
     submit_decision,
 )
 from serving.metrics import CONTENT_TYPE, ServiceMetrics
-from serving.policy import Decision, Policy, PolicyError, RoutingInput, UnknownTierError, load_policy
+from serving.policy import (
+    Decision,
+    Policy,
+    PolicyError,
+    RoutingInput,
+    UnknownTierError,
+    load_policy,
+    with_private_data,
+)
 from serving.request_text import ClassifierInput, RequestTextError, request_input
 from serving.routing import Router
 from serving.schemas import (
@@ -750,6 +758,7 @@ def add_routes(app: FastAPI) -> None:
     ) -> ClassifyResponse:
         """The tier (and model) to call for one request."""
         request = routing_input(item, services)
+        [request] = await with_private_data([request])  # a large prompt is scanned off the event loop
         decisions, versions, classifier_error = await decide_split(
             services, [request], [context.request_id], decide_all
         )
@@ -787,6 +796,7 @@ def add_routes(app: FastAPI) -> None:
                 "items",
             )
         requests = [routing_input(item, services, f"items.{i}.") for i, item in enumerate(batch.items)]
+        requests = await with_private_data(requests)
         item_ids = [f"{context.request_id}-{index}" for index in range(len(requests))]
         decisions, versions, classifier_error = await decide_split(services, requests, item_ids, decide_all)
         results = []

@@ -20,7 +20,7 @@ No ONNX, no I/O beyond reading the file: everything here is testable with plain 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from serving.escalation import cumulative_confidence, route_upward
-from serving.privacy import detect_private_data
+from serving.privacy import OFFLOAD_CHARS, detect_private_data, detect_private_data_async
 from serving.request_text import ClassifierInput
 
 LOW_CONFIDENCE = "low_confidence"
@@ -93,6 +93,8 @@ class RoutingInput:
     max_tier: str | None = None
     route: str | None = None
     request: ClassifierInput | None = None  # the request as the classifier reads it; None: `text` alone
+    # The privacy scan's result when it was done ahead (`with_private_data`); None: `decide` scans.
+    private_data: tuple[str, ...] | None = None
 
     @property
     def classifier_input(self) -> ClassifierInput:
@@ -223,7 +225,9 @@ class Policy:
             raise_to(holding, LONG_CONTEXT)
             ceiling = max(ceiling, holding)
 
-        private_kinds = tuple(detect_private_data(request.text))
+        private_kinds = (
+            tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
+        )
         probabilities_by_tier = (
             {}
             if probabilities is None
@@ -270,6 +274,20 @@ class Policy:
             if token_count <= tier.context_tokens:
                 return index
         return len(self.tiers) - 1
+
+
+async def with_private_data(
+    requests: list[RoutingInput], offload_chars: int = OFFLOAD_CHARS
+) -> list[RoutingInput]:
+    """`requests` with the privacy scan done for texts of `offload_chars` or more, in a worker thread,
+    so a large prompt does not hold the event loop; shorter texts are scanned inline by `decide`."""
+    out = []
+    for request in requests:
+        if request.private_data is None and len(request.text) >= offload_chars:
+            kinds = await detect_private_data_async(request.text, offload_chars)
+            request = replace(request, private_data=tuple(kinds))
+        out.append(request)
+    return out
 
 
 def _tier_config(raw: Any, where: str) -> TierConfig:

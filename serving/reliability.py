@@ -1155,6 +1155,44 @@ def supply_chain_case() -> CaseResult:
     )
 
 
+PRIVACY_CASES_FILE = REPO_DIR / "tests" / "serving" / "privacy_cases.py"
+PRIVACY_MIN_RECALL = 0.97  # of the adversarial set's personal data and secrets
+PRIVACY_MAX_FALSE_POSITIVE_RATE = 0.02  # of its ordinary prompts
+
+
+def privacy_case(cases_file: Path = PRIVACY_CASES_FILE) -> CaseResult:
+    """The privacy rule on the adversarial set (tests/serving/privacy_cases.py): recall on obfuscated
+    card numbers, e-mails, IBANs, keys and phones; false positives on ordinary look-alike prompts."""
+    import importlib.util
+
+    from serving.privacy import detect_private_data
+
+    spec = importlib.util.spec_from_file_location("tierwise_privacy_cases", cases_file)
+    if spec is None or spec.loader is None or not cases_file.is_file():
+        return CaseResult("privacy: adversarial set", 0, 1, "", [f"{cases_file} is missing"])
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    missed = [(text, kind) for text, kind in cases.PRIVATE if kind not in detect_private_data(text)]
+    flagged = [text for text in cases.ORDINARY if detect_private_data(text)]
+    recall = 1 - len(missed) / len(cases.PRIVATE)
+    false_positive_rate = len(flagged) / len(cases.ORDINARY)
+    per_kind = Counter(kind for _, kind in cases.PRIVATE)
+    missed_kind = Counter(kind for _, kind in missed)
+    figures = (
+        f"recall {recall:.1%} ({len(cases.PRIVATE) - len(missed)} of {len(cases.PRIVATE)}: "
+        + ", ".join(f"{kind} {n - missed_kind[kind]}/{n}" for kind, n in sorted(per_kind.items()))
+        + f"); false positives {false_positive_rate:.1%} ({len(flagged)} of {len(cases.ORDINARY)} "
+        f"ordinary prompts); thresholds: recall >= {PRIVACY_MIN_RECALL:.0%}, "
+        f"false positives <= {PRIVACY_MAX_FALSE_POSITIVE_RATE:.0%}"
+    )
+    problems = [f"missed {kind}: {text[:60]!r}" for text, kind in missed]
+    problems += [f"flagged: {text[:60]!r}" for text in flagged]
+    failures = int(recall < PRIVACY_MIN_RECALL) + int(false_positive_rate > PRIVACY_MAX_FALSE_POSITIVE_RATE)
+    return CaseResult(
+        "privacy: adversarial set", len(cases.PRIVATE) + len(cases.ORDINARY), failures, figures, problems
+    )
+
+
 def serve_slow_classifier(delay_ms: float) -> None:
     """The service (TIERWISE_* settings, one process) with a classifier taking `delay_ms` per call:
     the server of the short drain test, whose requests must still be in flight at SIGTERM."""
@@ -1241,6 +1279,7 @@ def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list
         record(auth_case(model_dir))
         record(prompt_log_case(model_dir, [(load_log, canary)]))
         record(supply_chain_case())
+        record(privacy_case())
         if args.keep_logs:
             shutil.copytree(
                 work_dir, args.keep_logs, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx")
