@@ -161,7 +161,7 @@ class WrapperLibrary:
         return [p for p in self.system_prompts if not p.tools and not p.passages]
 
     def agent_prompts(self) -> list[SystemPrompt]:
-        return [p for p in self.system_prompts if p.tools and self.tool_histories(p)]
+        return [p for p in self.system_prompts if p.app == "coding_agent" and p.tools]
 
     def rag_prompts(self) -> list[SystemPrompt]:
         return [p for p in self.system_prompts if p.passages]
@@ -392,7 +392,7 @@ def _check_pools(library: WrapperLibrary) -> None:
         "short system prompts": library.short_prompts(),
         "long system prompts": library.long_prompts(),
         "plain system prompts": library.plain_prompts(),
-        "coding-agent prompts with a matching tool history": library.agent_prompts(),
+        "coding-agent prompts with tools": library.agent_prompts(),
         "RAG prompts with passages": library.rag_prompts(),
         "chat histories": library.chat_histories(),
         "format rules": list(library.format_rules),
