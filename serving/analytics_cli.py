@@ -43,9 +43,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {err}\n")
         return 2
     policy = load_policy(args.policy)
+    from serving.shadow_report import shadow_outcomes, shadow_summary
+
     store = _open_store(args.db)
     try:
         rows = store.labeled_decisions(since, until)
+        shadow = shadow_summary(shadow_outcomes(store, since, until), policy.tier_names)
     finally:
         store.close()
     training = load_training_metrics(args.model)
@@ -55,6 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(pass --model with the folder that serves)\n"
         )
     report = build_report(rows, policy, training, since=since, until=until or datetime.now(UTC))
+    report["shadow"] = shadow
     if args.compare_models:
         from serving.feedback_report import rescore_models
 

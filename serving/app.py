@@ -79,6 +79,7 @@ from serving.schemas import (
     ReloadResponse,
 )
 from serving.settings import Settings, get_settings
+from serving.shadow import close_shadow, offer_shadow, start_shadow
 
 logger = logging.getLogger("tierwise.service")
 access_logger = logging.getLogger("tierwise.access")
@@ -416,9 +417,15 @@ def get_recorder(request: Request) -> Any:
     return getattr(request.app.state, "decision_recorder", None)
 
 
+def get_shadow(request: Request) -> Any:
+    """The shadow evaluator (`serving.shadow.ShadowEvaluator`), None when the policy has no shadow share."""
+    return getattr(request.app.state, "shadow", None)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 RecorderDep = Annotated[Any, Depends(get_recorder)]
+ShadowDep = Annotated[Any, Depends(get_shadow)]
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="one of TIERWISE_API_KEYS, when keys are set"
@@ -711,12 +718,14 @@ def log_decision(
     classifier_error: str | None,
     recorder: Any = None,
     model_version: str | None = None,
+    shadow: Any = None,
 ) -> None:
     services.metrics.observe_decision(decision.tier, decision.reasons, decision.escalated)
     model_version = model_version or services.classifier.version
     submit_decision(
         recorder, services, request_id, item.route, request.text, decision, context.started, model_version
     )
+    offer_shadow(shadow, request_id, item.route, item.as_record, decision)
     fields: dict[str, Any] = {
         "request_id": request_id,
         "trace_id": context.trace_id,
@@ -754,7 +763,11 @@ def add_routes(app: FastAPI) -> None:
         dependencies=[ApiKeyDep],
     )
     async def classify(
-        item: ClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
+        item: ClassifyRequest,
+        services: ServicesDep,
+        context: ContextDep,
+        recorder: RecorderDep,
+        shadow: ShadowDep,
     ) -> ClassifyResponse:
         """The tier (and model) to call for one request."""
         request = routing_input(item, services)
@@ -772,6 +785,7 @@ def add_routes(app: FastAPI) -> None:
             classifier_error,
             recorder,
             versions[0],
+            shadow,
         )
         return to_response(decisions[0], versions[0], context.request_id)
 
@@ -783,7 +797,11 @@ def add_routes(app: FastAPI) -> None:
         dependencies=[ApiKeyDep],
     )
     async def classify_batch(
-        batch: BatchClassifyRequest, services: ServicesDep, context: ContextDep, recorder: RecorderDep
+        batch: BatchClassifyRequest,
+        services: ServicesDep,
+        context: ContextDep,
+        recorder: RecorderDep,
+        shadow: ShadowDep,
     ) -> BatchClassifyResponse:
         """Decisions for many requests in one call, in order."""
         limit = services.settings.max_batch_items
@@ -804,7 +822,16 @@ def add_routes(app: FastAPI) -> None:
             item_ids, batch.items, requests, decisions, versions, strict=True
         ):
             log_decision(
-                services, context, item_id, item, request, decision, classifier_error, recorder, version
+                services,
+                context,
+                item_id,
+                item,
+                request,
+                decision,
+                classifier_error,
+                recorder,
+                version,
+                shadow,
             )
             results.append(to_response(decision, version, item_id))
         return BatchClassifyResponse(results=results, request_id=context.request_id)
@@ -938,6 +965,9 @@ def create_app(
             app.state.decision_recorder = await asyncio.to_thread(
                 open_recorder, settings, metrics.observe_decision_log
             )
+            app.state.shadow = await asyncio.to_thread(
+                start_shadow, settings.policy_file, services.policy, app.state.decision_recorder, metrics
+            )
         except Exception as err:
             logger.error("cannot start: %s", err, extra={"decision_db": settings.decision_db})
             await reloader.close()
@@ -963,6 +993,7 @@ def create_app(
             if sighup:
                 reloader.remove_sighup()
             await reloader.close()
+            await asyncio.to_thread(close_shadow, getattr(app.state, "shadow", None))
             await asyncio.to_thread(close_recorder, app.state.decision_recorder)
 
     app = FastAPI(

@@ -72,6 +72,8 @@ feedback_table = sa.Table(
     sa.Column("source", sa.String(64), nullable=True),
     sa.Column("low_tier", sa.String(64), nullable=True),
     sa.Column("high_tier", sa.String(64), nullable=True),
+    sa.Column("evidence", sa.JSON(), nullable=True),  # e.g. a shadow judge's verdicts, models and cost
+    sa.Index("ix_feedback_source_created_at", "source", "created_at"),
 )
 
 
@@ -126,6 +128,7 @@ class FeedbackRecord:
     source: str | None
     low_tier: str | None
     high_tier: str | None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

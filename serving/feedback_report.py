@@ -21,6 +21,7 @@ from typing import Any
 
 from serving.decision_log import DecisionRecord, LabeledDecision
 from serving.policy import Policy, TierConfig
+from serving.shadow_report import render_shadow
 
 CONFIDENCE_BINS = 10
 DRIFT_TVD_ALERT = 0.10  # total variation distance between tier mixes
@@ -477,6 +478,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
                 f"| `{version}` | {v['labeled']} | {_pct(v['accuracy_predicted'])} | {_pct(v['under_routing'])} | "
                 f"{_pct(v['over_routing'])} | {_pct(v['escalation_rate'])} | {_pct(v['cost_ratio'])} |"
             )
+    lines += render_shadow(report.get("shadow"))
     if plots:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in plots)]
     return "\n".join(lines) + "\n"

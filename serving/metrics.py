@@ -90,6 +90,28 @@ class Histogram:
         return lines
 
 
+class Gauge:
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
+        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
+        self._values: dict[LabelValues, float] = {}
+        self._lock = threading.Lock()
+
+    def set(self, value: float, *label_values: str) -> None:
+        with self._lock:
+            self._values[label_values] = float(value)
+
+    def value(self, *label_values: str) -> float | None:
+        return self._values.get(label_values)
+
+    def expose(self) -> list[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        if not items:
+            return []
+        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} gauge"]
+        return lines + [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
+
+
 class Info:
     def __init__(self, name: str, help_text: str) -> None:
         self.name, self.help_text = name, help_text
@@ -144,6 +166,22 @@ class ServiceMetrics:
             ("outcome",),
         )
         self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",))
+        self.shadow_under_routing = Gauge(
+            "tierwise_shadow_under_routing_ratio",
+            "Shadow evaluation: share of the last judged requests whose served tier's answer was worse than "
+            "the top tier's, by tier and route",
+            ("tier", "route"),
+        )
+        self.shadow_under_routing_upper = Gauge(
+            "tierwise_shadow_under_routing_upper_ratio",
+            "Upper end of the 95% Wilson interval of tierwise_shadow_under_routing_ratio",
+            ("tier", "route"),
+        )
+        self.shadow_evaluations = Counter(
+            "tierwise_shadow_evaluations_total",
+            "Shadow evaluations by outcome: judged, dropped (queue full), over_budget, failed, unreadable_verdict",
+            ("outcome",),
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -173,6 +211,9 @@ class ServiceMetrics:
             self.version_decisions,
             self.decision_log,
             self.feedback,
+            self.shadow_under_routing,
+            self.shadow_under_routing_upper,
+            self.shadow_evaluations,
         ):
             lines += metric.expose()
         return "\n".join(lines) + "\n"
