@@ -1,0 +1,61 @@
+"""Request logs -> `tierwise label` (local scripted server) -> build_dataset --no-public -> a tiny train."""
+
+import json
+
+import pytest
+
+from serving.cli import main as tierwise
+from serving.fake_llm import FakeScript, fake_server, policy_strengths
+from serving.settings import DEFAULT_POLICY_FILE
+from training import build_dataset
+from training.train import main as train_main
+
+TOPICS = ["norway", "kenya", "peru", "laos", "chile", "oman", "fiji", "mali", "cuba", "iran"]
+
+
+@pytest.mark.slow
+def test_logs_to_labels_to_a_trained_model(tmp_path):
+    logs = tmp_path / "requests.jsonl"
+    with open(logs, "w") as sink:
+        for index in range(60):
+            task = f"Tell me about {TOPICS[index % 10]} item {index} (needs={index % 3})."
+            sink.write(
+                json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": task}]}) + "\n"
+            )
+    labeled = tmp_path / "labeled.jsonl"
+    with fake_server(FakeScript(policy_strengths(DEFAULT_POLICY_FILE))) as server:
+        code = tierwise(
+            [
+                "label",
+                str(logs),
+                "--out",
+                str(labeled),
+                "--base-url",
+                server.base_url,
+                "--yes",
+                "--no-progress",
+            ]
+        )
+    assert code == 0
+    rows = [json.loads(line) for line in labeled.read_text().splitlines()]
+    assert len(rows) == 60 and {tuple(r["allowed_tiers"]) for r in rows} == {
+        ("fast",),
+        ("balanced",),
+        ("frontier",),
+    }
+
+    data = tmp_path / "data"
+    assert (
+        build_dataset.main(
+            ["--no-public", "--user-data", str(labeled), "--out", str(data), "--heldout-sources"]
+        )
+        == 0
+    )
+    summary = json.loads((data / "dataset.json").read_text())
+    assert sum(summary["counts"].values()) == 60 and summary["malformed_rows"] == []
+
+    model = tmp_path / "model"
+    args = ["--base-model", "tiny-random", "--max-steps", "2", "--batch-size", "8", "--name", "judged"]
+    assert train_main([*args, "--data-dir", str(data), "--output-dir", str(model)]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["tiers"] == ["fast", "balanced", "frontier"]
