@@ -10,6 +10,7 @@ import numpy as np
 from serving.classifier import TierClassifier, softmax
 from serving.escalation import route_upward
 from training.baselines import Predictor, fit_baselines
+from training.build_dataset import row_input
 from training.calibration import TemperatureScaler
 from training.evaluation import (
     TierPrices,
@@ -39,7 +40,7 @@ def batched_logits(
     counts = np.zeros(len(rows), dtype=np.int64)
     for start in range(0, len(rows), batch_size):
         idx = order[start : start + batch_size]
-        batch_logits, batch_counts = classifier.logits([rows[i]["text"] for i in idx])
+        batch_logits, batch_counts = classifier.logits([row_input(rows[i]) for i in idx])
         logits[idx], counts[idx] = batch_logits, batch_counts
     return logits, counts
 
@@ -147,7 +148,7 @@ def evaluate_all(
 
 def fitted_baselines(classifier: TierClassifier, train_rows: list[dict], seed: int) -> dict[str, Predictor]:
     """The baselines, fitted on train; the length baseline needs only the token counts."""
-    _, counts = classifier.encoder.encode_ids([r["text"] for r in train_rows])
+    _, counts = classifier.encoder.encode_ids([row_input(r) for r in train_rows])
     return fit_baselines(train_rows, np.array(counts), seed)
 
 

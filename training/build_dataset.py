@@ -15,9 +15,10 @@ import json
 import logging
 import sys
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from serving.request_text import ClassifierInput, request_input
 from training import paths
 from training.labels import TIER_INDEX, TIERS, lowest_tier
 from training.sources import LabeledPrompt, SourceStats, read_public_sources
@@ -95,7 +96,7 @@ def deduplicate(rows: list[LabeledPrompt]) -> tuple[list[tuple[str, LabeledPromp
         both = first.allowed & row.allowed
         if both:
             stats.merged += 1
-            kept[key] = LabeledPrompt(first.text, both, first.source, first.origin, first.weight, first.lang)
+            kept[key] = replace(first, allowed=both)
         else:
             stats.conflicts += 1
     stats.unique = len(kept)
@@ -138,7 +139,15 @@ def to_record(key: str, row: LabeledPrompt) -> dict:
         "origin": row.origin,
         "weight": row.weight,
         "lang": row.lang,
+        **(row.request or {}),
     }
+
+
+def row_input(record: dict) -> ClassifierInput:
+    """What the classifier reads of a processed row: its conversation when it came as one."""
+    if record.get("messages") is not None:
+        return request_input({"messages": record["messages"], "tools": record.get("tools")})
+    return ClassifierInput.plain(record["text"])
 
 
 def split_rows(deduped: list[tuple[str, LabeledPrompt]], config: BuildConfig) -> dict[str, list[dict]]:

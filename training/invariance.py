@@ -34,6 +34,7 @@ from serving.request_text import ClassifierInput, request_input
 from training import paths
 from training.assessment import fitted_baselines
 from training.baselines import Predictor
+from training.build_dataset import row_input
 from training.evaluation import allowed_bounds, classification_metrics
 from training.wrappers import CONDITIONS, WrapperLibrary
 
@@ -104,7 +105,7 @@ def evaluate_split(
     seed: int,
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
-    plain_probs, plain_counts = classifier.predict_proba([r["text"] for r in rows])
+    plain_probs, plain_counts = classifier.predict_proba([row_input(r) for r in rows])
     plain_chosen = route_upward(plain_probs, q)
     result: dict[str, Any] = {
         "plain": condition_metrics(plain_probs, plain_chosen, plain_chosen, low, high),
@@ -267,9 +268,8 @@ def read_splits(data_dir: Path) -> dict[str, list[dict]]:
         path = data_dir / f"{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
-        splits[split] = [
-            json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        with open(path, encoding="utf-8") as f:  # not splitlines(): U+2028 in a JSON string ends no line
+            splits[split] = [json.loads(line) for line in f if line.strip()]
     return splits
 
 

@@ -18,6 +18,7 @@ from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
 from serving.text_encoding import TextEncoder
 from training import paths
 from training.assessment import batched_logits
+from training.build_dataset import row_input
 from training.evaluation import allowed_bounds, classification_metrics
 from training.export_onnx import (
     PARITY_TOLERANCE,
@@ -135,7 +136,7 @@ def base_manifest(config: TrainConfig, export: dict[str, Any]) -> dict[str, Any]
 
 
 def padded_batch(encoder: TextEncoder, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    batch = encoder.encode([r["text"] for r in rows])
+    batch = encoder.encode([row_input(r) for r in rows])
     return batch.input_ids, batch.attention_mask
 
 

@@ -35,6 +35,9 @@ class LabeledPrompt:
     origin: str  # the collection folder it was read from: "routellm", "routerbench", ...
     weight: float = 1.0
     lang: str = "en"
+    # A user's row sent as a conversation: {"messages": [...], "tools": [...]}, so training reads it
+    # the way the service does (task first); `text` is then its every word, for dedup and baselines.
+    request: dict | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from training.assessment import (
     fitted_baselines,
     headline_metrics,
 )
+from training.build_dataset import row_input
 from training.calibration import TemperatureScaler
 from training.evaluation import allowed_bounds, load_prices
 from training.finetune import (
@@ -121,7 +122,7 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
     from transformers import TrainingArguments, set_seed
 
     set_seed(config.seed)
-    ids, _ = encoder.encode_ids([r["text"] for r in train_rows])
+    ids, _ = encoder.encode_ids([row_input(r) for r in train_rows])
     twin_ids, _ = encoder.encode_ids(wrapped_twins(train_rows, config.seed))
     weights = class_balance_weights([r["allowed_tiers"] for r in train_rows])
     weights *= np.array([r.get("weight", 1.0) for r in train_rows])

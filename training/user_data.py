@@ -51,7 +51,13 @@ def parse_user_row(record: object, default_source: str) -> LabeledPrompt:
     if not isinstance(source, str) or not source:
         raise ValueError("'source' must be a non-empty string")
     lang = record.get("lang", "en")
-    return LabeledPrompt(text, allowed, source, "user", float(weight), str(lang))
+    request = None
+    if record.get("text") is None:  # a conversation: keep its shape for training
+        request = {
+            "messages": record["messages"],
+            **({"tools": record["tools"]} if record.get("tools") else {}),
+        }
+    return LabeledPrompt(text, allowed, source, "user", float(weight), str(lang), request)
 
 
 def read_user_jsonl(path: Path) -> tuple[list[LabeledPrompt], list[MalformedRow]]:
