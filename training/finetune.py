@@ -49,6 +49,8 @@ def tokenizer_path(base_model: str) -> Path:
 def base_model_version(base_model: str) -> str:
     if base_model == TINY_RANDOM:
         return "random-init"
+    if (folder := paths.base_model_dir()) is not None:
+        return f"a copy in TIERWISE_BASE_MODEL_DIR ({folder.name})"
     return importlib.metadata.version(BASE_MODEL_PACKAGE)
 
 
