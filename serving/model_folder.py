@@ -28,9 +28,9 @@ TRUNCATION_STRATEGIES = ("head_tail", "task_first")
 class Truncation:
     """How a request becomes at most `head_tokens + tail_tokens` content tokens.
 
-    `task_first`: the task (last user turn) is encoded first, keeping its head and tail, and a
-    sketch of the context follows after a [SEP] in the tokens the task leaves, at least
-    `context_tokens` of them when there is context. `head_tail` (models before task_first): the
+    `task_first`: the task (last user turn) is encoded first, keeping its head and tail, and the
+    head of a sketch of the context follows after a [SEP], at most `context_tokens` of it: the task
+    always keeps `head_tokens + tail_tokens - 1 - context_tokens` tokens or more. `head_tail` (models before task_first): the
     whole conversation as one text, context first, keeping its first `head_tokens` and last
     `tail_tokens` tokens.
     """

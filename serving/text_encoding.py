@@ -21,8 +21,8 @@ from tokenizers import Tokenizer
 from serving.model_folder import Truncation
 from serving.request_text import ClassifierInput
 
-# The sketch is read from its head; a few hundred tokens is the most it can ever use.
-SKETCH_MAX_CHARS = 2000
+# The sketch is read from its head, context_tokens at most: this many characters is plenty.
+SKETCH_MAX_CHARS = 1200
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,13 @@ class TextEncoder:
         return [self.cls_id, *kept, self.sep_id]
 
     def _task_first_row(self, task: list[int], sketch: list[int]) -> list[int]:
-        """[CLS] task [SEP] (sketch [SEP]): the sketch gets what the task leaves, at least context_tokens."""
+        """[CLS] task [SEP] (sketch [SEP]): the sketch's head, at most context_tokens, never more, so a
+        wrapped short request stays short (and cheap); the task keeps its head and tail in the rest."""
         if not sketch:
             return self._head_tail_row(task)
-        budget = self.truncation.content_tokens - 1  # the second [SEP]
-        sketch_kept = sketch[: max(self.truncation.context_tokens, budget - len(task))]
-        task_kept = keep_head_tail(task, budget - len(sketch_kept), self.truncation.tail_tokens)
+        sketch_kept = sketch[: self.truncation.context_tokens]
+        budget = self.truncation.content_tokens - 1 - len(sketch_kept)  # -1: the second [SEP]
+        task_kept = keep_head_tail(task, budget, self.truncation.tail_tokens)
         return [self.cls_id, *task_kept, self.sep_id, *sketch_kept, self.sep_id]
 
     def encode_ids(self, items: Sequence[ClassifierInput | str]) -> tuple[list[list[int]], list[int]]:

@@ -66,12 +66,13 @@ def test_a_long_context_can_never_crowd_out_the_task():
     assert row.count(VOCAB.index("hello")) == TASK_FIRST.context_tokens
 
 
-def test_a_short_task_leaves_its_budget_to_the_context():
+def test_a_short_wrapped_task_stays_short():
     enc = encoder(TASK_FIRST)
     read = ClassifierInput(task="hi", sketch=" ".join(["prove"] * 500), full_text="x")
     (row,), _ = enc.encode_ids([read])
     assert row.count(VOCAB.index("hi")) == 1
-    assert row.count(VOCAB.index("prove")) == TASK_FIRST.content_tokens - 2  # all but the task and one [SEP]
+    assert row.count(VOCAB.index("prove")) == TASK_FIRST.context_tokens
+    assert len(row) == 1 + 1 + 1 + TASK_FIRST.context_tokens + 1
 
 
 def test_head_tail_models_read_the_whole_conversation_context_first():
