@@ -13,6 +13,13 @@ The top tier comes from the policy file (`policy_file`, default: the packaged po
 `upward_tier` and `upward_models` are given. A 4xx (the request itself is wrong, or the API key)
 also fails upward and is logged; pass `strict=True` to raise `TierwiseRequestError` instead.
 
+Privacy first: before any fallback the client applies the policy's privacy rule itself (the same
+detectors as the service, serving/privacy.py, over every string of the request). A request with
+personal data or secrets goes to the policy's `private_tier` (or `private_tier`/`private_models`
+given here), never to the public top tier; with no private tier configured, `classify` raises
+`PrivateDataUnroutableError` (fail closed), so no outage or overload can send personal data to a
+third party.
+
 This is `tierwise.client` of the issue: the distribution is `tierwise`, its packages are `serving`
 and `training`, so the import path is `serving.client`. It needs httpx (`pip install 'tierwise[gateway]'`).
 """
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from serving.privacy import detect_private_data, detect_private_data_async
 
 logger = logging.getLogger("tierwise.client")
 
@@ -69,22 +78,63 @@ class TierwiseUnavailableError(RuntimeError):
     """The service could not be reached or failed (feedback only; classify fails upward instead)."""
 
 
+class PrivateDataUnroutableError(RuntimeError):
+    """tierwise could not be asked, the request carries personal data or secrets, and no private
+    tier is configured: the request is refused rather than sent to a public model."""
+
+
+PRIVATE_DATA_REASON = "private_data"  # the policy's reason (serving.policy.PRIVATE_DATA)
+
+
 @dataclass(frozen=True)
 class UpwardRoute:
     tier: str
     models: tuple[str, ...]
+    private_tier: str | None = None  # where requests with personal data go when tierwise cannot answer
+    private_models: tuple[str, ...] = ()
 
 
 def upward_route(
-    policy_file: Path | None, upward_tier: str | None, upward_models: Sequence[str] | None
+    policy_file: Path | None,
+    upward_tier: str | None,
+    upward_models: Sequence[str] | None,
+    private_tier: str | None = None,
+    private_models: Sequence[str] | None = None,
 ) -> UpwardRoute:
-    if upward_tier and upward_models:
-        return UpwardRoute(upward_tier, tuple(upward_models))
+    """The fail-upward tier and the private tier: given here, or read from the policy file."""
+    private = (private_tier, tuple(private_models)) if private_tier and private_models else None
+    if upward_tier and upward_models and private is not None:
+        return UpwardRoute(upward_tier, tuple(upward_models), *private)
     from serving.policy import load_policy
     from serving.settings import DEFAULT_POLICY_FILE
 
-    top = load_policy(policy_file or DEFAULT_POLICY_FILE).tiers[-1]
-    return UpwardRoute(upward_tier or top.name, tuple(upward_models or top.models))
+    policy = load_policy(policy_file or DEFAULT_POLICY_FILE)
+    top = policy.tiers[-1]
+    if private is None and policy.private_tier is not None:
+        private = (policy.private_tier.name, policy.private_tier.models)
+    private_name, private_list = private or (None, ())
+    return UpwardRoute(
+        upward_tier or top.name, tuple(upward_models or top.models), private_name, tuple(private_list)
+    )
+
+
+def request_strings(text: str | None, messages: Sequence[Mapping[str, Any]] | None) -> str:
+    """Every string of a request (the text, or each message's content, parts, names, tool arguments),
+    one per line: what the local privacy rule scans."""
+    out: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    collect(text if text is not None else list(messages or []))
+    return "\n".join(out)
 
 
 def classify_payload(
@@ -153,6 +203,8 @@ class _Base:
         upward_tier: str | None,
         upward_models: Sequence[str] | None,
         strict: bool,
+        private_tier: str | None = None,
+        private_models: Sequence[str] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
@@ -160,9 +212,37 @@ class _Base:
         self.timeout = timeout
         self.api_key = api_key
         self.strict = strict
-        self.upward = upward_route(policy_file, upward_tier, upward_models)
+        self.upward = upward_route(
+            policy_file, upward_tier, upward_models, private_tier=private_tier, private_models=private_models
+        )
 
-    def failed_upward(self, reason: str, request_id: str | None) -> Routing:
+    def failed_upward(
+        self, reason: str, request_id: str | None, private_kinds: Sequence[str] = ()
+    ) -> Routing:
+        """The route when tierwise could not be asked: the private tier for a request with personal
+        data (`private_kinds`, from the local privacy rule), else the top tier."""
+        if private_kinds:
+            if self.upward.private_tier is None or not self.upward.private_models:
+                raise PrivateDataUnroutableError(
+                    f"tierwise could not be asked ({reason}) and the request carries "
+                    f"{', '.join(private_kinds)}, but no private tier is configured, so it is not sent to a "
+                    "public model; add `private_tier` to the policy (TIERWISE_POLICY_FILE / policy_file=) "
+                    "or pass private_tier= and private_models= to the client"
+                )
+            logger.warning(
+                "tierwise unavailable, routing to the private tier (%s found): %s",
+                ", ".join(private_kinds),
+                reason,
+            )
+            return Routing(
+                tier=self.upward.private_tier,
+                model=self.upward.private_models[0],
+                fallbacks=self.upward.private_models[1:],
+                request_id=request_id,
+                reasons=(PRIVATE_DATA_REASON,),
+                failed_upward=True,
+                error=reason,
+            )
         logger.warning("tierwise unavailable, routing to the top tier: %s", reason)
         return Routing(
             tier=self.upward.tier,
@@ -173,19 +253,21 @@ class _Base:
             error=reason,
         )
 
-    def handle(self, response: httpx.Response, request_id: str | None) -> Routing:
+    def failure_reason(self, response: httpx.Response) -> tuple[Routing | None, str]:
+        """(the routing, None) for a usable answer, else (None, why it failed upward); raises
+        TierwiseRequestError for a 4xx in strict mode."""
         if response.status_code == 200:
             try:
-                return routing_from_response(response)
+                return routing_from_response(response), ""
             except (ValueError, KeyError, TypeError) as err:
-                return self.failed_upward(f"unreadable answer ({type(err).__name__}: {err})", request_id)
+                return None, f"unreadable answer ({type(err).__name__}: {err})"
         error_type, message, field_name = _error_detail(response)
         if 400 <= response.status_code < 500:
             if self.strict:
                 raise TierwiseRequestError(response.status_code, error_type, message, field_name)
             if response.status_code in (401, 403):
                 logger.error("tierwise refused the API key (%s): %s", error_type, message)
-        return self.failed_upward(f"HTTP {response.status_code} {error_type}: {message}", request_id)
+        return None, f"HTTP {response.status_code} {error_type}: {message}"
 
     @staticmethod
     def feedback_payload(
@@ -224,8 +306,20 @@ class TierwiseClient(_Base):
         upward_models: Sequence[str] | None = None,
         strict: bool = False,
         transport: httpx.BaseTransport | None = None,
+        private_tier: str | None = None,
+        private_models: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(base_url, timeout, api_key, policy_file, upward_tier, upward_models, strict)
+        super().__init__(
+            base_url,
+            timeout,
+            api_key,
+            policy_file,
+            upward_tier,
+            upward_models,
+            strict,
+            private_tier,
+            private_models,
+        )
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def classify(
@@ -242,10 +336,15 @@ class TierwiseClient(_Base):
         try:
             response = self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id))
         except httpx.TimeoutException:
-            return self.failed_upward(f"no answer within {self.timeout:g} s", request_id)
+            reason = f"no answer within {self.timeout:g} s"
         except httpx.HTTPError as err:
-            return self.failed_upward(f"{type(err).__name__}: {err}", request_id)
-        return self.handle(response, request_id)
+            reason = f"{type(err).__name__}: {err}"
+        else:
+            routing, reason = self.failure_reason(response)
+            if routing is not None:
+                return routing
+        kinds = detect_private_data(request_strings(text, messages))  # the privacy rule, locally
+        return self.failed_upward(reason, request_id, kinds)
 
     def feedback(
         self,
@@ -285,8 +384,20 @@ class AsyncTierwiseClient(_Base):
         upward_models: Sequence[str] | None = None,
         strict: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        private_tier: str | None = None,
+        private_models: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(base_url, timeout, api_key, policy_file, upward_tier, upward_models, strict)
+        super().__init__(
+            base_url,
+            timeout,
+            api_key,
+            policy_file,
+            upward_tier,
+            upward_models,
+            strict,
+            private_tier,
+            private_models,
+        )
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
     async def classify(
@@ -306,10 +417,16 @@ class AsyncTierwiseClient(_Base):
                 timeout=self.timeout,
             )
         except (httpx.TimeoutException, TimeoutError):
-            return self.failed_upward(f"no answer within {self.timeout:g} s", request_id)
+            reason = f"no answer within {self.timeout:g} s"
         except httpx.HTTPError as err:
-            return self.failed_upward(f"{type(err).__name__}: {err}", request_id)
-        return self.handle(response, request_id)
+            reason = f"{type(err).__name__}: {err}"
+        else:
+            routing, reason = self.failure_reason(response)
+            if routing is not None:
+                return routing
+        # The privacy rule, locally; a large request is scanned off the event loop.
+        kinds = await detect_private_data_async(request_strings(text, messages))
+        return self.failed_upward(reason, request_id, kinds)
 
     async def feedback(
         self,

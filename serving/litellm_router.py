@@ -12,7 +12,13 @@ LiteLLM model_name}`. A request for the virtual model `tierwise` (`auto_model`) 
 
 The chain is the decision's `model` then its `fallbacks` (the tier's other models, then stronger
 tiers' models), kept to the groups the router knows. When tierwise is down or slow the client fails
-upward, so the chain starts at the top tier. See serving/LITELLM.md for a copy-paste config.
+upward, so the chain starts at the top tier, except for a request with personal data or secrets:
+the client applies the privacy rule itself and sends it to the policy's private tier. A private
+request never falls back to a public group (its fallbacks, context-window and content-policy
+fallbacks are set to the private tier's own models, overriding the router's defaults), and when no
+private group is configured it is refused (`PrivateDataUnroutableError`). The proxy hook also sets
+`response.model` to the model group that answered (LiteLLM would otherwise echo `tierwise`). See
+serving/LITELLM.md for a copy-paste config.
 
 Import LiteLLM with `LITELLM_LOCAL_MODEL_COST_MAP=True` in the environment on machines without
 internet access (LiteLLM otherwise fetches its price map on import).
@@ -24,7 +30,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from serving.client import AsyncTierwiseClient, Routing, TierwiseClient
+from serving.client import (
+    PRIVATE_DATA_REASON,
+    AsyncTierwiseClient,
+    PrivateDataUnroutableError,
+    Routing,
+    TierwiseClient,
+)
 
 logger = logging.getLogger("tierwise.litellm")
 
@@ -67,6 +79,41 @@ def model_chain(
             "policy's models or pass model_groups={policy model: LiteLLM model_name}"
         )
     return chain
+
+
+def is_private(routing: Routing, client: TierwiseClient | AsyncTierwiseClient | None) -> bool:
+    """Whether the decision sends the request to the private tier (personal data or secrets)."""
+    private_tier = client.upward.private_tier if client is not None else None
+    return PRIVATE_DATA_REASON in routing.reasons or (
+        private_tier is not None and routing.tier == private_tier
+    )
+
+
+def routed_chain(
+    routing: Routing,
+    known_groups: Iterable[str] | None,
+    model_groups: Mapping[str, str],
+    client: TierwiseClient | AsyncTierwiseClient | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The chain of model groups and the request fields that make LiteLLM follow it; a private
+    request's fallbacks of every kind stay inside the private tier."""
+    private = is_private(routing, client)
+    try:
+        chain = model_chain(routing, known_groups, model_groups)
+    except NoDeploymentError as err:
+        if private:
+            raise PrivateDataUnroutableError(
+                f"the request carries personal data or secrets, so it may only go to the private tier "
+                f"{routing.tier!r} ({', '.join(routing.models)}), and the LiteLLM router has no model group "
+                "for it: add a model_list entry named after the private tier's model (policy.yaml "
+                "private_tier.models; see serving/LITELLM.md) or map it with model_groups="
+            ) from err
+        raise
+    fields: dict[str, Any] = {"fallbacks": chain[1:]}
+    if private:
+        fields["context_window_fallbacks"] = []
+        fields["content_policy_fallbacks"] = []
+    return chain, fields
 
 
 def request_messages(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
@@ -116,9 +163,10 @@ class TierwiseLiteLLMRouter:
         self.last_routing: Routing | None = None
 
     def _route(self, routing: Routing, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        chain = model_chain(routing, router_model_groups(self.router), self.model_groups)
+        client = self.client or self.sync_client
+        chain, fields = routed_chain(routing, router_model_groups(self.router), self.model_groups, client)
         self.last_routing = routing
-        kwargs["fallbacks"] = chain[1:]
+        kwargs.update(fields)
         kwargs["metadata"] = annotate(kwargs.get("metadata"), routing, chain)
         return chain[0], kwargs
 
@@ -145,6 +193,17 @@ class TierwiseLiteLLMRouter:
         routing = self.sync_client.classify(messages=messages, route=kwargs.pop("tierwise_route", None))
         chosen, kwargs = self._route(routing, kwargs)
         return self.router.completion(model=chosen, messages=messages, **kwargs)
+
+
+def _raw_model_name_key() -> str:
+    try:
+        from litellm.constants import RETURN_RAW_MODEL_NAME_METADATA_KEY
+    except ImportError:  # litellm missing or older: the key of 1.106.2
+        return "_complexity_router_return_raw_model_name"
+    return str(RETURN_RAW_MODEL_NAME_METADATA_KEY)
+
+
+_RAW_MODEL_NAME_KEY = _raw_model_name_key()
 
 
 def _proxy_router() -> Any:
@@ -201,11 +260,31 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         routing = await self.client.classify(text=text, messages=messages, route=route)
         router = self.router or self.router_getter()
         known = router_model_groups(router) if router is not None else None
-        chain = model_chain(routing, known, self.model_groups)
+        chain, fields = routed_chain(routing, known, self.model_groups, self.client)
         data["model"] = chain[0]
-        data["fallbacks"] = chain[1:]
+        data.update(fields)
         data["metadata"] = annotate(metadata if isinstance(metadata, Mapping) else None, routing, chain)
+        # LiteLLM stamps the client's model name (`tierwise`) on the response unless asked for the
+        # raw name; `async_post_call_success_hook` then names the group that answered.
+        data["metadata"][_RAW_MODEL_NAME_KEY] = True
         return data
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        """`response.model` = the model group that answered (after fallbacks), for routed requests."""
+        metadata = data.get("metadata")
+        if not isinstance(metadata, Mapping) or "tierwise" not in metadata:
+            return response
+        hidden = getattr(response, "_hidden_params", None) or {}
+        headers = hidden.get("additional_headers") or {} if isinstance(hidden, Mapping) else {}
+        group = headers.get("x-litellm-model-group") or data.get("model")
+        if isinstance(group, str) and hasattr(response, "model"):
+            try:
+                response.model = group
+            except (AttributeError, TypeError, ValueError):  # a response type without a settable model
+                logger.debug("tierwise: could not set response.model on %s", type(response).__name__)
+        return response
 
 
 def proxy_hook_from_environment() -> TierwiseProxyHook:

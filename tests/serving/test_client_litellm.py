@@ -211,3 +211,59 @@ def test_model_chain_maps_and_explains_missing_groups():
     assert model_chain(routing, {"mini", "gpt-4.1"}, {"gpt-4.1-mini": "mini"}) == ["mini", "gpt-4.1"]
     with pytest.raises(NoDeploymentError, match="model_groups"):
         model_chain(routing, {"other"}, {})
+
+
+# The privacy rule applied locally before any fallback
+
+
+def refused_transport():
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    return httpx.MockTransport(refuse)
+
+
+def test_client_sends_private_data_to_the_private_tier_when_tierwise_fails():
+    client = TierwiseClient(transport=refused_transport())
+    routing = client.classify(text="charge 4111-1111-1111-1111 please")
+    assert routing.failed_upward and routing.tier == "private"
+    assert routing.models == ("llama-3.3-70b-selfhosted",) and routing.reasons == ("private_data",)
+    parts = [{"role": "user", "content": [{"type": "text", "text": "mail john[at]example[dot]com"}]}]
+    assert client.classify(messages=parts).tier == "private"
+    assert client.classify(text="hello").tier == "frontier"  # no personal data: the top tier
+
+    async def run():
+        async with AsyncTierwiseClient(transport=refused_transport()) as async_client:
+            return await async_client.classify(text="key sk-proj-abcdefghijklmnopqrstuvwx1234")
+
+    assert asyncio.run(run()).tier == "private"
+
+
+def test_client_fails_closed_without_a_private_tier(tmp_path):
+    from serving.client import PrivateDataUnroutableError
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tiers:\n  - {name: cheap, models: [m1]}\n  - {name: top, models: [m2]}\n", encoding="utf-8"
+    )
+    client = TierwiseClient(transport=refused_transport(), policy_file=policy)
+    assert client.classify(text="hello").model == "m2"
+    with pytest.raises(PrivateDataUnroutableError, match="no private tier is configured"):
+        client.classify(text="my IBAN is DE89 3704 0044 0532 0130 00")
+
+
+def test_hook_keeps_private_requests_inside_the_private_tier():
+    from serving.client import PrivateDataUnroutableError
+
+    async def run(router):
+        hook = TierwiseProxyHook(AsyncTierwiseClient(transport=refused_transport()), router=router)
+        data = {"model": "tierwise", "messages": [{"role": "user", "content": "card 5555 5555 5555 4444"}]}
+        return await hook.async_pre_call_hook(None, None, data, "acompletion")
+
+    with pytest.raises(PrivateDataUnroutableError, match="no model group"):
+        asyncio.run(run(litellm_router()))  # the router has no group for the private tier
+    with_private = litellm_router()
+    with_private.model_list.append({"model_name": "llama-3.3-70b-selfhosted", "litellm_params": {}})
+    data = asyncio.run(run(with_private))
+    assert data["model"] == "llama-3.3-70b-selfhosted" and data["fallbacks"] == []
+    assert data["context_window_fallbacks"] == [] and data["content_policy_fallbacks"] == []
