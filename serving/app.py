@@ -175,20 +175,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], request_id: str, close: bool = False
+) -> None:
     payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+# An oversized body is read and discarded before the 413 is sent: a client that writes its whole body
+# before reading (urllib, requests, most SDKs) would otherwise get a broken pipe or a reset when the
+# server closes with unread bytes, and never see the answer. Draining stops after this many times the
+# limit or these seconds; the 413 then closes the connection.
+DRAIN_LIMIT_FACTOR = 16
+DRAIN_SECONDS = 10.0
 
 
 class RequestContextMiddleware:
@@ -224,6 +231,25 @@ class RequestContextMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks), None
 
+    async def _discard_rest(self, receive: Receive, already: int) -> bool:
+        """Read and drop the rest of an oversized body; True when it ended within the drain bounds
+        (the connection can then stay open), False when it was cut short."""
+        drained, deadline = already, time.monotonic() + DRAIN_SECONDS
+        while drained <= DRAIN_LIMIT_FACTOR * self.max_body_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                return False
+            if message["type"] == "http.disconnect":
+                return False
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -249,9 +275,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        async def respond_error(status: int, detail: dict[str, Any]) -> None:
+        async def respond_error(status: int, detail: dict[str, Any], close: bool = False) -> None:
             status_holder["status"] = status
-            await _send_json(send, status, {"error": detail, "request_id": request_id}, request_id)
+            await _send_json(send, status, {"error": detail, "request_id": request_id}, request_id, close)
 
         try:
             if scope.get("method") in _BODY_METHODS:
@@ -261,11 +287,16 @@ class RequestContextMiddleware:
                     and declared.strip().isdigit()
                     and int(declared) > self.max_body_bytes
                 ):
-                    await respond_error(413, self._too_large(declared.strip()))
+                    # A client waiting for `100 Continue` has not sent the body: answer at once (reading
+                    # would tell uvicorn to invite it). Any other is drained first (see DRAIN_SECONDS).
+                    waiting = (_header(scope, b"expect") or "").strip().lower() == "100-continue"
+                    ended = False if waiting else await self._discard_rest(receive, 0)
+                    await respond_error(413, self._too_large(declared.strip()), close=not ended)
                     return
                 body, oversize = await self._read_body(receive)
                 if body is None:
-                    await respond_error(413, self._too_large(oversize or "?"))
+                    ended = await self._discard_rest(receive, self.max_body_bytes)
+                    await respond_error(413, self._too_large(oversize or "?"), close=not ended)
                     return
                 try:
                     body.decode("utf-8")

@@ -1,0 +1,82 @@
+"""The service as `make serve` runs it (`python -m serving`, real uvicorn on a free loopback port):
+oversized bodies, metrics and reload across workers."""
+
+import asyncio
+import json
+
+import pytest
+from conftest import write_model_folder
+
+from serving import reliability
+from serving.app import DRAIN_LIMIT_FACTOR, RequestContextMiddleware
+from serving.metrics import ServiceMetrics
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_model_folder(tmp_path_factory.mktemp("processes") / "tiny")
+
+
+# -- 413 for oversized bodies -----------------------------------------------------------------------
+
+
+def test_oversized_bodies_get_a_413_whether_sent_fast_or_slowly(model_dir, tmp_path):
+    result = reliability.oversize_case(model_dir, tmp_path, repeats=2)
+    print(result)
+    assert result.passed, str(result)
+    assert "fast 2/2 read 413, slow 2/2 read 413" in result.figures
+
+
+async def _call_middleware(max_body: int, chunks, headers):
+    """Run the body-limit middleware on a fake connection; (answer messages, bytes it read)."""
+    read = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal read
+        try:
+            chunk, more = next(chunks)
+        except StopIteration:
+            return {"type": "http.disconnect"}
+        read += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("an oversized body must not reach the app")
+
+    middleware = RequestContextMiddleware(app, max_body, ServiceMetrics(), {"/classify"})
+    scope = {"type": "http", "method": "POST", "path": "/classify", "headers": headers}
+    await middleware(scope, receive, send)
+    return sent, read
+
+
+def test_an_oversized_body_is_drained_then_answered_and_the_connection_kept():
+    chunk = b"x" * 4096
+    chunks = iter([(chunk, True)] * 7 + [(chunk, False)])
+    sent, read = asyncio.run(_call_middleware(8192, chunks, []))
+    assert read == 8 * 4096, "the whole body is read before answering"
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") not in sent[0]["headers"]
+    assert "TIERWISE_MAX_BODY_BYTES" in json.loads(sent[1]["body"])["error"]["message"]
+
+
+def test_draining_an_endless_body_stops_at_the_bound_and_closes():
+    def endless():
+        while True:
+            yield b"x" * 4096, True
+
+    sent, read = asyncio.run(_call_middleware(8192, endless(), [(b"content-length", b"99999999999")]))
+    assert DRAIN_LIMIT_FACTOR * 8192 <= read <= DRAIN_LIMIT_FACTOR * 8192 + 4096
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]
+
+
+def test_a_client_waiting_for_100_continue_is_answered_without_reading():
+    chunks = iter([(b"x" * 4096, True)])
+    headers = [(b"content-length", b"20000"), (b"expect", b"100-continue")]
+    sent, read = asyncio.run(_call_middleware(8192, chunks, headers))
+    assert read == 0
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
