@@ -56,7 +56,14 @@ from serving.feedback import (
     record_feedback,
     submit_decision,
 )
-from serving.metrics import CONTENT_TYPE, ServiceMetrics
+from serving.metrics import (
+    CONTENT_TYPE,
+    ServiceMetrics,
+    mark_dead_workers,
+    mark_this_worker_dead,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
 from serving.policy import (
     Decision,
     Policy,
@@ -982,6 +989,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
+        mark_dead_workers()
         reloader = ModelReloader(app, settings, factory, metrics)
         try:
             services = await reloader.start()
@@ -1026,6 +1034,7 @@ def create_app(
             await reloader.close()
             await asyncio.to_thread(close_shadow, getattr(app.state, "shadow", None))
             await asyncio.to_thread(close_recorder, app.state.decision_recorder)
+            mark_this_worker_dead()
 
     app = FastAPI(
         title="tierwise",
@@ -1091,13 +1100,18 @@ def serve(settings: Settings | None = None) -> None:
     }
     if settings.workers > 1:  # each worker builds its own app from the TIERWISE_* environment
         check_model_loads(settings)
-        # SIGHUP to this process replaces the workers one at a time (each new one ready first).
-        uvicorn.run(
-            "serving.app:create_app",
-            factory=True,
-            workers=settings.workers,
-            timeout_worker_healthcheck=settings.worker_start_timeout_seconds,
-            **common,
-        )
+        # The workers write their metrics to files in one folder, so that a scrape sums them all.
+        metrics_dir = prepare_multiprocess_dir(settings.workers)
+        try:
+            # SIGHUP to this process replaces the workers one at a time (each new one ready first).
+            uvicorn.run(
+                "serving.app:create_app",
+                factory=True,
+                workers=settings.workers,
+                timeout_worker_healthcheck=settings.worker_start_timeout_seconds,
+                **common,
+            )
+        finally:
+            remove_multiprocess_dir(metrics_dir)
     else:
         uvicorn.run(create_app(settings), **common)

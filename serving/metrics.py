@@ -1,134 +1,194 @@
-"""Prometheus metrics in the text exposition format (0.0.4), without a client library.
+"""Prometheus metrics through `prometheus-client`, correct with several uvicorn workers.
 
-Counters and histograms are kept per process (each uvicorn worker has its own, as with
-prometheus-client without multiprocess mode). Updates take a lock, so the classifier thread
-may record too.
+With one process the metrics live in memory (a registry per app). With several workers
+(`TIERWISE_WORKERS` > 1) `serve()` points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before the
+workers start: each worker writes its values to files there, and a scrape of any worker sums the
+counters and histograms of all workers, dead ones included (totals never go back). Gauges keep the
+values of live workers only: a worker marks itself dead when it stops, and a starting worker marks
+workers that vanished without stopping (killed).
+
+The call sites use a small interface (`inc(*labels)`, `observe(value, *labels)`, `set(value, *labels)`)
+so that the metric names and labels stay those of the hand-written exposition this replaced.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-import threading
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+# Read when prometheus_client decides, at its import, whether values go to files: from then on fixed.
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+# No `_created` series: they exist in one process only and would make the two modes differ.
+prometheus_client.disable_created_metrics()
 
 LabelValues = tuple[str, ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
 class Counter:
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
-        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
-        self._values: dict[LabelValues, float] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        label_names: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name, self.label_names = name, tuple(label_names)
+        self._metric = prometheus_client.Counter(name, help_text, self.label_names, registry=registry)
+
+    def _child(self, label_values: LabelValues) -> prometheus_client.Counter:
+        return self._metric.labels(*label_values) if self.label_names else self._metric
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[label_values] = self._values.get(label_values, 0.0) + amount
+        self._child(label_values).inc(amount)
 
     def value(self, *label_values: str) -> float:
-        return self._values.get(label_values, 0.0)
-
-    def expose(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            items = sorted(self._values.items())
-        lines += [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
-        return lines
+        """This process's count."""
+        return float(self._child(label_values)._value.get())
 
 
 class Histogram:
     def __init__(
-        self, name: str, help_text: str, buckets: Sequence[float], label_names: Sequence[str] = ()
+        self,
+        name: str,
+        help_text: str,
+        buckets: Sequence[float],
+        label_names: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
+        self.name, self.label_names = name, tuple(label_names)
         self.buckets = tuple(sorted(buckets))
-        self._counts: dict[LabelValues, list[int]] = {}
-        self._sums: dict[LabelValues, float] = {}
-        self._lock = threading.Lock()
+        self._metric = prometheus_client.Histogram(
+            name, help_text, self.label_names, buckets=self.buckets, registry=registry
+        )
+        self._counts: dict[LabelValues, int] = {}
 
     def observe(self, value: float, *label_values: str) -> None:
-        index = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            counts = self._counts.setdefault(label_values, [0] * (len(self.buckets) + 1))
-            counts[index] += 1
-            self._sums[label_values] = self._sums.get(label_values, 0.0) + value
+        (self._metric.labels(*label_values) if self.label_names else self._metric).observe(value)
+        self._counts[label_values] = self._counts.get(label_values, 0) + 1
 
     def count(self, *label_values: str) -> int:
-        return sum(self._counts.get(label_values, []))
-
-    def expose(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
-        with self._lock:
-            items = sorted((k, list(v), self._sums[k]) for k, v in self._counts.items())
-        for key, counts, total in items:
-            cumulative = 0
-            for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
-                cumulative += count
-                le = f'le="{_number(bound)}"'
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {cumulative}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(total)}")
-            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {cumulative}")
-        return lines
+        """Observations in this process."""
+        return self._counts.get(label_values, 0)
 
 
 class Gauge:
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
-        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
+    """`mode`: how a scrape combines workers (prometheus-client's multiprocess_mode), e.g.
+    `livemostrecent` (the latest value of a live worker) or `liveall` (one series per live worker)."""
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        label_names: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+        mode: str = "livemostrecent",
+    ) -> None:
+        self.name, self.label_names = name, tuple(label_names)
+        self._metric = prometheus_client.Gauge(
+            name, help_text, self.label_names, registry=registry, multiprocess_mode=mode
+        )
         self._values: dict[LabelValues, float] = {}
-        self._lock = threading.Lock()
 
     def set(self, value: float, *label_values: str) -> None:
-        with self._lock:
-            self._values[label_values] = float(value)
+        (self._metric.labels(*label_values) if self.label_names else self._metric).set(value)
+        self._values[label_values] = float(value)
+
+    def clear(self, *label_values: str) -> None:
+        """Drop a series (with several workers: set it to 0, as files cannot drop it)."""
+        if label_values not in self._values:
+            return
+        del self._values[label_values]
+        if MULTIPROC_DIR:
+            self._metric.labels(*label_values).set(0)
+        else:
+            self._metric.remove(*label_values)
 
     def value(self, *label_values: str) -> float | None:
         return self._values.get(label_values)
 
-    def expose(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        if not items:
-            return []
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} gauge"]
-        return lines + [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
-
 
 class Info:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help_text = name, help_text
+    """`<name>_info{labels} 1`; with several workers one series per live worker (a `pid` label), so a
+    scrape shows which version each worker serves."""
+
+    def __init__(self, name: str, help_text: str, registry: CollectorRegistry | None = None) -> None:
+        self.name, self.help_text, self.registry = name, help_text, registry
+        self._gauge: Gauge | None = None
         self._labels: dict[str, str] = {}
 
     def set(self, **labels: str) -> None:
-        self._labels = dict(labels)
+        labels = dict(sorted(labels.items()))
+        if self._gauge is None:
+            self._gauge = Gauge(f"{self.name}_info", self.help_text, tuple(labels), self.registry, "liveall")
+        elif tuple(labels) != self._gauge.label_names:
+            raise ValueError(f"{self.name} labels are {self._gauge.label_names}, got {tuple(labels)}")
+        if self._labels and self._labels != labels:
+            self._gauge.clear(*self._labels.values())
+        self._gauge.set(1, *labels.values())
+        self._labels = labels
 
-    def expose(self) -> list[str]:
-        if not self._labels:
-            return []
-        names, values = zip(*sorted(self._labels.items()), strict=True)
-        return [
-            f"# HELP {self.name}_info {self.help_text}",
-            f"# TYPE {self.name}_info gauge",
-            f"{self.name}_info{_labels(names, values)} 1",
-        ]
+
+# -- several workers ---------------------------------------------------------------------------------
+
+_DB_PID = re.compile(r"_(\d+)\.db$")
+
+
+def prepare_multiprocess_dir(workers: int) -> Path | None:
+    """In the main process before the workers start: with several workers, a fresh folder for their
+    metric files in PROMETHEUS_MULTIPROC_DIR (the one given there, emptied, or a new temporary one).
+    None with one worker. The workers inherit the variable."""
+    if workers <= 1:
+        return None
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # counts of an earlier run would be added to this one's
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="tierwise-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+def remove_multiprocess_dir(folder: Path | None) -> None:
+    """After the workers have stopped: remove a folder `prepare_multiprocess_dir` created."""
+    if folder is not None and folder.name.startswith("tierwise-metrics-"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def mark_dead_workers() -> None:
+    """In a starting worker: drop the live gauges of workers that are gone (killed, never stopped)."""
+    if not MULTIPROC_DIR:
+        return
+    for path in Path(MULTIPROC_DIR).glob("gauge_live*_*.db"):
+        match = _DB_PID.search(path.name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), MULTIPROC_DIR)
+
+
+def mark_this_worker_dead() -> None:
+    """In a stopping worker: its live gauges leave the scrape; its counters stay in the totals."""
+    if MULTIPROC_DIR:
+        multiprocess.mark_process_dead(os.getpid(), MULTIPROC_DIR)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -139,48 +199,70 @@ class ServiceMetrics:
     """The service's metrics; one instance per app."""
 
     def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
         self.http_requests = Counter(
-            "tierwise_http_requests_total", "HTTP requests by endpoint and status", ("endpoint", "status")
+            "tierwise_http_requests_total",
+            "HTTP requests by endpoint and status",
+            ("endpoint", "status"),
+            registry=r,
         )
-        self.decisions = Counter("tierwise_decisions_total", "Routing decisions by tier", ("tier",))
-        self.reasons = Counter("tierwise_decision_reasons_total", "Policy reasons by reason", ("reason",))
-        self.escalations = Counter("tierwise_escalations_total", "Decisions above the predicted tier")
+        self.decisions = Counter("tierwise_decisions_total", "Routing decisions by tier", ("tier",), r)
+        self.reasons = Counter("tierwise_decision_reasons_total", "Policy reasons by reason", ("reason",), r)
+        self.escalations = Counter(
+            "tierwise_escalations_total", "Decisions above the predicted tier", registry=r
+        )
         self.latency = Histogram(
-            "tierwise_request_latency_seconds", "Request latency by endpoint", LATENCY_BUCKETS, ("endpoint",)
+            "tierwise_request_latency_seconds",
+            "Request latency by endpoint",
+            LATENCY_BUCKETS,
+            ("endpoint",),
+            registry=r,
         )
         self.batch_size = Histogram(
-            "tierwise_classifier_batch_size", "Texts per classifier call", BATCH_SIZE_BUCKETS
+            "tierwise_classifier_batch_size",
+            "Texts per classifier call",
+            BATCH_SIZE_BUCKETS,
+            registry=r,
         )
         self.inference = Histogram(
-            "tierwise_classifier_seconds", "Time in the classifier per call", LATENCY_BUCKETS
+            "tierwise_classifier_seconds",
+            "Time in the classifier per call",
+            LATENCY_BUCKETS,
+            registry=r,
         )
-        self.model = Info("tierwise_model", "The loaded model")
+        self.model = Info("tierwise_model", "The loaded model", r)
         self.version_decisions = Counter(
             "tierwise_decisions_by_version_total",
             "Routing decisions by the model version that decided (canary included) and tier",
             ("model_version", "tier"),
+            registry=r,
         )
         self.decision_log = Counter(
             "tierwise_decision_log_records_total",
             "Decision log records by outcome: written, dropped (queue full), failed, duplicate",
             ("outcome",),
+            registry=r,
         )
-        self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",))
+        self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",), r)
         self.shadow_under_routing = Gauge(
             "tierwise_shadow_under_routing_ratio",
             "Shadow evaluation: share of the last judged requests whose served tier's answer was worse than "
             "the top tier's, by tier and route",
             ("tier", "route"),
+            registry=r,
         )
         self.shadow_under_routing_upper = Gauge(
             "tierwise_shadow_under_routing_upper_ratio",
             "Upper end of the 95% Wilson interval of tierwise_shadow_under_routing_ratio",
             ("tier", "route"),
+            registry=r,
         )
         self.shadow_evaluations = Counter(
             "tierwise_shadow_evaluations_total",
             "Shadow evaluations by outcome: judged, dropped (queue full), over_budget, failed, unreadable_verdict",
             ("outcome",),
+            registry=r,
         )
 
     def observe_batch(self, size: int, seconds: float) -> None:
@@ -198,22 +280,9 @@ class ServiceMetrics:
         self.decision_log.inc(outcome, amount=float(count))
 
     def exposition(self) -> str:
-        lines: list[str] = []
-        for metric in (
-            self.http_requests,
-            self.decisions,
-            self.reasons,
-            self.escalations,
-            self.latency,
-            self.batch_size,
-            self.inference,
-            self.model,
-            self.version_decisions,
-            self.decision_log,
-            self.feedback,
-            self.shadow_under_routing,
-            self.shadow_under_routing_upper,
-            self.shadow_evaluations,
-        ):
-            lines += metric.expose()
-        return "\n".join(lines) + "\n"
+        """The text exposition; with several workers, summed over all of them."""
+        if MULTIPROC_DIR:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, MULTIPROC_DIR)
+            return generate_latest(registry).decode()
+        return generate_latest(self.registry).decode()

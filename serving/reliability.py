@@ -14,6 +14,7 @@ same functions on the tiny test model with small numbers, inside the normal `mak
   the process must exit non-zero without ever answering /readyz 200, and log what to do;
 - hot reload under load: swap the model folder (a symlink) and SIGHUP the server (or call
   POST /admin/reload): no failed request, `model_version` changes;
+- metrics: one scrape of a multi-worker server counts every worker's requests;
 - 413: 2 MiB bodies sent fast, slowly, kept alive and chunked on raw sockets all read a 413;
 - hang / crash: a classifier that hangs or raises still gets answers, upward, within the deadline;
 - SIGTERM under load: requests in flight complete, new ones are refused cleanly, exit code 0;
@@ -877,6 +878,107 @@ def oversize_case(
     return CaseResult("413 for oversized bodies", tried, len(problems), figures, problems)
 
 
+# -- metrics across workers -------------------------------------------------------------------------
+
+
+def scrape_counter(text: str, name: str, **labels: str) -> float:
+    """The sum of a counter's samples in a text exposition whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def worker_request_counts(master_pid: int, endpoint: str = "/classify") -> dict[int, float]:
+    """{worker pid: its own count of 200s on `endpoint`}, read from the workers' metric files."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts: dict[int, float] = {}
+    for pid in worker_pids(master_pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        folder = next(
+            (v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")), None
+        )
+        if folder is None or not (Path(folder.decode()) / f"counter_{pid}.db").exists():
+            continue
+        families = MultiProcessCollector.merge([str(Path(folder.decode()) / f"counter_{pid}.db")])
+        counts[pid] = sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "tierwise_http_requests_total"
+            and sample.labels.get("endpoint") == endpoint
+            and sample.labels.get("status") == "200"
+        )
+    return counts
+
+
+def metrics_case(
+    model_dir: Path, work_dir: Path, requests: int = 200, workers: int = 2, clients: int = 8, scrapes: int = 4
+) -> CaseResult:
+    """N requests on fresh connections to `workers` workers; every one of `scrapes` scrapes must count
+    all N in tierwise_http_requests_total and tierwise_decisions_total, whichever worker answers it."""
+    server = start_server(model_dir, work_dir / "metrics.log", workers=workers, record_decisions="false")
+    problems: list[str] = []
+    try:
+        wait_until_ready(server, workers=workers)
+        before = [
+            scrape_counter(
+                http_get(server.port, "/metrics")[1].decode(),
+                "tierwise_http_requests_total",
+                endpoint="/classify",
+                status="200",
+            )
+        ]
+        statuses: Counter[int] = Counter()
+
+        def one(index: int) -> None:
+            status, _ = http_post(server.port, "/classify", {"text": f"request {index}"}, {}, timeout=30.0)
+            statuses[status] += 1
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, range(requests)))
+        per_worker = worker_request_counts(server.process.pid)
+        seen: list[tuple[float, float, int]] = []
+        for _ in range(scrapes):
+            text = http_get(server.port, "/metrics")[1].decode()
+            http_total = scrape_counter(
+                text, "tierwise_http_requests_total", endpoint="/classify", status="200"
+            )
+            decisions = scrape_counter(text, "tierwise_decisions_total")
+            live = sum(
+                1
+                for line in text.splitlines()
+                if line.startswith("tierwise_model_info{") and line.endswith(" 1.0")
+            )
+            seen.append((http_total - before[0], decisions, live))
+    finally:
+        server.stop()
+    ok = statuses.get(200, 0)
+    if ok != requests:
+        problems.append(f"answers: {dict(statuses)}")
+    for http_total, decisions, live in seen:
+        if http_total != ok or decisions != ok:
+            problems.append(f"a scrape counted {http_total:g} requests and {decisions:g} decisions of {ok}")
+        if live != workers:
+            problems.append(f"a scrape showed {live} live workers' model info, not {workers}")
+    if len([n for n in per_worker.values() if n > 0]) < min(2, workers):
+        problems.append(f"the requests did not reach several workers ({per_worker}): the sum is not tested")
+    figures = (
+        f"{workers} workers, {requests} requests: each of {scrapes} scrapes counted "
+        + ", ".join(sorted({f"{h:g}" for h, _, _ in seen}))
+        + f" of {ok} (per worker: {' + '.join(f'{n:g}' for n in sorted(per_worker.values()))})"
+    )
+    return CaseResult("metrics summed across workers", requests, len(problems), figures, problems)
+
+
 # -- hang / crash ----------------------------------------------------------------------------------
 
 
@@ -1370,6 +1472,7 @@ def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list
         )
         record(reload_case(model_dir, work_dir, prompts, "admin", 1, args.reload_seconds, side_clients))
         record(oversize_case(model_dir, work_dir, workers=args.workers))
+        record(metrics_case(model_dir, work_dir, workers=max(2, args.workers)))
         record(hang_and_crash_case(model_dir))
         record(drain_case(model_dir, work_dir, prompts, args.workers, side_clients))
         record(auth_case(model_dir))

@@ -3,6 +3,9 @@ oversized bodies, metrics and reload across workers."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import write_model_folder
@@ -80,3 +83,37 @@ def test_a_client_waiting_for_100_continue_is_answered_without_reading():
     sent, read = asyncio.run(_call_middleware(8192, chunks, headers))
     assert read == 0
     assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+
+
+# -- metrics across workers -------------------------------------------------------------------------
+
+
+def test_one_scrape_counts_the_requests_of_every_worker(model_dir, tmp_path):
+    result = reliability.metrics_case(model_dir, tmp_path, requests=120, workers=2)
+    print(result)
+    assert result.passed, str(result)
+    assert "counted 120 of 120" in result.figures
+
+
+def test_a_dead_workers_live_gauges_leave_and_its_counts_stay(tmp_path):
+    # In a child process with PROMETHEUS_MULTIPROC_DIR set (prometheus_client reads it at import).
+    script = """
+import os, subprocess, sys
+from serving.metrics import ServiceMetrics, mark_dead_workers
+child = subprocess.Popen([sys.executable, "-c", '''
+from serving.metrics import ServiceMetrics
+m = ServiceMetrics(); m.model.set(version="v1", tiers="a"); m.decisions.inc("fast", amount=3)
+'''])
+child.wait()
+mine = ServiceMetrics(); mine.model.set(version="v2", tiers="a"); mine.decisions.inc("fast")
+before = mine.exposition()
+mark_dead_workers()
+after = mine.exposition()
+print(before.count("tierwise_model_info{"), after.count("tierwise_model_info{"))
+print([l for l in after.splitlines() if l.startswith("tierwise_decisions_total")])
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    counts, decisions = out.stdout.splitlines()
+    assert counts == "2 1", out.stdout  # the exited process's model info is gone after the sweep
+    assert decisions == "['tierwise_decisions_total{tier=\"fast\"} 4.0']"
