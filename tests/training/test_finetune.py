@@ -1,0 +1,41 @@
+"""The fine-tuning losses and the twin batches (no training here: the end-to-end test trains)."""
+
+import pytest
+import torch
+
+from training.finetune import PaddingCollator, TierDataset, allowed_set_loss, consistency_loss
+
+
+def test_allowed_set_loss_rewards_probability_anywhere_in_the_set():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    allowed = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    weight = torch.ones(2)
+    low = allowed_set_loss(logits, allowed, weight)
+    high = allowed_set_loss(logits, torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), weight)
+    assert low < 0.05 < high
+
+
+def test_consistency_is_zero_for_identical_predictions_and_moves_only_the_wrapped_side():
+    plain = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+    same = plain.detach().clone().requires_grad_(True)
+    assert consistency_loss(plain, same, torch.ones(1)).item() == pytest.approx(0.0, abs=1e-7)
+    wrapped = torch.tensor([[-1.0, 0.0, 2.0]], requires_grad=True)
+    loss = consistency_loss(plain, wrapped, torch.ones(1))
+    loss.backward()
+    assert loss.item() > 0.5
+    assert plain.grad is None and wrapped.grad is not None  # the bare prediction is the target
+
+
+def test_collator_pads_rows_and_their_twins_separately():
+    dataset = TierDataset(
+        [[101, 5, 102], [101, 102]], [[101, 7, 8, 9, 102], [101, 6, 102]], [[1, 0, 0]] * 2, [1.0, 2.0]
+    )
+    batch = PaddingCollator(pad_id=0)([dataset[0], dataset[1]])
+    assert batch["input_ids"].shape == (2, 3) and batch["twin_ids"].shape == (2, 5)
+    assert batch["twin_attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert batch["weight"].tolist() == [1.0, 2.0]
+
+
+def test_dataset_refuses_misaligned_twins():
+    with pytest.raises(ValueError, match="one entry per row"):
+        TierDataset([[1]], [], [[1, 0, 0]], [1.0])

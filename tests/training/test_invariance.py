@@ -1,0 +1,130 @@
+"""The wrapper-invariance suite on the tiny word-vector model of tests/serving/conftest.py: its tier
+depends only on which words a request contains, so what a wrapper does to it is predictable."""
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.classifier import TierClassifier
+from tests.serving.conftest import write_model_folder
+from training.invariance import (
+    condition_metrics,
+    evaluate_invariance,
+    gate,
+    main,
+    ranking_auc,
+    render_markdown,
+    sample_rows,
+    wrapped_inputs,
+)
+from training.wrappers import CONDITIONS, WrapperLibrary
+
+
+def rows(n: int, split: str) -> list[dict]:
+    texts = [
+        ("hello thanks", ["fast"]),
+        ("please summarize my email", ["balanced"]),
+        ("prove the theorem", ["frontier"]),
+    ]
+    return [
+        {"id": f"{split}-{i}", "text": texts[i % 3][0], "allowed_tiers": texts[i % 3][1], "source": "s"}
+        for i in range(n)
+    ]
+
+
+def always(tier: int):
+    return lambda rows, counts: np.full(len(rows), tier)
+
+
+def test_sample_rows_is_seeded_and_stable():
+    data = rows(50, "t")
+    assert sample_rows(data, 10, 1) == sample_rows(data, 10, 1)
+    assert sample_rows(data, 10, 1) != sample_rows(data, 10, 2)
+    assert sample_rows(data, 100, 1) == data
+
+
+def test_the_same_row_always_gets_the_same_wrapper():
+    library = WrapperLibrary.load("eval")
+    first = wrapped_inputs(rows(6, "t"), library, "mixed", 13)
+    assert first == wrapped_inputs(rows(6, "t"), library, "mixed", 13)
+    assert all(i.task == r["text"] or r["text"] in i.text for i, r in zip(first, rows(6, "t"), strict=True))
+
+
+def test_condition_metrics_counts_flips_against_the_bare_tiers():
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    chosen = np.array([0, 1, 2, 2])
+    plain = np.array([0, 1, 2, 0])
+    low, high = np.array([0, 1, 2, 0]), np.array([0, 1, 2, 0])
+    m = condition_metrics(probs, chosen, plain, low, high)
+    assert m["flip_rate"] == pytest.approx(0.25)
+    assert m["tier_mix"] == {"fast": 0.25, "balanced": 0.25, "frontier": 0.5}
+    assert m["under_routing_after"] == 0.0 and m["over_routing_after"] == pytest.approx(0.25)
+    assert m["auc_needs_more_than_fast"] == pytest.approx(1.0)
+
+
+def test_auc_needs_both_classes():
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
+    assert ranking_auc(probs, np.array([0, 0])) is None
+    assert ranking_auc(probs, np.array([0, 1])) == pytest.approx(1.0)
+    assert ranking_auc(probs, np.array([1, 0])) == pytest.approx(0.0)
+
+
+def fake_section(ours: float, theirs: float) -> dict:
+    result = {"macro_f1": ours}
+    return {
+        "splits": {
+            "heldout": {
+                "plain": result,
+                "wrapped": result,
+                "baselines": {"plain": {"tfidf-logreg": theirs}, "wrapped": {"tfidf-logreg": theirs}},
+            }
+        }
+    }
+
+
+def test_gate_needs_to_beat_the_baselines_bare_and_wrapped():
+    assert gate(fake_section(0.5, 0.4)) == {"passed": True, "failures": []}
+    failed = gate(fake_section(0.4, 0.4))
+    assert (
+        not failed["passed"]
+        and len(failed["failures"]) == 2
+        and "does not beat tfidf-logreg" in failed["failures"][0]
+    )
+    assert not gate({"splits": {}})["passed"]
+
+
+def test_evaluate_invariance_end_to_end(tmp_path):
+    model = TierClassifier(write_model_folder(tmp_path / "model"))
+    splits = {s: rows(9, s) for s in ("val", "test", "heldout")}
+    baselines = {"prompt-length": always(2), "tfidf-logreg": always(0)}
+    section = evaluate_invariance(model, splits, baselines, rows_per_split=6, seed=13)
+    test = section["splits"]["test"]
+    assert set(test["conditions"]) == set(CONDITIONS)
+    assert test["plain"]["flip_rate"] == 0.0 and test["plain"]["n"] == 6
+    assert test["wrapped"]["n"] == 6 * len(CONDITIONS)
+    assert 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
+    assert test["plain"]["macro_f1"] == pytest.approx(1.0)  # the word model gets bare rows right
+    assert set(test["baselines"]["wrapped"]) == {"prompt-length", "tfidf-logreg"}
+    markdown = render_markdown(section)
+    assert "| bare | 6 |" in markdown and "Promotion gate" in markdown and "system_long" in markdown
+
+
+def test_make_invariance_writes_its_tables(tmp_path, capsys):
+    model_dir = write_model_folder(tmp_path / "model")
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val", "test", "heldout"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(12, split)))
+    out = tmp_path / "out"
+    assert (
+        main(["--model", str(model_dir), "--data-dir", str(data), "--rows", "6", "--out-dir", str(out)]) == 0
+    )
+    assert (out / "model.md").read_text() in capsys.readouterr().out
+    assert json.loads((out / "model.json").read_text())["rows_per_split"] == 6
+
+
+def test_make_invariance_says_what_is_missing(tmp_path, capsys):
+    model_dir = write_model_folder(tmp_path / "model")
+    assert main(["--model", str(model_dir), "--data-dir", str(tmp_path / "nothing")]) == 2
+    assert "run `make data` first" in capsys.readouterr().err
