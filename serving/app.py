@@ -28,7 +28,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -45,6 +47,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import worker_sync
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
 from serving.canary import build_canary, canary_info, decide_split
 from serving.feedback import (
@@ -84,6 +87,7 @@ from serving.schemas import (
     HealthResponse,
     ReloadRequest,
     ReloadResponse,
+    WorkerStatus,
 )
 from serving.settings import Settings, get_settings
 from serving.shadow import close_shadow, offer_shadow, start_shadow
@@ -597,6 +601,9 @@ class ModelReloader:
         self.metrics = metrics
         self._lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # With several workers: the folder they share, and the reload generation this one serves.
+        self.shared = worker_sync.shared_dir()
+        self.generation = 0
 
     async def _load(self, settings: Settings) -> Services:
         services = await asyncio.to_thread(load_services, settings, self.factory, self.metrics)
@@ -606,9 +613,78 @@ class ModelReloader:
         return services
 
     async def start(self) -> Services:
+        if self.shared is not None:
+            # A worker started after an admin reload serves what that reload asked for.
+            latest = worker_sync.read_generation(self.shared)
+            self.generation = latest.number
+            if latest.model_dir:
+                self.settings = self.settings.model_copy(update={"model_dir": Path(latest.model_dir)})
         services = await self._load(self.settings)
         self.app.state.services = services
+        if self.shared is not None:
+            self._publish_status(services)
+            task = asyncio.get_running_loop().create_task(self._follow_reloads(self.shared))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return services
+
+    def _publish_status(self, services: Services) -> None:
+        if self.shared is not None:
+            worker_sync.write_worker_status(
+                self.shared, services.classifier.version, self.generation, str(self.settings.model_dir)
+            )
+
+    def worker_statuses(self) -> list[dict[str, Any]]:
+        """Which model each live worker serves (only this one with a single process)."""
+        if self.shared is not None:
+            return worker_sync.worker_statuses(self.shared)
+        services: Services = self.app.state.services
+        return [
+            {
+                "pid": os.getpid(),
+                "model_version": services.classifier.version,
+                "generation": self.generation,
+                "model_dir": str(self.settings.model_dir),
+            }
+        ]
+
+    async def _follow_reloads(self, folder: Path) -> None:
+        """Reload whenever another worker publishes a newer generation (a cheap stat per poll)."""
+        stamp = worker_sync.generation_stamp(folder)
+        while True:
+            await asyncio.sleep(worker_sync.POLL_SECONDS)
+            current = worker_sync.generation_stamp(folder)
+            if current == stamp:
+                continue
+            stamp = current
+            wanted = worker_sync.read_generation(folder)
+            if wanted.number <= self.generation:
+                continue
+            self.generation = wanted.number
+            await self._reload_logging_errors(Path(wanted.model_dir) if wanted.model_dir else None)
+
+    async def reload_everywhere(self, model_dir: Path | None = None) -> tuple[Services, Services]:
+        """Reload this worker (raises if the folder cannot be loaded: nothing else changes), then ask
+        every other worker to load the same folder."""
+        old, new = await self.reload(model_dir)
+        if self.shared is not None:
+            # No await between the bump and the assignment: this worker's poller sees it as done.
+            self.generation = worker_sync.bump_generation(self.shared, str(self.settings.model_dir)).number
+            self._publish_status(new)
+        return old, new
+
+    async def wait_for_workers(self, timeout: float) -> tuple[list[dict[str, Any]], bool]:
+        """(statuses, all agree) once every live worker serves this worker's generation and version."""
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = self.worker_statuses()
+            version = self.app.state.services.classifier.version
+            agree = all(
+                s["generation"] >= self.generation and s["model_version"] == version for s in statuses
+            )
+            if agree or time.monotonic() >= deadline:
+                return statuses, agree
+            await asyncio.sleep(0.1)
 
     async def reload(self, model_dir: Path | None = None) -> tuple[Services, Services]:
         """(old, new) services once the new model serves; raises if it cannot be loaded (old stays)."""
@@ -622,6 +698,7 @@ class ModelReloader:
             new = await self._load(settings)
             self.app.state.services = new
             self.settings = settings
+            self._publish_status(new)
             logger.info(
                 "reloaded",
                 extra={
@@ -646,9 +723,9 @@ class ModelReloader:
             )
         await old.scorer.close()
 
-    async def _reload_logging_errors(self) -> None:
+    async def _reload_logging_errors(self, model_dir: Path | None = None) -> None:
         try:
-            await self.reload()
+            await self.reload(model_dir)
         except Exception as err:
             current: Services = self.app.state.services
             logger.error(
@@ -680,6 +757,8 @@ class ModelReloader:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self.shared is not None:
+            worker_sync.remove_worker_status(self.shared)
         services: Services | None = getattr(self.app.state, "services", None)
         if services is not None:
             services.ready = False
@@ -928,11 +1007,16 @@ def add_routes(app: FastAPI) -> None:
         responses={code: {"model": ErrorResponse} for code in (401, 503)},
         dependencies=[ApiKeyDep],
     )
-    async def model(services: ServicesDep) -> dict[str, Any]:
-        """The model manifest and the routing policy's tiers."""
+    async def model(request: Request, services: ServicesDep) -> dict[str, Any]:
+        """The model manifest and the routing policy's tiers; `workers`: the version each worker
+        serves (they differ for a moment after a reload; `workers_agree` says when they are done)."""
         policy = services.policy
+        reloader: ModelReloader | None = getattr(request.app.state, "reloader", None)
+        workers = reloader.worker_statuses() if reloader is not None else []
         return {
             "model_version": services.classifier.version,
+            "workers": workers,
+            "workers_agree": len({worker["model_version"] for worker in workers}) <= 1,
             "tiers": list(policy.tier_names),
             "private_tier": policy.private_tier.name if policy.private_tier else None,
             "escalation_q": policy.escalation_q
@@ -951,14 +1035,16 @@ def add_routes(app: FastAPI) -> None:
         dependencies=[ApiKeyDep, AdminTokenDep],
     )
     async def admin_reload(request: Request, body: ReloadRequest | None = None) -> ReloadResponse:
-        """Load the model folder again (or `model_dir`) and swap it in; this worker only."""
+        """Load the model folder again (or `model_dir`) and swap it in, in every worker: this one first
+        (a folder that cannot be loaded changes nothing, 409), then the others; the answer waits until
+        they all serve it (`all_workers_agree`), at most TIERWISE_WORKER_START_TIMEOUT_SECONDS."""
         reloader: ModelReloader | None = getattr(request.app.state, "reloader", None)
         if reloader is None or getattr(request.app.state, "services", None) is None:
             raise api_error(503, "not_ready", "the model is still loading; retry shortly or check /readyz")
         model_dir = Path(body.model_dir) if body and body.model_dir else None
         target = model_dir or reloader.settings.model_dir
         try:
-            old, new = await reloader.reload(model_dir)
+            old, new = await reloader.reload_everywhere(model_dir)
         except Exception as err:
             current: Services = request.app.state.services
             logger.error("reload failed, still serving the previous model", exc_info=err)
@@ -969,12 +1055,18 @@ def add_routes(app: FastAPI) -> None:
                 f"still serving {current.classifier.version}",
                 "model_dir",
             ) from err
+        statuses, agree = await reloader.wait_for_workers(reloader.settings.worker_start_timeout_seconds)
+        if not agree:
+            logger.warning("not every worker serves the reloaded model yet", extra={"workers": statuses})
         return ReloadResponse(
             status="reloaded",
             model_version=new.classifier.version,
             previous_model_version=old.classifier.version,
             model_dir=str(target),
             worker_pid=os.getpid(),
+            generation=reloader.generation,
+            workers=[WorkerStatus(**status) for status in statuses],
+            all_workers_agree=agree,
         )
 
 
@@ -1100,8 +1192,11 @@ def serve(settings: Settings | None = None) -> None:
     }
     if settings.workers > 1:  # each worker builds its own app from the TIERWISE_* environment
         check_model_loads(settings)
-        # The workers write their metrics to files in one folder, so that a scrape sums them all.
+        # The workers write their metrics to files in one folder, so that a scrape sums them all, and
+        # share a reload generation and their model versions in another (serving/worker_sync.py).
         metrics_dir = prepare_multiprocess_dir(settings.workers)
+        shared = Path(tempfile.mkdtemp(prefix="tierwise-workers-"))
+        os.environ[worker_sync.SHARED_DIR_ENV] = str(shared)
         try:
             # SIGHUP to this process replaces the workers one at a time (each new one ready first).
             uvicorn.run(
@@ -1113,5 +1208,7 @@ def serve(settings: Settings | None = None) -> None:
             )
         finally:
             remove_multiprocess_dir(metrics_dir)
+            shutil.rmtree(shared, ignore_errors=True)
+            os.environ.pop(worker_sync.SHARED_DIR_ENV, None)
     else:
         uvicorn.run(create_app(settings), **common)

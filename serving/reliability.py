@@ -16,6 +16,7 @@ same functions on the tiny test model with small numbers, inside the normal `mak
   POST /admin/reload): no failed request, `model_version` changes;
 - metrics: one scrape of a multi-worker server counts every worker's requests;
 - 413: 2 MiB bodies sent fast, slowly, kept alive and chunked on raw sockets all read a 413;
+- admin reload across workers: POST /admin/reload to one worker reaches all of them;
 - hang / crash: a classifier that hangs or raises still gets answers, upward, within the deadline;
 - SIGTERM under load: requests in flight complete, new ones are refused cleanly, exit code 0;
 - security: API keys and the admin token, prompt text absent from logs, no unsafe deserialisation
@@ -979,6 +980,53 @@ def metrics_case(
     return CaseResult("metrics summed across workers", requests, len(problems), figures, problems)
 
 
+def admin_reload_workers_case(
+    model_dir: Path, work_dir: Path, workers: int = 2, requests: int = 60
+) -> CaseResult:
+    """POST /admin/reload to one of `workers` workers: its answer waits until every worker serves the
+    new folder, then every fresh connection (whichever worker takes it) answers with the new model."""
+    folders = work_dir / "admin-workers"
+    first = variant_folder(model_dir, folders / "v1", {"git_commit": "workers1"})
+    second = variant_folder(model_dir, folders / "v2", {"git_commit": "workers2"})
+    token = uuid.uuid4().hex
+    server = start_server(
+        first, work_dir / "admin-workers.log", workers=workers, admin_token=token, record_decisions="false"
+    )
+    problems: list[str] = []
+    versions: Counter[str] = Counter()
+    answer: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    try:
+        wait_until_ready(server, workers=workers)
+        status, body = http_post(
+            server.port, "/admin/reload", {"model_dir": str(second)}, {"X-Admin-Token": token}, timeout=60.0
+        )
+        answer = json.loads(body) if status == 200 else {}
+        if status != 200:
+            problems.append(f"POST /admin/reload answered {status} {body[:200]!r}")
+        for index in range(requests):  # each on a fresh connection: they reach both workers
+            _, body = http_post(server.port, "/classify", {"text": f"after {index}"}, {}, timeout=30.0)
+            match = VERSION_RE.search(body)
+            versions[match.group(1).decode() if match else "?"] += 1
+        model = json.loads(http_get(server.port, "/model")[1])
+    finally:
+        server.stop()
+    served = {worker["pid"]: worker["model_version"] for worker in answer.get("workers", [])}
+    if not answer.get("all_workers_agree") or len(served) != workers:
+        problems.append(f"the reload answer shows workers {served}, agree={answer.get('all_workers_agree')}")
+    if set(versions) != {"tiny@workers2-test"}:
+        problems.append(f"versions answered after the reload: {dict(versions)}")
+    if not model.get("workers_agree") or len(model.get("workers", [])) != workers:
+        problems.append(f"GET /model workers: {model.get('workers')}")
+    figures = (
+        f"{workers} workers, POST /admin/reload to one: its answer lists "
+        + ", ".join(f"{pid}: {version}" for pid, version in sorted(served.items()))
+        + f" (agree: {answer.get('all_workers_agree')}); then {versions.get('tiny@workers2-test', 0)} of "
+        f"{requests} fresh connections answered by the new model"
+    )
+    return CaseResult("admin reload reaches every worker", requests, len(problems), figures, problems)
+
+
 # -- hang / crash ----------------------------------------------------------------------------------
 
 
@@ -1470,7 +1518,12 @@ def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list
                 model_dir, work_dir, prompts, "sighup", args.workers, args.reload_seconds, side_clients
             )
         )
-        record(reload_case(model_dir, work_dir, prompts, "admin", 1, args.reload_seconds, side_clients))
+        record(
+            reload_case(
+                model_dir, work_dir, prompts, "admin", args.workers, args.reload_seconds, side_clients
+            )
+        )
+        record(admin_reload_workers_case(model_dir, work_dir, workers=max(2, args.workers)))
         record(oversize_case(model_dir, work_dir, workers=args.workers))
         record(metrics_case(model_dir, work_dir, workers=max(2, args.workers)))
         record(hang_and_crash_case(model_dir))

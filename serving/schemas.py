@@ -137,9 +137,21 @@ class ReloadRequest(BaseModel):
     )
 
 
+class WorkerStatus(BaseModel):
+    pid: int
+    model_version: str
+    generation: int = Field(description="reload generation the worker serves (0: as started)")
+    model_dir: str
+
+
 class ReloadResponse(BaseModel):
     status: Literal["reloaded"]
     model_version: str
     previous_model_version: str
     model_dir: str
-    worker_pid: int = Field(description="the worker that reloaded; with several workers use SIGHUP instead")
+    worker_pid: int = Field(description="the worker that received the request and reloaded first")
+    generation: int = Field(default=0, description="reload generation every worker was asked to serve")
+    workers: list[WorkerStatus] = Field(default_factory=list, description="the model each live worker serves")
+    all_workers_agree: bool = Field(
+        default=True, description="false when some worker did not serve the new model in time: see GET /model"
+    )

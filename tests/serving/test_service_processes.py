@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import write_model_folder
 
-from serving import reliability
+from serving import reliability, worker_sync
 from serving.app import DRAIN_LIMIT_FACTOR, RequestContextMiddleware
 from serving.metrics import ServiceMetrics
 
@@ -117,3 +117,25 @@ print([l for l in after.splitlines() if l.startswith("tierwise_decisions_total")
     counts, decisions = out.stdout.splitlines()
     assert counts == "2 1", out.stdout  # the exited process's model info is gone after the sweep
     assert decisions == "['tierwise_decisions_total{tier=\"fast\"} 4.0']"
+
+
+# -- admin reload across workers --------------------------------------------------------------------
+
+
+def test_admin_reload_reaches_every_worker_and_model_lists_them(model_dir, tmp_path):
+    result = reliability.admin_reload_workers_case(model_dir, tmp_path, workers=2, requests=40)
+    print(result)
+    assert result.passed, str(result)
+    assert "40 of 40 fresh connections answered by the new model" in result.figures
+
+
+def test_generations_are_bumped_under_a_lock_and_keep_the_last_named_folder(tmp_path):
+    assert worker_sync.read_generation(tmp_path) == worker_sync.Generation(0, None)
+    assert worker_sync.bump_generation(tmp_path, "/models/v2") == worker_sync.Generation(1, "/models/v2")
+    stamp = worker_sync.generation_stamp(tmp_path)
+    assert worker_sync.bump_generation(tmp_path, None) == worker_sync.Generation(2, "/models/v2")
+    assert worker_sync.generation_stamp(tmp_path) != stamp
+    worker_sync.write_worker_status(tmp_path, "tiny@v2", 2, "/models/v2")
+    (tmp_path / "workers" / "999999999.json").write_text('{"pid": 999999999, "model_version": "gone"}')
+    statuses = worker_sync.worker_statuses(tmp_path)
+    assert [s["pid"] for s in statuses] == [os.getpid()], "a dead worker's status is dropped"
