@@ -17,6 +17,7 @@ same functions on the tiny test model with small numbers, inside the normal `mak
 - metrics: one scrape of a multi-worker server counts every worker's requests;
 - 413: 2 MiB bodies sent fast, slowly, kept alive and chunked on raw sockets all read a 413;
 - admin reload across workers: POST /admin/reload to one worker reaches all of them;
+- decision log on PostgreSQL: a throwaway cluster, migrations, two workers under load, feedback, report;
 - hang / crash: a classifier that hangs or raises still gets answers, upward, within the deadline;
 - SIGTERM under load: requests in flight complete, new ones are refused cleanly, exit code 0;
 - security: API keys and the admin token, prompt text absent from logs, no unsafe deserialisation
@@ -1027,6 +1028,174 @@ def admin_reload_workers_case(
     return CaseResult("admin reload reaches every worker", requests, len(problems), figures, problems)
 
 
+# -- the decision log on PostgreSQL ----------------------------------------------------------------
+
+
+def postgres_binaries() -> Path | None:
+    """The folder with initdb and pg_ctl (PATH or Debian's /usr/lib/postgresql/N/bin), or None."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    return None
+
+
+@contextlib.contextmanager
+def throwaway_postgres(binaries: Path) -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary folder, reached only through a unix socket there; yields its
+    SQLAlchemy URL and removes everything afterwards. As root (PostgreSQL refuses to run as root) the
+    server runs as `nobody`."""
+    import pwd
+
+    folder = Path(tempfile.mkdtemp(prefix="tierwise-pg-"))
+    data, sockets = folder / "data", folder / "sockets"
+    sockets.mkdir()
+    run_as: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for path in (folder, sockets):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+
+    def run(*command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=folder, **run_as)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+    try:
+        run(
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        options = f"-k {sockets} -c listen_addresses='' -c fsync=off -c max_connections=50"
+        run(
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "start",
+        )
+        try:
+            yield f"postgresql+psycopg://postgres@/postgres?host={sockets}"
+        finally:
+            run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_case(
+    model_dir: Path,
+    work_dir: Path,
+    requests: int = 400,
+    workers: int = 2,
+    clients: int = 8,
+    feedback: int = 25,
+) -> CaseResult:
+    """The decision log on a real PostgreSQL: `tierwise db upgrade`, then `workers` workers writing
+    under load (no decision lost or duplicated), feedback joining its decisions, `tierwise report`."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        return CaseResult(
+            "decision log on PostgreSQL", 0, 1, "", ["no initdb/pg_ctl: apt-get install -y postgresql"]
+        )
+    from serving.decision_log import DecisionStore
+
+    problems: list[str] = []
+    cli = [sys.executable, "-m", "serving.cli"]
+    with throwaway_postgres(binaries) as url:
+        upgrade = subprocess.run(
+            [*cli, "db", "upgrade", "--db", url], capture_output=True, text=True, cwd=REPO_DIR
+        )
+        if upgrade.returncode != 0:
+            problems.append(f"tierwise db upgrade failed: {upgrade.stderr[-500:]}")
+        server = start_server(model_dir, work_dir / "postgres.log", workers=workers, decision_db=url)
+        sent = [f"pg-{uuid.uuid4().hex[:12]}-{i}" for i in range(requests)]
+        statuses: Counter[int] = Counter()
+        feedback_statuses: Counter[int] = Counter()
+        try:
+            wait_until_ready(server, workers=workers)
+
+            def one(request_id: str) -> None:
+                status, _ = http_post(
+                    server.port,
+                    "/classify",
+                    {"text": f"load {request_id}"},
+                    {"X-Request-ID": request_id},
+                    30.0,
+                )
+                statuses[status] += 1
+
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(one, sent))
+            deadline = time.monotonic() + 30
+            store = DecisionStore(url)
+            try:  # the workers write in the background: wait until the rows are there
+                while time.monotonic() < deadline and len(store.labeled_decisions()) < requests:
+                    time.sleep(0.2)
+            finally:
+                store.close()
+            for request_id in sent[:feedback]:
+                status, _ = http_post(
+                    server.port,
+                    "/feedback",
+                    {"request_id": request_id, "outcome": {"needed_tier": "frontier"}},
+                    {},
+                )
+                feedback_statuses[status] += 1
+        finally:
+            exit_code = server.stop()
+        store = DecisionStore(url)
+        try:
+            rows = store.labeled_decisions()
+            revision = store.current_revision()
+        finally:
+            store.close()
+        ids = [row.decision.request_id for row in rows if row.decision.request_id.startswith("pg-")]
+        joined = sum(1 for row in rows if row.feedback is not None and row.feedback.needed_tier == "frontier")
+        report_dir = work_dir / "postgres-report"
+        report = subprocess.run(
+            [*cli, "report", "--db", url, "--since", "1d", "--out", str(report_dir), "--no-plots"],
+            capture_output=True,
+            text=True,
+            cwd=REPO_DIR,
+        )
+    reported = (
+        json.loads((report_dir / "report.json").read_text())["decisions"] if report.returncode == 0 else None
+    )
+    lost, duplicated = len(set(sent) - set(ids)), len(ids) - len(set(ids))
+    if statuses.get(200, 0) != requests:
+        problems.append(f"classify answers: {dict(statuses)}")
+    if lost or duplicated or len(ids) != requests:
+        problems.append(f"{len(ids)} rows for {requests} sent: {lost} lost, {duplicated} duplicated")
+    if feedback_statuses.get(200, 0) != feedback or joined != feedback:
+        problems.append(f"feedback answers {dict(feedback_statuses)}, {joined} of {feedback} joined")
+    if report.returncode != 0 or reported != requests:
+        problems.append(
+            f"tierwise report: exit {report.returncode}, {reported} decisions; {report.stderr[-300:]}"
+        )
+    if exit_code != 0:
+        problems.append(f"server exit code {exit_code}")
+    figures = (
+        f"PostgreSQL {binaries.parent.name}, schema {revision}, {workers} workers, {clients} clients: "
+        f"{len(set(ids))} decisions written of {requests} sent ({lost} lost, {duplicated} duplicated); "
+        f"feedback joined {joined}/{feedback}; tierwise report read {reported}"
+    )
+    return CaseResult("decision log on PostgreSQL", requests, len(problems), figures, problems)
+
+
 # -- hang / crash ----------------------------------------------------------------------------------
 
 
@@ -1526,6 +1695,7 @@ def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list
         record(admin_reload_workers_case(model_dir, work_dir, workers=max(2, args.workers)))
         record(oversize_case(model_dir, work_dir, workers=args.workers))
         record(metrics_case(model_dir, work_dir, workers=max(2, args.workers)))
+        record(postgres_case(model_dir, work_dir, workers=max(2, args.workers)))
         record(hang_and_crash_case(model_dir))
         record(drain_case(model_dir, work_dir, prompts, args.workers, side_clients))
         record(auth_case(model_dir))
