@@ -2,7 +2,7 @@
 
     shadow:
       share: 0.02                 # of the requests routed below the top tier (0 or no section: off)
-      judge_model: gpt-4.1
+      judge_model: o3             # a top-tier model: it judges against the top tier's answer
       tiers: [fast, balanced]     # default: every tier below the top
       max_usd_per_hour: 2.0       # spend cap; beyond it requests are skipped (and counted)
       base_url: http://localhost:4000/v1   # default: TIERWISE_LLM_BASE_URL

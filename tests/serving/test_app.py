@@ -50,7 +50,14 @@ def test_classify_text(client):
     body = response.json()
     assert body["tier"] == "fast" and body["predicted_tier"] == "fast"
     assert body["model"] == "gpt-4o-mini"
-    assert body["fallbacks"] == ["gpt-4.1-mini", "gpt-4.1", "claude-sonnet-4"]
+    assert body["fallbacks"] == [
+        "claude-3-5-haiku",
+        "gemini-2.0-flash",
+        "gpt-4.1",
+        "claude-sonnet-4",
+        "o3",
+        "claude-opus-4-1",
+    ]
     assert set(body["probabilities"]) == {"fast", "balanced", "frontier"}
     assert body["confidence"] == pytest.approx(body["probabilities"]["fast"])
     assert body["escalated"] is False and body["reasons"] == []

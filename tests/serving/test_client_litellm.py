@@ -24,11 +24,14 @@ from serving.litellm_router import (  # noqa: E402  (after the environment is se
 )
 
 PROMPTS = {"fast": "hello hello", "balanced": "write an email", "frontier": "prove the theorem"}
-ANSWERS = {
+ANSWERS = {  # the default policy's models (serving/policy.yaml), tier by tier
     "gpt-4o-mini": "answer from fast",
-    "gpt-4.1-mini": "answer from balanced",
-    "gpt-4.1": "answer from frontier",
-    "claude-sonnet-4": "answer from frontier 2",
+    "claude-3-5-haiku": "answer from fast 2",
+    "gemini-2.0-flash": "answer from fast 3",
+    "gpt-4.1": "answer from balanced",
+    "claude-sonnet-4": "answer from balanced 2",
+    "o3": "answer from frontier",
+    "claude-opus-4-1": "answer from frontier 2",
 }
 
 
@@ -75,8 +78,8 @@ def content(response):
 def test_sync_client_classifies_and_sends_feedback(app):
     client = sync_client(app)
     routing = client.classify(text=PROMPTS["balanced"], request_id="client-1")
-    assert routing.tier == "balanced" and routing.model == "gpt-4.1-mini"
-    assert routing.models == ("gpt-4.1-mini", "gpt-4.1", "claude-sonnet-4")
+    assert routing.tier == "balanced" and routing.model == "gpt-4.1"
+    assert routing.models == ("gpt-4.1", "claude-sonnet-4", "o3", "claude-opus-4-1")
     assert routing.request_id == "client-1" and not routing.failed_upward
     with pytest.raises(TierwiseRequestError, match="403 feedback_disabled"):
         client.feedback("client-1", needed_tier="balanced")
@@ -90,11 +93,7 @@ def test_async_client_classifies_messages(app):
             return await client.classify(messages=[{"role": "user", "content": PROMPTS["frontier"]}])
 
     routing = asyncio.run(run())
-    assert (
-        routing.tier == "frontier"
-        and routing.model == "gpt-4.1"
-        and routing.fallbacks == ("claude-sonnet-4",)
-    )
+    assert routing.tier == "frontier" and routing.model == "o3" and routing.fallbacks == ("claude-opus-4-1",)
 
 
 def test_client_fails_upward_on_errors_and_slowness():
@@ -117,7 +116,7 @@ def test_client_fails_upward_on_errors_and_slowness():
         client = TierwiseClient(transport=httpx.MockTransport(handler))
         routing = client.classify(text="x")
         assert routing.failed_upward and routing.tier == "frontier" and words in routing.error
-        assert routing.models == ("gpt-4.1", "claude-sonnet-4")
+        assert routing.models == ("o3", "claude-opus-4-1")
     strict = TierwiseClient(transport=httpx.MockTransport(unprocessable), strict=True)
     with pytest.raises(TierwiseRequestError, match="text: empty"):
         strict.classify(text="x")
@@ -150,17 +149,19 @@ def test_litellm_route_is_chosen_per_tier(app, tier):
         return router, response
 
     router, response = asyncio.run(run())
-    expected_model = {"fast": "gpt-4o-mini", "balanced": "gpt-4.1-mini", "frontier": "gpt-4.1"}[tier]
+    expected_model = {"fast": "gpt-4o-mini", "balanced": "gpt-4.1", "frontier": "o3"}[tier]
     assert content(response) == ANSWERS[expected_model]
     assert router.last_routing.tier == tier
 
 
 def test_litellm_falls_back_in_order(app):
-    async def run():
-        router = TierwiseLiteLLMRouter(litellm_router(failing={"gpt-4.1-mini"}), client=async_client(app))
+    async def run(failing):
+        router = TierwiseLiteLLMRouter(litellm_router(failing=failing), client=async_client(app))
         return await router.acompletion(messages=[{"role": "user", "content": PROMPTS["balanced"]}])
 
-    assert content(asyncio.run(run())) == ANSWERS["gpt-4.1"]  # balanced failed: the next model in the chain
+    # balanced's first model failed: its next model; both failed: the next tier's first model
+    assert content(asyncio.run(run({"gpt-4.1"}))) == ANSWERS["claude-sonnet-4"]
+    assert content(asyncio.run(run({"gpt-4.1", "claude-sonnet-4"}))) == ANSWERS["o3"]
 
 
 def test_litellm_sync_and_passthrough(app):
@@ -183,7 +184,7 @@ def test_litellm_fails_upward_when_tierwise_is_down():
         return router, await router.acompletion(messages=[{"role": "user", "content": PROMPTS["fast"]}])
 
     router, response = asyncio.run(run())
-    assert content(response) == ANSWERS["gpt-4.1"] and router.last_routing.failed_upward
+    assert content(response) == ANSWERS["o3"] and router.last_routing.failed_upward
 
 
 def test_proxy_hook_rewrites_model_and_fallbacks(app):
@@ -198,17 +199,19 @@ def test_proxy_hook_rewrites_model_and_fallbacks(app):
         return data, untouched, await router.acompletion(**data)
 
     data, untouched, response = asyncio.run(run())
-    assert data["model"] == "gpt-4.1-mini" and data["fallbacks"] == ["gpt-4.1", "claude-sonnet-4"]
+    assert data["model"] == "gpt-4.1" and data["fallbacks"] == ["claude-sonnet-4", "o3", "claude-opus-4-1"]
     assert data["metadata"]["tierwise"]["tier"] == "balanced"
     assert untouched == {"model": "gpt-4.1", "messages": []}
-    assert content(response) == ANSWERS["gpt-4.1-mini"]
+    assert content(response) == ANSWERS["gpt-4.1"]
 
 
 def test_model_chain_maps_and_explains_missing_groups():
     from serving.client import Routing
 
-    routing = Routing(tier="balanced", model="gpt-4.1-mini", fallbacks=("gpt-4.1", "claude-sonnet-4"))
-    assert model_chain(routing, {"mini", "gpt-4.1"}, {"gpt-4.1-mini": "mini"}) == ["mini", "gpt-4.1"]
+    routing = Routing(
+        tier="balanced", model="gpt-4.1", fallbacks=("claude-sonnet-4", "o3", "claude-opus-4-1")
+    )
+    assert model_chain(routing, {"my-4.1", "o3"}, {"gpt-4.1": "my-4.1"}) == ["my-4.1", "o3"]
     with pytest.raises(NoDeploymentError, match="model_groups"):
         model_chain(routing, {"other"}, {})
 

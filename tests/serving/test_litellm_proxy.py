@@ -1,5 +1,5 @@
 """The real LiteLLM proxy (`litellm --config`, litellm[proxy] 1.106.2) with the config documented in
-serving/LITELLM.md, in front of a fake OpenAI/Anthropic-compatible upstream and a tierwise service,
+serving/LITELLM.md, in front of a fake OpenAI/Anthropic/Gemini-compatible upstream and a tierwise service,
 all on 127.0.0.1: the routing table, the private tier, fail-upward, and the no-leak rule under load.
 """
 
@@ -80,7 +80,7 @@ class ThreadServer:
 
 @dataclass
 class Upstream:
-    """A fake OpenAI- and Anthropic-compatible API that answers with the model it was asked for."""
+    """A fake OpenAI-, Anthropic- and Gemini-compatible API that answers with the model it was asked for."""
 
     hits: list[tuple[str, str]] = field(default_factory=list)  # (model, the request's text)
     failing: set[str] = field(default_factory=set)
@@ -91,6 +91,9 @@ class Upstream:
 
         def record(model: str, body: dict[str, Any]) -> bool:
             text = "\n".join(str(m.get("content")) for m in body.get("messages", []))
+            text += "\n".join(  # Gemini: contents[].parts[].text
+                str(part.get("text")) for c in body.get("contents", []) for part in c.get("parts", [])
+            )
             with self.lock:
                 self.hits.append((model, text))
             return model in self.failing
@@ -142,6 +145,29 @@ class Upstream:
                     "stop_reason": "end_turn",
                     "stop_sequence": None,
                     "usage": {"input_tokens": 5, "output_tokens": 3},
+                }
+            )
+
+        @app.post("/v1beta/models/{call}")
+        async def generate_content(call: str, request: Request) -> JSONResponse:
+            model, _, method = call.partition(":")  # e.g. gemini-2.0-flash:generateContent
+            if method != "generateContent":
+                return JSONResponse({"error": {"code": 404, "message": call}}, status_code=404)
+            if record(model, await request.json()):
+                return JSONResponse(
+                    {"error": {"code": 500, "message": "down", "status": "INTERNAL"}}, status_code=500
+                )
+            return JSONResponse(
+                {
+                    "candidates": [
+                        {
+                            "content": {"role": "model", "parts": [{"text": f"answer from {model}"}]},
+                            "finishReason": "STOP",
+                            "index": 0,
+                        }
+                    ],
+                    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8},
+                    "modelVersion": model,
                 }
             )
 
@@ -199,7 +225,9 @@ def stack(tiny_model_dir, tiny_classifier, tmp_path_factory) -> Iterator[Stack]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("LITELLM_", "OPENAI_", "ANTHROPIC_", "TIERWISE_", "DATABASE_URL"))
+        if not key.startswith(
+            ("LITELLM_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "TIERWISE_", "DATABASE_URL")
+        )
     }
     env.update(
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # no network: the bundled price map
@@ -208,6 +236,8 @@ def stack(tiny_model_dir, tiny_classifier, tmp_path_factory) -> Iterator[Stack]:
         OPENAI_BASE_URL=f"{upstream_server.url}/v1",
         ANTHROPIC_API_KEY="sk-ant-fake",
         ANTHROPIC_API_BASE=upstream_server.url,
+        GEMINI_API_KEY="fake-gemini-key",
+        GEMINI_API_BASE=f"{upstream_server.url}/v1beta",  # LiteLLM calls {base}/models/{model}:generateContent
         PRIVATE_LLM_API_BASE=f"{upstream_server.url}/v1",
         PRIVATE_LLM_API_KEY="none",
         TIERWISE_URL=tierwise_server.url,
@@ -291,12 +321,13 @@ def test_each_group_of_the_config_answers(proxy):
     for group in sorted(PUBLIC_GROUPS | {PRIVATE_GROUP}):
         assert answered_by(chat(proxy, "hello", model=group)) == group
     hit_models = {model for model, _ in proxy.upstream.take()}
-    assert {"gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1", "llama-3.3-70b"} <= hit_models
-    assert any(model.startswith("claude-sonnet-4") for model in hit_models)
+    assert {"gpt-4o-mini", "gemini-2.0-flash", "gpt-4.1", "o3", "llama-3.3-70b"} <= hit_models
+    for claude in ("claude-3-5-haiku", "claude-sonnet-4", "claude-opus-4-1"):
+        assert any(model.startswith(claude) for model in hit_models), claude
 
 
 @pytest.mark.parametrize(
-    ("tier", "group"), [("fast", "gpt-4o-mini"), ("balanced", "gpt-4.1-mini"), ("frontier", "gpt-4.1")]
+    ("tier", "group"), [("fast", "gpt-4o-mini"), ("balanced", "gpt-4.1"), ("frontier", "o3")]
 )
 def test_routing_table_response_names_the_group(proxy, tier, group):
     response = chat(proxy, PROMPTS[tier])

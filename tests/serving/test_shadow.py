@@ -28,7 +28,7 @@ def server():
 
 def shadow_policy(tmp_path, **shadow):
     raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
-    raw["shadow"] = {"share": 1.0, "judge_model": "gpt-4.1", **shadow}
+    raw["shadow"] = {"share": 1.0, "judge_model": "o3", **shadow}
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
