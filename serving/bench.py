@@ -5,6 +5,9 @@
 Prints a markdown table (and writes it to --out if given). The HTTP runs start the real service
 (`python -m serving`) on a free loopback port and drive it with a small keep-alive HTTP/1.1 client
 written on asyncio streams (cheaper than an HTTP library, so more of the 2 cores go to the server).
+The shadow evaluation overhead (serving/shadow.py) on /classify: a service whose policy has a
+`shadow` section at share 0.1, calling serving/fake_llm.py, against one without, driven in turn in
+alternated pairs of runs (`--shadow-overhead` runs only this part).
 The PyTorch comparison serves the same model folder's tokenizer and policy behind the same API with
 a `transformers` eager model: the training checkpoint when one is found, else the base model with an
 untrained head (same architecture and cost). This module is the only one in `serving` that may
@@ -297,6 +300,289 @@ def run_server_load(
                 process.kill()
 
 
+# -- shadow evaluation overhead -----------------------------------------------------------------
+
+SHADOW_DEADLINE_MS = 10_000.0
+SHADOW_API_KEY_ENV = "TIERWISE_BENCH_NO_API_KEY"  # an unset variable: no key goes to the fake server
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """The samples of one metric in Prometheus text format: label set (as written, "" for none) -> value."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, brace, labels = head.partition("{")
+        if metric != name:
+            continue
+        key = labels.rstrip("}") if brace else ""
+        try:
+            samples[key] = samples.get(key, 0.0) + float(value)
+        except ValueError:
+            continue
+    return samples
+
+
+def label_value(labels: str, key: str) -> str | None:
+    """The value of `key` in a label set as `metric_samples` keys it (`a="x",b="y"`)."""
+    for part in labels.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() == key:
+            return value.strip().strip('"')
+    return None
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """`on - off` of a statistic over the alternated pairs of runs."""
+
+    mean: float
+    low: float
+    high: float
+    noise: float  # the spread (max - min) of the statistic over the "off" runs alone
+
+    @property
+    def within_noise(self) -> bool:
+        """The mean slowdown is no larger than the spread between runs of the same (off) service."""
+        return self.mean <= self.noise
+
+
+def paired_difference(off: Sequence[float], on: Sequence[float]) -> PairedDifference:
+    if not off or len(off) != len(on):
+        raise ValueError("paired_difference needs as many `on` as `off` values, at least one")
+    differences = [b - a for a, b in zip(off, on, strict=True)]
+    return PairedDifference(
+        float(np.mean(differences)), min(differences), max(differences), max(off) - min(off)
+    )
+
+
+def pair_order(pair: int) -> tuple[str, str]:
+    """off, on, then on, off, ... (ABBA): a steady drift of the background load cancels out."""
+    return ("off", "on") if pair % 2 == 0 else ("on", "off")
+
+
+def shadow_policy_files(folder: Path, policy_file: Path, base_url: str, share: float) -> dict[str, Path]:
+    """Copies of the policy: "off" without a `shadow` section, "on" with one pointing at `base_url`."""
+    import yaml
+
+    raw = yaml.safe_load(policy_file.read_text(encoding="utf-8")) or {}
+    raw.pop("shadow", None)
+    top_model = raw["tiers"][-1]["models"][0]
+    paths = {"off": folder / "policy-shadow-off.yaml", "on": folder / "policy-shadow-on.yaml"}
+    paths["off"].write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    raw["shadow"] = {
+        "share": share,
+        "judge_model": top_model,
+        "base_url": base_url,
+        "api_key_env": SHADOW_API_KEY_ENV,
+        "max_usd_per_hour": 1e9,  # the fake server's answers are free; the cap must not skip any
+    }
+    paths["on"].write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return paths
+
+
+@dataclass
+class ShadowLevel:
+    concurrency: int
+    rows: dict[str, list[LoadRow]] = field(default_factory=lambda: {"off": [], "on": []})
+    evaluations: dict[str, float] = field(default_factory=dict)  # outcome -> count, over the "on" runs
+    below_top: float = 0.0  # requests routed below the top tier during the "on" runs (warm-up included)
+
+    def latencies(self, mode: str) -> list[float]:
+        return [ms for row in self.rows[mode] for ms in row.latencies_ms]
+
+    def difference(self, q: float) -> PairedDifference:
+        off = [percentile(row.latencies_ms, q) for row in self.rows["off"]]
+        on = [percentile(row.latencies_ms, q) for row in self.rows["on"]]
+        return paired_difference(off, on)
+
+
+@dataclass
+class ShadowOverhead:
+    share: float
+    pairs: int
+    seconds: float
+    fake_latency_ms: float
+    levels: list[ShadowLevel]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def shadow_counts(port: int, tiers_below_top: Sequence[str]) -> tuple[dict[str, float], float]:
+    """(shadow evaluations by outcome, decisions below the top tier) from the server's /metrics."""
+    text = scrape(port)
+    outcomes: dict[str, float] = {}
+    for labels, value in metric_samples(text, "tierwise_shadow_evaluations_total").items():
+        outcome = label_value(labels, "outcome") or ""
+        outcomes[outcome] = outcomes.get(outcome, 0.0) + value
+    decisions = metric_samples(text, "tierwise_decisions_total")
+    below = sum(v for labels, v in decisions.items() if label_value(labels, "tier") in tiers_below_top)
+    return outcomes, below
+
+
+def wait_shadow_drained(port: int, tiers: Sequence[str], timeout: float = 15.0) -> dict[str, float]:
+    """Wait until the shadow evaluation count stops moving (the queue is empty), then return it."""
+    deadline = time.monotonic() + timeout
+    last, _ = shadow_counts(port, tiers)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now, _ = shadow_counts(port, tiers)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the fake LLM server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the fake LLM server on port {port} did not start within {timeout:.0f} s")
+
+
+def run_shadow_overhead(
+    model_dir: Path,
+    policy_file: Path,
+    bodies: list[bytes],
+    levels: Sequence[int],
+    pairs: int,
+    seconds: float,
+    warm_up: float,
+    share: float,
+    fake_latency_ms: float,
+) -> ShadowOverhead:
+    """Two services side by side, shadow off and shadow on (at `share`, against the fake LLM server in
+    its own process), driven in turn with the same load: `pairs` alternated pairs of runs per level."""
+    from serving.policy import load_policy
+
+    below_top = load_policy(policy_file).tier_names[:-1]
+    result = ShadowOverhead(share, pairs, seconds, fake_latency_ms, [])
+    processes: list[subprocess.Popen[bytes]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="tierwise-bench-shadow-") as folder,
+        tempfile.TemporaryFile() as log,
+    ):
+        try:
+            fake_port = free_port()
+            policies = shadow_policy_files(
+                Path(folder), policy_file, f"http://127.0.0.1:{fake_port}/v1", share
+            )
+            fake_command = [sys.executable, "-m", "serving.fake_llm", "--port", str(fake_port)]
+            fake_command += ["--policy", str(policies["on"]), "--latency-ms", str(fake_latency_ms)]
+            fake = subprocess.Popen(fake_command, stdout=log, stderr=log, cwd=REPO_DIR)
+            processes.append(fake)
+            wait_port(fake_port, fake)
+            ports = {}
+            for mode in ("off", "on"):
+                ports[mode] = free_port()
+                env = {
+                    **os.environ,
+                    "TIERWISE_PORT": str(ports[mode]),
+                    "TIERWISE_HOST": "127.0.0.1",
+                    "TIERWISE_MODEL_DIR": str(model_dir),
+                    "TIERWISE_POLICY_FILE": str(policies[mode]),
+                    "TIERWISE_DECISION_DB": f"sqlite:///{Path(folder) / f'decisions-{mode}.sqlite'}",
+                    "TIERWISE_WORKERS": "1",
+                    # Under load (and beside a training run) a missed 50 ms deadline routes to the top
+                    # tier, which is never shadowed: a long deadline keeps the shadow path running.
+                    "TIERWISE_DEADLINE_MS": str(SHADOW_DEADLINE_MS),
+                }
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "serving"], env=env, stdout=log, stderr=log, cwd=REPO_DIR
+                )
+                processes.append(server)
+                wait_ready(ports[mode], server)
+            for concurrency in levels:
+                level = ShadowLevel(concurrency)
+                for pair in range(pairs):
+                    for mode in pair_order(pair):
+                        before, below_before = shadow_counts(ports[mode], below_top)
+                        row = asyncio.run(drive(ports[mode], bodies, concurrency, seconds, warm_up))
+                        row.server = f"shadow {mode}"
+                        level.rows[mode].append(row)
+                        if mode == "on":
+                            after = wait_shadow_drained(ports[mode], below_top)
+                            _, below_after = shadow_counts(ports[mode], below_top)
+                            for outcome, count in after.items():
+                                done = count - before.get(outcome, 0.0)
+                                level.evaluations[outcome] = level.evaluations.get(outcome, 0.0) + done
+                            level.below_top += below_after - below_before
+                        p50 = percentile(row.latencies_ms, 50)
+                        print(
+                            f"  shadow {mode}: {concurrency} clients, pair {pair + 1}: "
+                            f"{row.rate:.0f} req/s, p50 {p50:.1f} ms",
+                            file=sys.stderr,
+                        )
+                result.levels.append(level)
+            return result
+        except Exception:
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
+            raise
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def shadow_report(overhead: ShadowOverhead) -> list[str]:
+    lines = [
+        "",
+        f"**Shadow evaluation overhead on POST /classify: off vs on at share {overhead.share:g}**",
+        "",
+        f"Two services side by side (same model, policy and decision log settings; one with a `shadow` "
+        f"section), driven in turn: {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "
+        "alternated off/on, on/off, ... Shadow calls go to serving/fake_llm.py in its own process on the "
+        f"same machine ({overhead.fake_latency_ms:g} ms per answer). Δ = on - off per pair: mean "
+        "[min, max]; noise = the spread (max - min) of the off runs alone; within noise when mean Δ <= noise. "
+        f"Both services with a {SHADOW_DEADLINE_MS:g} ms classifier deadline (a missed deadline routes to "
+        "the top tier, which is never shadowed). Shadow evaluations: counted from /metrics "
+        "`tierwise_shadow_evaluations_total` over the on runs (warm-up included), against the requests "
+        "routed below the top tier in them.",
+        "",
+        "| clients | req/s off | req/s on | p50 off ms | p50 on ms | Δp50 ms | p50 noise ms | p99 off ms "
+        "| p99 on ms | Δp99 ms | p99 noise ms | errors off/on | shadow evaluations | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for level in overhead.levels:
+        rate = {m: np.mean([r.rate for r in level.rows[m]]) for m in ("off", "on")}
+        errors = {m: sum(r.errors for r in level.rows[m]) for m in ("off", "on")}
+        d50, d99 = level.difference(50), level.difference(99)
+        judged = int(level.evaluations.get("judged", 0))
+        others = ", ".join(
+            f"{int(v)} {k}" for k, v in sorted(level.evaluations.items()) if k != "judged" and v
+        )
+        offered = sum(level.evaluations.values())
+        sampled = f"{offered / level.below_top:.1%}" if level.below_top else "-"
+        evaluations = (
+            f"{judged} judged{f' ({others})' if others else ''}; {sampled} of {int(level.below_top)} "
+            "below-top requests"
+        )
+        verdict = "within noise" if d50.within_noise and d99.within_noise else "above noise"
+        lines.append(
+            f"| {level.concurrency} | {rate['off']:.0f} | {rate['on']:.0f} "
+            f"| {percentile(level.latencies('off'), 50):.2f} | {percentile(level.latencies('on'), 50):.2f} "
+            f"| {d50.mean:+.2f} [{d50.low:+.2f}, {d50.high:+.2f}] | {d50.noise:.2f} "
+            f"| {percentile(level.latencies('off'), 99):.2f} | {percentile(level.latencies('on'), 99):.2f} "
+            f"| {d99.mean:+.2f} [{d99.low:+.2f}, {d99.high:+.2f}] | {d99.noise:.2f} "
+            f"| {errors['off']}/{errors['on']} | {evaluations} | {verdict} |"
+        )
+    return lines
+
+
 # -- PyTorch eager ------------------------------------------------------------------------------
 
 
@@ -422,14 +708,17 @@ def markdown_report(
     runs: list[ServerRun],
     seconds: float,
     torch_note: str,
+    shadow: ShadowOverhead | None = None,
 ) -> str:
-    lines = [f"Model: {model_note}. Prompts: {prompt_note}. CPU cores: {os.cpu_count()}.", ""]
-    lines += [
-        "**Classifier in-process, batch 1 (tokenize + infer + calibrate)**",
-        "",
-        "| engine | request | prompt tokens | tokens seen | p50 ms | p99 ms | p99/p50 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines = [f"Model: {model_note}. Prompts: {prompt_note}. CPU cores: {os.cpu_count()}."]
+    if latency:
+        lines += [
+            "",
+            "**Classifier in-process, batch 1 (tokenize + infer + calibrate)**",
+            "",
+            "| engine | request | prompt tokens | tokens seen | p50 ms | p99 ms | p99/p50 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for row in latency:
         request = (
             "bare" if row.shape == "bare" else f"64-token task + {WRAPPED_SYSTEM_TOKENS}-token system prompt"
@@ -473,7 +762,10 @@ def markdown_report(
                 if b.rate
             ]
             lines += ["", f"Throughput onnx (micro-batching) / PyTorch eager: {', '.join(pairs)}."]
-    lines += ["", torch_note]
+    if shadow is not None:
+        lines += shadow_report(shadow)
+    if torch_note:
+        lines += ["", torch_note]
     return "\n".join(lines) + "\n"
 
 
@@ -491,6 +783,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--torch-checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--skip-shadow", action="store_true", help="leave out the shadow overhead runs")
+    parser.add_argument(
+        "--shadow-overhead",
+        action="store_true",
+        help="only the shadow evaluation overhead comparison (no in-process, plain HTTP or torch runs)",
+    )
+    parser.add_argument("--shadow-share", type=float, default=0.1, help="shadow share of the `on` service")
+    parser.add_argument("--shadow-pairs", type=int, default=3, help="alternated off/on pairs per level")
+    parser.add_argument("--shadow-duration", type=float, default=5.0, help="seconds per shadow run")
+    parser.add_argument("--shadow-concurrency", default="1,8", help="client counts for the shadow runs")
+    parser.add_argument(
+        "--shadow-latency-ms", type=float, default=20.0, help="the fake LLM server's answer latency"
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--serve-torch", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -525,13 +830,16 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     pool, prompt_note = read_prompts(args.prompts)
 
-    classifier = TierClassifier(model_dir, intra_op_threads=settings.onnx_threads)
-    print("in-process latency ...", file=sys.stderr)
-    latency = measure_in_process(
-        "onnxruntime", classifier.predict_proba, classifier.encoder, pool, (16, 64, 256), args.iterations
-    )
-    torch_note = "PyTorch eager: skipped (--skip-torch)."
-    if not args.skip_torch:
+    bodies = [json.dumps({"text": text}).encode() for text in pool]
+    latency: list[LatencyRow] = []
+    if not args.shadow_overhead:
+        classifier = TierClassifier(model_dir, intra_op_threads=settings.onnx_threads)
+        print("in-process latency ...", file=sys.stderr)
+        latency = measure_in_process(
+            "onnxruntime", classifier.predict_proba, classifier.encoder, pool, (16, 64, 256), args.iterations
+        )
+    torch_note = "" if args.shadow_overhead else "PyTorch eager: skipped (--skip-torch)."
+    if not args.skip_torch and not args.shadow_overhead:
         try:
             eager = TorchEagerClassifier(model_dir, checkpoint, settings.onnx_threads)
             latency += measure_in_process(
@@ -552,8 +860,7 @@ def main(argv: list[str] | None = None) -> int:
             torch_note = f"PyTorch eager: not measured ({type(err).__name__}: {err})."
 
     runs: list[ServerRun] = []
-    if not args.skip_http:
-        bodies = [json.dumps({"text": text}).encode() for text in pool]
+    if not args.skip_http and not args.shadow_overhead:
         servers = [("onnx, micro-batching", "true", [sys.executable, "-m", "serving"])]
         servers.append(("onnx, no batching", "false", [sys.executable, "-m", "serving"]))
         if not args.skip_torch and "not measured" not in torch_note:
@@ -575,7 +882,21 @@ def main(argv: list[str] | None = None) -> int:
                 run_server_load(name, command, env, port, bodies, levels, args.duration, args.warm_up)
             )
 
-    report = markdown_report(model_note, prompt_note, latency, runs, args.duration, torch_note)
+    shadow = None
+    if args.shadow_overhead or not (args.skip_shadow or args.skip_http):
+        print(f"HTTP load: shadow evaluation off vs on at share {args.shadow_share:g} ...", file=sys.stderr)
+        shadow = run_shadow_overhead(
+            model_dir,
+            settings.policy_file,
+            bodies,
+            [int(c) for c in args.shadow_concurrency.split(",") if c.strip()],
+            args.shadow_pairs,
+            args.shadow_duration,
+            args.warm_up,
+            args.shadow_share,
+            args.shadow_latency_ms,
+        )
+    report = markdown_report(model_note, prompt_note, latency, runs, args.duration, torch_note, shadow)
     print(report)
     if args.out:
         args.out.write_text(report, encoding="utf-8")
