@@ -63,8 +63,10 @@ promote: install ## Make models/$(MODEL) the default, only if its report passed 
 test: install ## Run the test suite (tiny models, CPU only)
 	$(PY) -m pytest -q
 
-lint: install ## ruff check
+lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
 	$(VENV)/bin/ruff check training serving tests
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/kubernetes-validate --strict deploy/k8s/*.yaml
 
 format: install ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix --select I training serving tests
