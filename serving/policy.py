@@ -221,8 +221,11 @@ class Policy:
                 reasons.append(MAX_TIER)
 
         if token_count is not None:
-            holding = self.lowest_tier_holding(token_count)
-            raise_to(holding, LONG_CONTEXT)
+            holding = self.nearest_tier_holding(chosen, token_count)
+            if holding != chosen:
+                chosen = holding
+                if LONG_CONTEXT not in reasons:
+                    reasons.append(LONG_CONTEXT)
             ceiling = max(ceiling, holding)
 
         private_kinds = (
@@ -268,12 +271,14 @@ class Policy:
             token_count=token_count,
         )
 
-    def lowest_tier_holding(self, token_count: int) -> int:
-        """The cheapest tier whose context holds `token_count` tokens (the top tier if none does)."""
-        for index, tier in enumerate(self.tiers):
-            if token_count <= tier.context_tokens:
-                return index
-        return len(self.tiers) - 1
+    def nearest_tier_holding(self, chosen: int, token_count: int) -> int:
+        """The cheapest tier at or above `chosen` whose context holds `token_count` tokens; if none
+        does (a stronger tier can have a smaller context), the strongest tier below that does; the
+        top tier if no tier can."""
+        fits = [token_count <= tier.context_tokens for tier in self.tiers]
+        above = [i for i in range(chosen, len(fits)) if fits[i]]
+        below = [i for i in range(chosen) if fits[i]]
+        return above[0] if above else (below[-1] if below else len(fits) - 1)
 
 
 async def with_private_data(

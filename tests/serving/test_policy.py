@@ -227,3 +227,19 @@ def test_router_fails_upward_past_the_deadline():
     assert routed.decisions[0].tier == "frontier"
     assert routed.decisions[0].reasons == (CLASSIFIER_UNAVAILABLE,)
     assert "deadline" in (routed.classifier_error or "")
+
+
+def test_a_prompt_too_long_for_a_stronger_tier_goes_to_the_tier_that_can_hold_it():
+    raw = {**POLICY_YAML, "routes": {}}
+    raw["tiers"] = [
+        {"name": "fast", "models": ["small"], "context_tokens": 128_000},
+        {"name": "balanced", "models": ["mid"], "context_tokens": 1_000_000},
+        {"name": "frontier", "models": ["big"], "context_tokens": 200_000},
+    ]
+    policy = parse_policy(raw)
+    frontier = [0.0, 0.05, 0.95]
+    assert decide(policy, frontier, tokens=150_000).tier == "frontier"
+    held = decide(policy, frontier, tokens=500_000)
+    assert held.tier == "balanced" and LONG_CONTEXT in held.reasons
+    assert decide(policy, CONFIDENT_FAST, tokens=150_000).tier == "balanced"  # upward first
+    assert decide(policy, frontier, tokens=5_000_000).tier == "frontier"  # nothing holds it: the top tier
