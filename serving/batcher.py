@@ -5,6 +5,8 @@ a batch closes when it holds `max_batch_size` texts or `max_wait_ms` after its f
 whichever comes first; the classifier runs in a one-thread executor (so onnxruntime gets the cores
 and batches run one after another), and each caller gets its own rows back. A batch that raises
 fails every caller in it. A caller that gave up (its deadline passed) is skipped before inference.
+Each score says how long its text waited (`queue_wait_ms`: queued until its batch started in the
+classifier thread), which the router hands on to the decision and the trace.
 
 `DirectScorer` is the same interface without batching: one classifier call per request.
 """
@@ -33,6 +35,7 @@ class Score:
 
     probabilities: np.ndarray  # (K,) calibrated, in tier order
     token_count: int
+    queue_wait_ms: float | None = None  # from score() until its batch started in the classifier thread
 
 
 class Scorer(Protocol):
@@ -41,10 +44,14 @@ class Scorer(Protocol):
     async def close(self) -> None: ...
 
 
-def _split(probabilities: np.ndarray, token_counts: list[int], expected: int) -> list[Score]:
+def _split(
+    probabilities: np.ndarray, token_counts: list[int], expected: int, waits_ms: list[float]
+) -> list[Score]:
     if len(probabilities) != expected or len(token_counts) != expected:
         raise RuntimeError(f"the classifier returned {len(probabilities)} rows for {expected} texts")
-    return [Score(row, int(n)) for row, n in zip(probabilities, token_counts, strict=True)]
+    return [
+        Score(row, int(n), wait) for row, n, wait in zip(probabilities, token_counts, waits_ms, strict=True)
+    ]
 
 
 def classifier_executor() -> ThreadPoolExecutor:
@@ -65,18 +72,19 @@ class DirectScorer:
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
 
-    def _run(self, texts: list[ClassifierInput]) -> list[Score]:
+    def _run(self, texts: list[ClassifierInput], queued: float) -> list[Score]:
         started = time.perf_counter()
         probabilities, counts = self._predict_proba(texts)
         if self._on_batch is not None:
             self._on_batch(len(texts), time.perf_counter() - started)
-        return _split(probabilities, counts, len(texts))
+        wait_ms = (started - queued) * 1000.0  # waiting for the executor thread
+        return _split(probabilities, counts, len(texts), [wait_ms] * len(texts))
 
     async def score(self, texts: list[ClassifierInput]) -> list[Score]:
         if not texts:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, texts)
+        return await loop.run_in_executor(self._executor, self._run, texts, time.perf_counter())
 
     async def close(self) -> None:
         if self._owns_executor:
@@ -87,6 +95,7 @@ class DirectScorer:
 class _Pending:
     text: ClassifierInput
     future: asyncio.Future[Score]
+    queued: float  # time.perf_counter() when score() put it in the queue
 
 
 class MicroBatcher:
@@ -138,10 +147,11 @@ class MicroBatcher:
             raise RuntimeError("the micro-batcher is not running; call start() inside the event loop")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Score]] = []
+        queued = time.perf_counter()
         for text in texts:
             future: asyncio.Future[Score] = loop.create_future()
             futures.append(future)
-            self._queue.put_nowait(_Pending(text, future))
+            self._queue.put_nowait(_Pending(text, future, queued))
         try:
             return list(await asyncio.gather(*futures))
         finally:  # on cancellation (deadline) or error, let the worker skip what is left
@@ -165,10 +175,11 @@ class MicroBatcher:
                 break
         return [pending for pending in batch if not pending.future.done()]
 
-    def _predict(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int], float]:
+    def _predict(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int], float, float]:
+        """(probabilities, token counts, when the batch started, seconds in the classifier)."""
         started = time.perf_counter()
         probabilities, counts = self._predict_proba(texts)
-        return probabilities, counts, time.perf_counter() - started
+        return probabilities, counts, started, time.perf_counter() - started
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -178,10 +189,11 @@ class MicroBatcher:
                 continue
             texts = [pending.text for pending in batch]
             try:
-                probabilities, counts, seconds = await loop.run_in_executor(
+                probabilities, counts, started, seconds = await loop.run_in_executor(
                     self._executor, self._predict, texts
                 )
-                scores = _split(probabilities, counts, len(texts))
+                waits_ms = [(started - pending.queued) * 1000.0 for pending in batch]
+                scores = _split(probabilities, counts, len(texts), waits_ms)
             except asyncio.CancelledError:
                 for pending in batch:
                     if not pending.future.done():

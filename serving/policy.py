@@ -113,6 +113,7 @@ class Decision:
     fallbacks: tuple[str, ...]
     private_data: tuple[str, ...] = ()  # detector kinds, for the log; never the matched text
     token_count: int | None = None
+    queue_wait_ms: float | None = None  # set by the router: time in the scorer's queue (for traces)
 
 
 @dataclass(frozen=True)

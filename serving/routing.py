@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from serving.batcher import Score, Scorer
 from serving.policy import Decision, Policy, RoutingInput
@@ -75,9 +75,8 @@ class Router:
                 continue
             score = scores[index]
             try:
-                decisions.append(
-                    self.policy.decide(request, score.probabilities, score.token_count, self.default_q)
-                )
+                decision = self.policy.decide(request, score.probabilities, score.token_count, self.default_q)
+                decisions.append(replace(decision, queue_wait_ms=score.queue_wait_ms))
             except Exception as err:  # a policy bug must not fail the request either
                 logger.error("policy failed, routing upward", exc_info=err)
                 error = f"the policy raised {type(err).__name__}: {err}"

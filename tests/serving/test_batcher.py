@@ -127,3 +127,35 @@ def test_direct_scorer_scores_each_call_alone():
     first, second = asyncio.run(body())
     assert first[0].probabilities[0] == 1 and second[0].probabilities[0] == 2
     assert sorted(map(tuple, model.batches)) == [("a-1",), ("b-2",)]
+
+
+def test_each_score_says_how_long_its_text_waited_in_the_queue():
+    model = RecordingModel(delay=0.05)
+
+    async def body(batcher):
+        lone = await batcher.score(["lone-1"])  # waits out max_wait for company
+        first = asyncio.ensure_future(batcher.score(["first-2"]))
+        await asyncio.sleep(0.045)  # the first batch is in the classifier for 50 ms
+        behind = await batcher.score(["behind-3"])  # waits for it, then for max_wait
+        return lone[0], (await first)[0], behind[0]
+
+    lone, first, behind = asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=30))
+    assert 25 <= lone.queue_wait_ms < 1000
+    assert 25 <= first.queue_wait_ms < 1000
+    assert behind.queue_wait_ms >= 30  # behind the first batch's inference and the max wait
+    assert behind.probabilities[0] == 3
+
+
+def test_direct_scorer_reports_its_wait_for_the_classifier_thread():
+    model = RecordingModel(delay=0.03)
+
+    async def body():
+        scorer = DirectScorer(model)
+        try:
+            return await asyncio.gather(scorer.score(["a-1"]), scorer.score(["b-2"]))
+        finally:
+            await scorer.close()
+
+    first, second = asyncio.run(body())
+    waits = sorted([first[0].queue_wait_ms, second[0].queue_wait_ms])
+    assert waits[0] >= 0 and waits[1] >= 25  # the second call waited for the first's 30 ms
