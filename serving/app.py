@@ -91,6 +91,7 @@ from serving.schemas import (
 )
 from serving.settings import Settings, get_settings
 from serving.shadow import close_shadow, offer_shadow, start_shadow
+from serving.tracing import Tracing, fastapi_telemetry, open_tracing
 
 logger = logging.getLogger("tierwise.service")
 access_logger = logging.getLogger("tierwise.access")
@@ -464,10 +465,16 @@ def get_shadow(request: Request) -> Any:
     return getattr(request.app.state, "shadow", None)
 
 
+def get_tracing(request: Request) -> Tracing | None:
+    """The service's OpenTelemetry spans (serving/tracing.py), None when TIERWISE_TRACING is off."""
+    return getattr(request.app.state, "tracing", None)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 RecorderDep = Annotated[Any, Depends(get_recorder)]
 ShadowDep = Annotated[Any, Depends(get_shadow)]
+TracingDep = Annotated[Tracing | None, Depends(get_tracing)]
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="one of TIERWISE_API_KEYS, when keys are set"
@@ -885,6 +892,7 @@ def add_routes(app: FastAPI) -> None:
         context: ContextDep,
         recorder: RecorderDep,
         shadow: ShadowDep,
+        tracing: TracingDep,
     ) -> ClassifyResponse:
         """The tier (and model) to call for one request."""
         request = routing_input(item, services)
@@ -904,6 +912,8 @@ def add_routes(app: FastAPI) -> None:
             versions[0],
             shadow,
         )
+        if tracing is not None:  # on the request's span (serving/tracing.py)
+            tracing.record_decision(context.request_id, decisions[0], versions[0], classifier_error)
         return to_response(decisions[0], versions[0], context.request_id)
 
     @app.post(
@@ -919,8 +929,10 @@ def add_routes(app: FastAPI) -> None:
         context: ContextDep,
         recorder: RecorderDep,
         shadow: ShadowDep,
+        tracing: TracingDep,
     ) -> BatchClassifyResponse:
         """Decisions for many requests in one call, in order."""
+        started_ns = time.time_ns()
         limit = services.settings.max_batch_items
         if len(batch.items) > limit:
             raise api_error(
@@ -951,6 +963,9 @@ def add_routes(app: FastAPI) -> None:
                 shadow,
             )
             results.append(to_response(decision, version, item_id))
+        if tracing is not None:  # the batch on the request's span, a child span per item
+            items = list(zip(item_ids, decisions, versions, strict=True))
+            tracing.record_batch(context.request_id, started_ns, items, classifier_error)
         return BatchClassifyResponse(results=results, request_id=context.request_id)
 
     @app.post(
@@ -1071,12 +1086,16 @@ def add_routes(app: FastAPI) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, classifier_factory: ClassifierFactory | None = None
+    settings: Settings | None = None,
+    classifier_factory: ClassifierFactory | None = None,
+    tracer_provider: Any = None,
 ) -> FastAPI:
-    """The service. `classifier_factory(settings)` defaults to loading `settings.model_dir`."""
+    """The service. `classifier_factory(settings)` defaults to loading `settings.model_dir`;
+    `tracer_provider`: the OpenTelemetry provider for TIERWISE_TRACING (default: see serving/tracing.py)."""
     settings = settings or get_settings()
     factory = classifier_factory or load_tier_classifier
     metrics = ServiceMetrics()
+    tracing = open_tracing(settings, tracer_provider)  # FastAPI needs the provider when it is built
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -1115,6 +1134,7 @@ def create_app(
                 "api_keys": bool(settings.api_key_list()),
                 "admin_endpoints": settings.admin_token is not None,
                 "reload_on_sighup": sighup,
+                "tracing": app.state.tracing is not None,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
@@ -1126,6 +1146,8 @@ def create_app(
             await reloader.close()
             await asyncio.to_thread(close_shadow, getattr(app.state, "shadow", None))
             await asyncio.to_thread(close_recorder, app.state.decision_recorder)
+            if app.state.tracing is not None:
+                await asyncio.to_thread(app.state.tracing.close)
             mark_this_worker_dead()
 
     app = FastAPI(
@@ -1133,8 +1155,10 @@ def create_app(
         summary="Route each LLM request to the cheapest model tier that can handle it.",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(tracing),
     )
     app.state.metrics = metrics
+    app.state.tracing = tracing
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)

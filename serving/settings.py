@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     decision_queue_size: int = Field(
         default=10000, ge=1, description="decision records waiting to be written; beyond it they are dropped"
     )
+    tracing: bool = Field(
+        default=False,
+        description="an OpenTelemetry span per /classify (and per batch item), continuing the caller's "
+        "traceparent; needs the tracing extra; exporter from OTEL_TRACES_EXPORTER (serving/tracing.py)",
+    )
 
     def api_key_list(self) -> tuple[str, ...]:
         """The configured API keys (empty: no key needed)."""
