@@ -144,7 +144,7 @@ def test_health_ready_model_metrics(client):
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     model = client.get("/model").json()
     assert model["manifest"]["name"] == "tiny" and model["tiers"] == ["fast", "balanced", "frontier"]
-    assert model["escalation_q"] == 0.7 and model["deadline_ms"] == 50
+    assert model["escalation_q"] == 0.7 and model["deadline_ms"] == 5_000  # make_settings sets it
     client.post("/classify", json={"text": "hello"})
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
