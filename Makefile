@@ -13,7 +13,7 @@ ALL_EXTRAS := serve,feedback,train,dev,audit,gateway,postgres,tracing
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve lock data train export invariance promote test lint format bench reliability serve classify clean
+.PHONY: help install install-serve lock data train export estimator invariance promote test lint format bench bench-requests capacity reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,9 @@ train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report 
 export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
 	$(PY) -m training.train --name $(MODEL) --reuse-checkpoint
 
+estimator: install ## (Re)fit models/$(MODEL)'s load-shedding estimator (make train does it): hashed n-grams, calibrated out-of-source
+	$(PY) -m training.estimator --model models/$(MODEL)
+
 invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
 	$(PY) -m training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
 
@@ -75,8 +78,15 @@ format: install ## ruff format and fix imports
 serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/default (settings: TIERWISE_* env vars)
 	$(PY) -m serving
 
-bench: install ## Benchmark latency, HTTP throughput and memory; prints a markdown table (runs/bench.md)
+bench: install bench-requests ## Latency, HTTP throughput, memory, then classified capacity vs models/$(COMPARE) (runs/bench.md, runs/capacity.md)
 	$(PY) -m serving.bench --out runs/bench.md
+	$(PY) -m serving.capacity_bench --model models/$(MODEL) $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+
+bench-requests: install ## Build the bench's request bodies from the test split, half bare, half wrapped (data/processed/bench_requests.jsonl)
+	$(PY) -m training.bench_requests
+
+capacity: install bench-requests ## Classified capacity only: closed + open loop, how each answer was decided [COMPARE=previous]
+	$(PY) -m serving.capacity_bench --model models/$(MODEL) $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
 
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
 	$(PY) -m serving.reliability --model-dir models/$(MODEL) --out runs/reliability.md

@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving import worker_sync
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
 from serving.canary import build_canary, canary_info, decide_split
+from serving.estimator import estimator_for
 from serving.feedback import (
     FEEDBACK_OPENAPI,
     FeedbackError,
@@ -565,7 +566,14 @@ def build_services(
         )
     else:
         scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
-    router = Router.for_classifier(policy, scorer, classifier.manifest.escalation_q, settings)
+    router = Router.for_classifier(
+        policy,
+        scorer,
+        classifier.manifest.escalation_q,
+        settings,
+        estimator=estimator_for(classifier, settings),
+        count_tokens=getattr(classifier, "count_tokens", None),
+    )
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)
     return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)
@@ -812,6 +820,7 @@ def to_response(decision: Decision, model_version: str, request_id: str) -> Clas
         predicted_tier=decision.predicted_tier,
         escalated=decision.escalated,
         reasons=list(decision.reasons),
+        decided_by=decision.decided_by,
         model=decision.model,
         fallbacks=list(decision.fallbacks),
         model_version=model_version,
@@ -844,7 +853,9 @@ def log_decision(
     model_version: str | None = None,
     shadow: Any = None,
 ) -> None:
-    services.metrics.observe_decision(decision.tier, decision.reasons, decision.escalated)
+    services.metrics.observe_decision(
+        decision.tier, decision.reasons, decision.escalated, decision.decided_by
+    )
     model_version = model_version or services.classifier.version
     submit_decision(
         recorder, services, request_id, item.route, request.text, decision, context.started, model_version
@@ -858,6 +869,7 @@ def log_decision(
         "predicted_tier": decision.predicted_tier,
         "confidence": round(decision.confidence, 4),
         "reasons": list(decision.reasons),
+        "decided_by": decision.decided_by,
         "escalated": decision.escalated,
         "model": decision.model,
         "token_count": decision.token_count,

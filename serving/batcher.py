@@ -9,12 +9,17 @@ Each score says how long its text waited (`queue_wait_ms`: queued until its batc
 classifier thread), which the router hands on to the decision and the trace.
 
 `DirectScorer` is the same interface without batching: one classifier call per request.
+
+Both say how long new texts would wait for their scores (`expected_wait_s`: the batches queued ahead
+times a moving average of a batch's time in the classifier), so the router can answer a request
+whose deadline cannot be met from the estimator at once instead of queueing it (admission control).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -41,7 +46,22 @@ class Score:
 class Scorer(Protocol):
     async def score(self, texts: list[ClassifierInput]) -> list[Score]: ...
 
+    def expected_wait_s(self, text_count: int) -> float: ...
+
     async def close(self) -> None: ...
+
+
+class BatchTime:
+    """Moving average of a classifier call's seconds (0 until the first call is seen)."""
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.seconds = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.seconds = (
+            seconds if self.seconds == 0.0 else self.seconds + self.smoothing * (seconds - self.seconds)
+        )
 
 
 def _split(
@@ -71,12 +91,24 @@ class DirectScorer:
         self._owns_executor = executor is None
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
+        self.batch_time = BatchTime()
+        self._in_flight = 0  # calls submitted and not finished (one runs, the rest wait for the thread)
+
+    def expected_wait_s(self, text_count: int) -> float:
+        """Seconds until a new call's scores: every call ahead of it, then its own. 0 when nothing is
+        ahead: an idle scorer is always tried (the deadline still holds), so one slow call cannot
+        keep it out of use."""
+        if self._in_flight == 0:
+            return 0.0
+        return (self._in_flight + 1) * self.batch_time.seconds
 
     def _run(self, texts: list[ClassifierInput], queued: float) -> list[Score]:
         started = time.perf_counter()
         probabilities, counts = self._predict_proba(texts)
+        seconds = time.perf_counter() - started
+        self.batch_time.observe(seconds)
         if self._on_batch is not None:
-            self._on_batch(len(texts), time.perf_counter() - started)
+            self._on_batch(len(texts), seconds)
         wait_ms = (started - queued) * 1000.0  # waiting for the executor thread
         return _split(probabilities, counts, len(texts), [wait_ms] * len(texts))
 
@@ -84,7 +116,11 @@ class DirectScorer:
         if not texts:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, texts, time.perf_counter())
+        self._in_flight += 1
+        try:
+            return await loop.run_in_executor(self._executor, self._run, texts, time.perf_counter())
+        finally:
+            self._in_flight -= 1
 
     async def close(self) -> None:
         if self._owns_executor:
@@ -121,6 +157,19 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.batch_time = BatchTime()
+        self._busy = False  # a batch is in the classifier thread
+
+    def expected_wait_s(self, text_count: int) -> float:
+        """Seconds until `text_count` new texts are scored: the batch in the classifier, the batches
+        queued ahead, then theirs (a moving average of a batch's time each). 0 when nothing is ahead:
+        an idle batcher is always tried (the deadline still holds), so one slow batch cannot keep it
+        out of use."""
+        queued = self._queue.qsize()
+        if queued == 0 and not self._busy:
+            return 0.0
+        batches = math.ceil((queued + text_count) / self.max_batch_size) + int(self._busy)
+        return batches * self.batch_time.seconds
 
     def start(self) -> None:
         if self._worker is None or self._worker.done():
@@ -188,10 +237,12 @@ class MicroBatcher:
             if not batch:
                 continue
             texts = [pending.text for pending in batch]
+            self._busy = True
             try:
                 probabilities, counts, started, seconds = await loop.run_in_executor(
                     self._executor, self._predict, texts
                 )
+                self.batch_time.observe(seconds)
                 waits_ms = [(started - pending.queued) * 1000.0 for pending in batch]
                 scores = _split(probabilities, counts, len(texts), waits_ms)
             except asyncio.CancelledError:
@@ -204,6 +255,8 @@ class MicroBatcher:
                     if not pending.future.done():
                         pending.future.set_exception(err)
                 continue
+            finally:
+                self._busy = False
             if self._on_batch is not None:
                 self._on_batch(len(texts), seconds)
             for pending, score in zip(batch, scores, strict=True):

@@ -79,6 +79,10 @@ class TierClassifier:
         (logits,) = self.session.run(["logits"], feeds)
         return logits
 
+    def count_tokens(self, texts: Sequence[ClassifierInput | str]) -> list[int]:
+        """The full token count of each request (every word of it), without running the model."""
+        return self.encoder.count_tokens(texts)
+
     def logits(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]:
         """Raw (uncalibrated) logits (N, K) and full token counts, in input order.
 

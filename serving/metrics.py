@@ -209,6 +209,12 @@ class ServiceMetrics:
         )
         self.decisions = Counter("tierwise_decisions_total", "Routing decisions by tier", ("tier",), r)
         self.reasons = Counter("tierwise_decision_reasons_total", "Policy reasons by reason", ("reason",), r)
+        self.decided_by = Counter(
+            "tierwise_decisions_by_method_total",
+            "Routing decisions by how they were decided: encoder, estimator (under load) or fallback (top tier)",
+            ("decided_by",),
+            r,
+        )
         self.escalations = Counter(
             "tierwise_escalations_total", "Decisions above the predicted tier", registry=r
         )
@@ -269,8 +275,11 @@ class ServiceMetrics:
         self.batch_size.observe(size)
         self.inference.observe(seconds)
 
-    def observe_decision(self, tier: str, reasons: Sequence[str], escalated: bool) -> None:
+    def observe_decision(
+        self, tier: str, reasons: Sequence[str], escalated: bool, decided_by: str = "encoder"
+    ) -> None:
         self.decisions.inc(tier)
+        self.decided_by.inc(decided_by)
         for reason in reasons:
             self.reasons.inc(reason)
         if escalated:

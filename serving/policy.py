@@ -38,6 +38,13 @@ ROUTE_OVERRIDE = "route_override"
 MIN_TIER = "min_tier"
 MAX_TIER = "max_tier"
 CLASSIFIER_UNAVAILABLE = "classifier_unavailable"
+ESTIMATED = "estimated"  # the encoder could not answer in time; the estimator did
+
+# How each answer was decided: by the encoder, by the estimator (overload), or blind (top tier on error).
+DECIDED_BY_ENCODER = "encoder"
+DECIDED_BY_ESTIMATOR = "estimator"
+DECIDED_BY_FALLBACK = "fallback"
+DECIDED_BY = (DECIDED_BY_ENCODER, DECIDED_BY_ESTIMATOR, DECIDED_BY_FALLBACK)
 
 DEFAULT_DEADLINE_MS = 50.0
 
@@ -114,6 +121,7 @@ class Decision:
     private_data: tuple[str, ...] = ()  # detector kinds, for the log; never the matched text
     token_count: int | None = None
     queue_wait_ms: float | None = None  # set by the router: time in the scorer's queue (for traces)
+    decided_by: str = DECIDED_BY_ENCODER  # set by the router: encoder, estimator or fallback
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,10 @@ class Policy:
             raise ValueError(f"'min_tier' ({request.min_tier}) is above 'max_tier' ({request.max_tier})")
 
     def unavailable_decision(self, request: RoutingInput) -> Decision:
-        """Fail upward: the decision when the classifier raised or missed its deadline."""
-        return self.decide(request, probabilities=None, token_count=None, default_q=1.0)
+        """Fail upward: the decision when no scorer could answer (the classifier raised, or missed its
+        deadline with no estimator to answer instead)."""
+        decision = self.decide(request, probabilities=None, token_count=None, default_q=1.0)
+        return replace(decision, decided_by=DECIDED_BY_FALLBACK)
 
     def decide(
         self,

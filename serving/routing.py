@@ -1,7 +1,13 @@
-"""Classifier plus policy under a deadline: the decision for each request, failing upward.
+"""Classifier plus policy under a deadline: the decision for each request, never blind under load.
 
-If the classifier raises or does not answer within the deadline, each request gets the policy's
-top tier with reason `classifier_unavailable`; the caller never sees the failure as an error.
+Each answer says how it was decided (`Decision.decided_by`):
+- `encoder`: the fine-tuned classifier answered within the deadline;
+- `estimator`: the encoder could not have answered in time (admission control: its queue is deeper
+  than the deadline allows) or did not, and the model folder's cheap estimator answered at once,
+  calibrated and escalated like the encoder (reason `estimated`);
+- `fallback`: no scorer could answer (the classifier raised, or a folder without an estimator
+  missed its deadline): the policy's top tier with reason `classifier_unavailable`.
+The caller never sees a failure as an error.
 """
 
 from __future__ import annotations
@@ -9,12 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from serving.batcher import Score, Scorer
-from serving.policy import Decision, Policy, RoutingInput
+from serving.estimator import Estimator
+from serving.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from serving.request_text import ClassifierInput
 from serving.settings import Settings
+
+TokenCounter = Callable[[list[ClassifierInput]], list[int]]
+# Admission control: send a request to the estimator when the encoder's expected wait is past this
+# share of the deadline (the rest is left for the event loop, the policy and the response).
+ADMISSION_SHARE = 0.8
 
 logger = logging.getLogger("tierwise.routing")
 
@@ -22,7 +37,21 @@ logger = logging.getLogger("tierwise.routing")
 @dataclass(frozen=True)
 class RoutedBatch:
     decisions: list[Decision]
-    classifier_error: str | None  # why the classifier was unavailable, for the log
+    classifier_error: str | None  # why the encoder did not decide, for the log
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The encoder's scores, or why there are none (`overloaded`: slow, not broken)."""
+
+    scores: list[Score] | None
+    error: str | None = None
+    overloaded: bool = False
+
+
+def approximate_token_counts(texts: list[ClassifierInput]) -> list[int]:
+    """About 4 characters per token: for a classifier without a tokenizer to count with."""
+    return [max(1, len(t.text) // 4) for t in texts]
 
 
 class Router:
@@ -33,16 +62,28 @@ class Router:
         default_q: float,
         deadline_ms: float | None = None,
         texts_per_deadline: int = 32,
+        estimator: Estimator | None = None,
+        count_tokens: TokenCounter | None = None,
     ) -> None:
         self.policy = policy
         self.scorer = scorer
         self.default_q = default_q
+        self.estimator = estimator
+        self.count_tokens = count_tokens or approximate_token_counts
         self.deadline_ms = policy.deadline_ms if deadline_ms is None else deadline_ms
         # A batch call of many items gets one deadline per `texts_per_deadline` texts.
         self.texts_per_deadline = max(1, texts_per_deadline)
 
     @classmethod
-    def for_classifier(cls, policy: Policy, scorer: Scorer, default_q: float, settings: Settings) -> Router:
+    def for_classifier(
+        cls,
+        policy: Policy,
+        scorer: Scorer,
+        default_q: float,
+        settings: Settings,
+        estimator: Estimator | None = None,
+        count_tokens: TokenCounter | None = None,
+    ) -> Router:
         """The service's router: the model's calibrated q, the settings' deadline and batch size."""
         return cls(
             policy,
@@ -50,35 +91,67 @@ class Router:
             default_q=default_q,
             deadline_ms=settings.deadline_ms,
             texts_per_deadline=settings.micro_batch_max_size,
+            estimator=estimator,
+            count_tokens=count_tokens,
         )
 
     def deadline_seconds(self, item_count: int) -> float:
         return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)
 
-    async def _scores(self, texts: list[ClassifierInput]) -> tuple[list[Score] | None, str | None]:
+    async def _scores(self, texts: list[ClassifierInput]) -> Scored:
         timeout = self.deadline_seconds(len(texts))
+        if self.estimator is not None:
+            expected = self.scorer.expected_wait_s(len(texts))
+            if expected > timeout * ADMISSION_SHARE:
+                return Scored(None, f"admission: the encoder's queue needs ~{expected * 1000:.0f} ms", True)
         try:
-            return await asyncio.wait_for(self.scorer.score(texts), timeout=timeout), None
+            return Scored(await asyncio.wait_for(self.scorer.score(texts), timeout=timeout))
         except TimeoutError:
-            return None, f"the classifier missed its {timeout * 1000:.0f} ms deadline"
+            return Scored(None, f"the classifier missed its {timeout * 1000:.0f} ms deadline", True)
         except Exception as err:
             logger.warning("classifier failed, routing upward", exc_info=err)
-            return None, f"the classifier raised {type(err).__name__}: {err}"
+            return Scored(None, f"the classifier raised {type(err).__name__}: {err}")
+
+    def _estimate(self, texts: list[ClassifierInput]) -> list[Score] | None:
+        """The estimator's scores (None when there is none, or it failed: then the fallback)."""
+        if self.estimator is None:
+            return None
+        try:
+            probabilities = self.estimator.predict_proba(texts)
+            counts = self.count_tokens(texts)
+        except Exception as err:
+            logger.error("estimator failed, routing upward", exc_info=err)
+            return None
+        return [Score(np.asarray(p), int(n)) for p, n in zip(probabilities, counts, strict=True)]
 
     async def route(self, requests: list[RoutingInput]) -> RoutedBatch:
         """Decisions in request order. Validate the requests first (`policy.validate_request`)."""
-        scores, error = await self._scores([r.classifier_input for r in requests])
+        texts = [r.classifier_input for r in requests]
+        scored = await self._scores(texts)
+        scores, error, estimated = scored.scores, scored.error, False
+        if scores is None and scored.overloaded:
+            scores = self._estimate(texts)
+            estimated = scores is not None
         decisions = []
         for index, request in enumerate(requests):
             if scores is None:
                 decisions.append(self.policy.unavailable_decision(request))
                 continue
-            score = scores[index]
-            try:
-                decision = self.policy.decide(request, score.probabilities, score.token_count, self.default_q)
-                decisions.append(replace(decision, queue_wait_ms=score.queue_wait_ms))
-            except Exception as err:  # a policy bug must not fail the request either
-                logger.error("policy failed, routing upward", exc_info=err)
-                error = f"the policy raised {type(err).__name__}: {err}"
-                decisions.append(self.policy.unavailable_decision(request))
+            decision = self._decide(request, scores[index], estimated)
+            if decision is None:
+                error = "the policy raised; see the service log"
+                decision = self.policy.unavailable_decision(request)
+            decisions.append(decision)
         return RoutedBatch(decisions, error)
+
+    def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
+        """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
+        q = self.estimator.escalation_q if estimated and self.estimator is not None else self.default_q
+        try:
+            decision = self.policy.decide(request, score.probabilities, score.token_count, q)
+        except Exception as err:
+            logger.error("policy failed, routing upward", exc_info=err)
+            return None
+        if estimated:
+            return replace(decision, reasons=(ESTIMATED, *decision.reasons), decided_by=DECIDED_BY_ESTIMATOR)
+        return replace(decision, queue_wait_ms=score.queue_wait_ms)

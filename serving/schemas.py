@@ -87,6 +87,10 @@ class ClassifyResponse(BaseModel):
     predicted_tier: str | None = Field(description="the classifier's most likely tier, before the policy")
     escalated: bool = Field(description="the tier is stronger than the predicted tier")
     reasons: list[str] = Field(description="why the policy moved the tier, e.g. low_confidence, long_context")
+    decided_by: Literal["encoder", "estimator", "fallback"] = Field(
+        description="encoder: the classifier answered in time; estimator: under load, the cheap estimator "
+        "answered (reason `estimated`); fallback: nothing could answer, top tier (classifier_unavailable)"
+    )
     model: str = Field(description="the model configured for the tier")
     fallbacks: list[str] = Field(description="models to try next, in order")
     model_version: str

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     deadline_ms: float | None = Field(
         default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
     )
+    estimator: bool = Field(
+        default=True,
+        description="when the encoder cannot answer within the deadline, answer from the model folder's "
+        "cheap estimator (reason `estimated`) instead of the top tier; false: top tier, as before",
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated API keys; when set, /classify, /classify/batch, /feedback, /model and "

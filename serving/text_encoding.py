@@ -119,6 +119,10 @@ class TextEncoder:
         rows = [self._task_first_row(t, s) for t, s in zip(task_ids, sketch_ids, strict=True)]
         return rows, counts
 
+    def count_tokens(self, items: Sequence[ClassifierInput | str]) -> list[int]:
+        """The full token count of each request, as `encode_ids` reports it."""
+        return self._tokenize([as_input(i).text for i in items])[1]
+
     def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Encoded rows padded to the longest: input_ids (B, T) and attention_mask (B, T), int64."""
         width = max(len(r) for r in rows)

@@ -36,7 +36,7 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
-from serving.policy import CLASSIFIER_UNAVAILABLE, PRIVATE_DATA, ROUTE_OVERRIDE, Decision
+from serving.policy import CLASSIFIER_UNAVAILABLE, ESTIMATED, PRIVATE_DATA, ROUTE_OVERRIDE, Decision
 from serving.settings import Settings
 
 logger = logging.getLogger("tierwise.tracing")
@@ -53,11 +53,13 @@ PATH_PRIVACY = "privacy"
 PATH_ROUTE_OVERRIDE = "route_override"
 PATH_CLASSIFIER_UNAVAILABLE = CLASSIFIER_UNAVAILABLE
 PATH_CLASSIFIER = "classifier"
+PATH_ESTIMATOR = "estimator"
 
 
 def decision_path(decision: Decision) -> str:
     """How the tier was decided: the private tier for personal data, a route's override, the fail-upward
-    fallback when the classifier did not answer, or the classifier (with the policy's escalation, floors
+    fallback when no scorer answered, the estimator when the encoder could not answer in time, or the
+    classifier (with the policy's escalation, floors
     and ceilings, which `tierwise.reasons` lists)."""
     if PRIVATE_DATA in decision.reasons:
         return PATH_PRIVACY
@@ -65,6 +67,8 @@ def decision_path(decision: Decision) -> str:
         return PATH_ROUTE_OVERRIDE
     if CLASSIFIER_UNAVAILABLE in decision.reasons:
         return PATH_CLASSIFIER_UNAVAILABLE
+    if ESTIMATED in decision.reasons:
+        return PATH_ESTIMATOR
     return PATH_CLASSIFIER
 
 

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from training.estimator import render_markdown as render_estimator  # noqa: E402
 from training.invariance import render_markdown  # noqa: E402
 from training.labels import TIERS  # noqa: E402
 
@@ -174,6 +175,7 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         *verdict(evaluation),
         "",
         *([render_markdown(evaluation["invariance"])] if "invariance" in evaluation else []),
+        *([render_estimator(evaluation["estimator"])] if "estimator" in evaluation else []),
         "## Calibration and escalation",
         "",
         f"- Temperature T = {temp:.3f}, fitted on `val` (allowed-set NLL {manifest['metrics']['val_nll_before']:.4f}"

@@ -49,6 +49,7 @@ from training.finetune import (
     load_model,
     tokenizer_path,
 )
+from training.estimator import build_estimator
 from training.invariance import evaluate_invariance
 from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from training.report import write_report
@@ -279,6 +280,11 @@ def finish(
         classifier, splits, baselines, config.invariance_rows, config.seed
     )
     manifest["gate"] = evaluation["invariance"]["gate"]
+    # The estimator the service answers from when the encoder cannot make its deadline.
+    manifest["estimator"] = build_estimator(
+        out, splits, config.target_under_routing, config.seed, classifier=classifier
+    )
+    evaluation["estimator"] = manifest["estimator"]
     manifest["metrics"] = headline_metrics(evaluation, scaler)
     manifest["train_seconds"] = round(train_seconds, 1)  # fine-tuning alone
     device_file = config.work_dir / "train_device.txt"

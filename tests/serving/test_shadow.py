@@ -63,7 +63,9 @@ def test_sampled_requests_are_judged_in_the_background_and_logged(
     store.close()
     assert counts == {"judged": 2}  # the top-tier request is not shadowed
     assert verdicts["chat"].passed is True and verdicts[None].passed is False
-    assert f'tierwise_shadow_under_routing_ratio{{route="-",tier="{hard["tier"]}"}} 1' in metrics  # labels sorted
+    assert (
+        f'tierwise_shadow_under_routing_ratio{{route="-",tier="{hard["tier"]}"}} 1' in metrics
+    )  # labels sorted
     assert 'tierwise_shadow_evaluations_total{outcome="judged"} 2' in metrics
 
 

@@ -1,0 +1,105 @@
+"""Fitting the estimator (training/estimator.py) on a few rows, read back by serving's Estimator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.classifier import TierClassifier
+from serving.estimator import ESTIMATOR_FILE, Estimator
+from serving.request_text import request_input
+from tests.serving.conftest import write_model_folder
+from training.estimator import (
+    build_estimator,
+    feature_matrix,
+    main,
+    out_of_source_logits,
+    render_markdown,
+)
+
+TEXTS = {
+    "fast": ["hello there {w}", "thanks, what is {w}?", "hi, spell {w}"],
+    "balanced": ["write an email about {w}", "summarize the {w} report", "list the {w} steps"],
+    "frontier": ["prove the {w} theorem", "design a distributed {w} system", "optimize the {w} proof"],
+}
+WORDS = ["oslo", "lima", "kiev", "rome", "bern", "doha"]
+
+
+def rows(split: str, sources: int = 3) -> list[dict]:
+    out = []
+    for tier, templates in TEXTS.items():
+        for t_idx, template in enumerate(templates):
+            for w_idx, word in enumerate(WORDS):
+                out.append(
+                    {
+                        "id": f"{split}-{tier}-{t_idx}-{w_idx}",
+                        "text": template.format(w=word),
+                        "allowed_tiers": [tier],
+                        "source": f"s{(t_idx + w_idx) % sources}",
+                    }
+                )
+    return out
+
+
+N = 2**12
+
+
+def test_feature_rows_match_what_serving_computes():
+    inputs = [request_input({"text": "Write an email"}), request_input({"text": "hi"})]
+    x = feature_matrix(inputs, N)
+    assert x.shape == (2, N) and np.allclose(np.asarray(x.multiply(x).sum(axis=1)).ravel(), 1.0)
+
+
+def test_out_of_source_logits_score_each_row_without_its_source():
+    train = rows("train")
+    logits, scored = out_of_source_logits(train, N, seed=1)
+    assert logits.shape == (len(train), 3) and sorted(r["id"] for r in scored) == sorted(
+        r["id"] for r in train
+    )
+
+
+def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
+    folder = write_model_folder(tmp_path / "model")
+    splits = {s: rows(s) for s in ("train", "val", "test", "heldout")}
+    section = build_estimator(
+        folder, splits, 0.05, seed=1, n_features=N, wrapped_rows=6, classifier=TierClassifier(folder)
+    )
+    assert (folder / ESTIMATOR_FILE).is_file()
+    assert section["n_features"] == N and 0.0 <= section["escalation"]["q"] <= 1.0
+    assert "source folds" in section["escalation"]["chosen_on"]
+    test = section["metrics"]["test"]
+    assert test["bare"]["macro_f1"] > 0.9  # the marker words are learnable
+    assert test["wrapped"]["n"] > 0 and 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
+    assert 0.0 <= test["agreement_with_encoder"] <= 1.0 and "chosen" not in test["bare"]
+    estimator = Estimator.load(folder, {"estimator": section})
+    probs = estimator.predict_proba(["prove the lima theorem", "hello there rome"])
+    assert list(probs.argmax(axis=1)) == [2, 0]
+    markdown = render_markdown(section)
+    assert "| test | estimator, bare |" in markdown and "| heldout | encoder, bare |" in markdown
+
+
+def test_the_command_adds_the_estimator_to_the_manifest(tmp_path, capsys):
+    folder = write_model_folder(tmp_path / "model")
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val", "test", "heldout"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(split)))
+    assert main(["--model", str(folder), "--data-dir", str(data), "--wrapped-rows", "6"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["estimator"]["file"] == ESTIMATOR_FILE and manifest["name"] == "tiny"
+    assert "## Estimator" in capsys.readouterr().out
+
+
+def test_the_command_says_what_is_missing(tmp_path, capsys):
+    folder = write_model_folder(tmp_path / "model")
+    assert main(["--model", str(folder), "--data-dir", str(tmp_path / "none")]) == 2
+    assert "run `make data` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["fast", "frontier"])
+def test_every_tier_must_be_in_train(tmp_path, missing):
+    folder = write_model_folder(tmp_path / "model")
+    splits = {s: rows(s) for s in ("train", "val", "test", "heldout")}
+    splits["train"] = [r for r in splits["train"] if r["allowed_tiers"] != [missing]]
+    with pytest.raises(ValueError, match="needs every tier"):
+        build_estimator(folder, splits, 0.05, seed=1, n_features=N, wrapped_rows=6)

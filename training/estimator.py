@@ -1,0 +1,275 @@
+"""Fit the cheap estimator the service answers from when the encoder cannot make its deadline.
+
+    python -m training.estimator --model models/candidate      # fit, calibrate, judge, write into the folder
+
+`make train` runs this after the encoder is calibrated. The estimator (serving/estimator.py: hashed
+word 1-2 grams of the task, one linear layer) is fitted on the train split and its wrapped twins
+(training wrappers; it reads only the task, so a system prompt cannot move it, but a format rule
+inside the user turn can). Its temperature and escalation q are chosen by the same code as the
+encoder's, but on out-of-source predictions: the train sources are split into folds, each fold is
+scored by an estimator fitted on the other sources, and val rows (in-source) are added. A bag of
+n-grams is sharp on sources it has seen and near-blind on new ones; calibrating on val alone would
+leave it over-confident exactly on the traffic it has not seen. It is judged on test and held-out
+sources, bare and under the evaluation-only wrappers, beside the encoder: macro-F1, under-routing
+after escalation, and agreement with the encoder's routed tier. Writes `estimator.npz` and the manifest's `estimator` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.linear_model import LogisticRegression
+
+from serving.classifier import TierClassifier
+from serving.escalation import choose_q, route_upward
+from serving.estimator import DEFAULT_FEATURES, ESTIMATOR_FILE, Estimator, EstimatorSettings, hashed_features
+from serving.model_folder import MANIFEST_FILE
+from serving.request_text import ClassifierInput, request_input
+from training import paths
+from training.assessment import allowed_matrix
+from training.build_dataset import row_input
+from training.calibration import TemperatureScaler
+from training.evaluation import allowed_bounds, classification_metrics
+from training.invariance import sample_rows, wrapped_inputs
+from training.labels import TIER_INDEX
+from training.wrappers import CONDITIONS, WrapperLibrary
+
+log = logging.getLogger("tierwise.estimator")
+
+REGULARIZATION_C = 4.0
+SOURCE_FOLDS = 3
+JUDGED_SPLITS = ("test", "heldout")
+
+
+def feature_matrix(inputs: list[ClassifierInput], n_features: int) -> csr_matrix:
+    """(N, n_features) sparse, the rows serving computes for the same requests."""
+    indptr, indices, values = [0], [], []
+    for item in inputs:
+        features = hashed_features(item, n_features)
+        indices.extend(features.keys())
+        values.extend(features.values())
+        indptr.append(len(indices))
+    return csr_matrix((values, indices, indptr), shape=(len(inputs), n_features), dtype=np.float64)
+
+
+def training_inputs(train_rows: list[dict], seed: int) -> tuple[list[ClassifierInput], list[dict]]:
+    """Every train row bare and once wrapped by a training wrapper (its label unchanged)."""
+    library = WrapperLibrary.load("train")
+    rng = random.Random(seed)
+    twins = [request_input(library.sample(r["text"], rng)) for r in train_rows]
+    return [row_input(r) for r in train_rows] + twins, train_rows + train_rows
+
+
+def fit_weights(
+    inputs: list[ClassifierInput], rows: list[dict], n_features: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced logistic regression; a row allowed several tiers counts once for each, weighted
+    1/len. -> weights (n_features, K), bias (K,)"""
+    x = feature_matrix(inputs, n_features)
+    picks, labels, weights = [], [], []
+    for i, r in enumerate(rows):
+        for tier in r["allowed_tiers"]:
+            picks.append(i)
+            labels.append(TIER_INDEX[tier])
+            weights.append(1.0 / len(r["allowed_tiers"]))
+    model = LogisticRegression(C=REGULARIZATION_C, class_weight="balanced", max_iter=3000, random_state=seed)
+    model.fit(x[picks], labels, sample_weight=np.array(weights))
+    if list(model.classes_) != list(range(len(TIER_INDEX))):
+        raise ValueError(f"train rows cover tiers {list(model.classes_)}; the estimator needs every tier.")
+    return model.coef_.T.astype(np.float32), model.intercept_.astype(np.float64)
+
+
+def out_of_source_logits(
+    train_rows: list[dict], n_features: int, seed: int
+) -> tuple[np.ndarray, list[dict]]:
+    """Logits of each train row (bare) from an estimator fitted without its source. -> (N, K), rows"""
+    sources = sorted({r["source"] for r in train_rows})
+    folds = [sources[i::SOURCE_FOLDS] for i in range(SOURCE_FOLDS)] if len(sources) >= SOURCE_FOLDS else []
+    logits, scored = [], []
+    for fold in folds:
+        inside = [r for r in train_rows if r["source"] not in fold]
+        held = [r for r in train_rows if r["source"] in fold]
+        inputs, rows = training_inputs(inside, seed)
+        weights, bias = fit_weights(inputs, rows, n_features, seed)
+        fold_estimator = Estimator(weights, bias, EstimatorSettings(n_features, 1.0, 1.0))
+        logits.append(fold_estimator.logits([row_input(r) for r in held]))
+        scored += held
+    return (np.concatenate(logits) if logits else np.zeros((0, len(TIER_INDEX)))), scored
+
+
+def routed_metrics(probs: np.ndarray, q: float, rows: list[dict]) -> dict[str, Any]:
+    low, high = allowed_bounds(rows)
+    chosen = route_upward(probs, q)
+    after = classification_metrics(chosen, low, high)
+    return {
+        "n": len(rows),
+        "macro_f1": classification_metrics(probs.argmax(axis=1), low, high)["macro_f1"],
+        "under_routing_after": after["under_routing"],
+        "tier_mix": after["tier_mix"],
+        "chosen": chosen,
+    }
+
+
+def judge_split(
+    estimator: Estimator, classifier: TierClassifier | None, rows: list[dict], wrapped_rows: int, seed: int
+) -> dict[str, Any]:
+    """Bare and wrapped figures for one split; agreement with the encoder's routed tier (bare)."""
+    bare = routed_metrics(estimator.predict_proba([row_input(r) for r in rows]), estimator.escalation_q, rows)
+    result: dict[str, Any] = {"bare": bare}
+    if classifier is not None:
+        encoder_probs, _ = classifier.predict_proba([row_input(r) for r in rows])
+        encoder = routed_metrics(encoder_probs, classifier.manifest.escalation_q, rows)
+        result["encoder_bare"] = encoder
+        result["agreement_with_encoder"] = float(np.mean(bare["chosen"] == encoder["chosen"]))
+    sample = sample_rows(rows, wrapped_rows, seed)
+    library = WrapperLibrary.load("eval")
+    sample_plain = route_upward(
+        estimator.predict_proba([row_input(r) for r in sample]), estimator.escalation_q
+    )
+    probs, flips = [], []
+    for condition in CONDITIONS:
+        condition_probs = estimator.predict_proba(wrapped_inputs(sample, library, condition, seed))
+        probs.append(condition_probs)
+        flips.append(route_upward(condition_probs, estimator.escalation_q) != sample_plain)
+    wrapped = routed_metrics(np.concatenate(probs), estimator.escalation_q, sample * len(CONDITIONS))
+    wrapped["flip_rate"] = float(np.mean(np.concatenate(flips)))
+    result["wrapped"] = wrapped
+    for shape in result.values():
+        if isinstance(shape, dict):
+            shape.pop("chosen", None)
+    return result
+
+
+def build_estimator(
+    model_dir: Path,
+    splits: dict[str, list[dict]],
+    target_under_routing: float,
+    seed: int,
+    n_features: int = DEFAULT_FEATURES,
+    wrapped_rows: int = 400,
+    classifier: TierClassifier | None = None,
+) -> dict[str, Any]:
+    """Fit, calibrate and judge; write estimator.npz into model_dir; return the manifest section."""
+    inputs, rows = training_inputs(splits["train"], seed)
+    log.info("estimator: fitting on %d rows (%d bare + wrapped twins)", len(inputs), len(splits["train"]))
+    weights, bias = fit_weights(inputs, rows, n_features, seed)
+    raw = Estimator(weights, bias, EstimatorSettings(n_features, 1.0, 1.0))
+    log.info("estimator: %d source folds for out-of-source calibration", SOURCE_FOLDS)
+    oos_logits, oos_rows = out_of_source_logits(splits["train"], n_features, seed)
+    calibration_rows = oos_rows + splits["val"]
+    logits = np.concatenate([oos_logits, raw.logits([row_input(r) for r in splits["val"]])])
+    scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
+    low, _ = allowed_bounds(calibration_rows)
+    q = choose_q(scaler.transform(logits), low, target_under_routing)
+    settings = EstimatorSettings(n_features, float(scaler.temperature_), q)
+    estimator = Estimator(weights, bias, settings)
+    np.savez_compressed(model_dir / ESTIMATOR_FILE, weights=weights, bias=bias)
+    metrics = {
+        split: judge_split(estimator, classifier, splits[split], wrapped_rows, seed)
+        for split in JUDGED_SPLITS
+        if splits.get(split)
+    }
+    return {
+        "file": ESTIMATOR_FILE,
+        "features": "CRC-32 hashed lower-cased word 1-2 grams + length bucket of the task; sublinear tf, L2",
+        "n_features": n_features,
+        "temperature": settings.temperature,
+        "escalation": {
+            "q": q,
+            "target_under_routing": target_under_routing,
+            "chosen_on": f"out-of-source train predictions ({SOURCE_FOLDS} source folds) + val",
+        },
+        "trained_rows": len(inputs),
+        "metrics": metrics,
+    }
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def render_markdown(section: dict[str, Any]) -> str:
+    """The model report's estimator section: estimator beside the encoder, per split and shape."""
+    lines = [
+        "## Estimator (answers when the encoder cannot make its deadline)",
+        "",
+        f"{section['features']}; {section['n_features']:,} slots; temperature "
+        f"{section['temperature']:.3f}; escalation q {section['escalation']['q']:.2f} "
+        f"(chosen on {section['escalation']['chosen_on']}). "
+        "Wrapped: a seeded sample under every evaluation-only wrapper condition.",
+        "",
+        "| split | shape | macro-F1 | under-routing after | mix f/b/F | flip vs bare | agrees with encoder |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for split, result in section["metrics"].items():
+        for shape in ("bare", "wrapped", "encoder_bare"):
+            if shape not in result:
+                continue
+            m = result[shape]
+            mix = " / ".join(pct(m["tier_mix"][t]) for t in ("fast", "balanced", "frontier"))
+            flip = pct(m["flip_rate"]) if "flip_rate" in m else "-"
+            agree = (
+                pct(result["agreement_with_encoder"])
+                if shape == "bare" and "agreement_with_encoder" in result
+                else "-"
+            )
+            name = "encoder, bare" if shape == "encoder_bare" else f"estimator, {shape}"
+            lines.append(
+                f"| {split} | {name} | {m['macro_f1']:.3f} | {pct(m['under_routing_after'])} | {mix} | {flip} | {agree} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def add_to_folder(model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int) -> dict[str, Any]:
+    """Fit the estimator for an existing model folder and record it in its manifest."""
+    manifest_path = model_dir / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    classifier = TierClassifier(model_dir)
+    splits = {s: read_rows(data_dir / f"{s}.jsonl") for s in ("train", "val", *JUDGED_SPLITS)}
+    target = float(manifest.get("escalation", {}).get("target_under_routing", 0.05))
+    section = build_estimator(
+        model_dir, splits, target, seed, wrapped_rows=wrapped_rows, classifier=classifier
+    )
+    manifest["estimator"] = section
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return section
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, required=True, help="model folder to add the estimator to")
+    parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
+    parser.add_argument("--wrapped-rows", type=int, default=400, help="rows per split under each wrapper")
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        section = add_to_folder(
+            args.model, args.data_dir or paths.processed_dir(), args.seed, args.wrapped_rows
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(render_markdown(section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
