@@ -90,6 +90,7 @@ from serving.schemas import (
     ReloadResponse,
     WorkerStatus,
 )
+from serving.score_cache import ScoreCache
 from serving.settings import Settings, get_settings
 from serving.shadow import close_shadow, offer_shadow, start_shadow
 from serving.tracing import Tracing, fastapi_telemetry, open_tracing
@@ -573,6 +574,9 @@ def build_services(
         settings,
         estimator=estimator_for(classifier, settings),
         count_tokens=getattr(classifier, "count_tokens", None),
+        cache=ScoreCache(settings.score_cache_size, metrics.observe_score_cache)
+        if settings.score_cache_size
+        else None,
     )
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)

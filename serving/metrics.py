@@ -215,6 +215,12 @@ class ServiceMetrics:
             ("decided_by",),
             r,
         )
+        self.score_cache = Counter(
+            "tierwise_score_cache_lookups_total",
+            "Encoder score cache lookups by outcome: hit (a repeated request, not queued) or miss",
+            ("outcome",),
+            r,
+        )
         self.escalations = Counter(
             "tierwise_escalations_total", "Decisions above the predicted tier", registry=r
         )
@@ -284,6 +290,10 @@ class ServiceMetrics:
             self.reasons.inc(reason)
         if escalated:
             self.escalations.inc()
+
+    def observe_score_cache(self, outcome: str, count: int) -> None:
+        if count:
+            self.score_cache.inc(outcome, amount=float(count))
 
     def observe_decision_log(self, outcome: str, count: int) -> None:
         self.decision_log.inc(outcome, amount=float(count))

@@ -24,6 +24,7 @@ from serving.batcher import Score, Scorer
 from serving.estimator import Estimator
 from serving.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from serving.request_text import ClassifierInput
+from serving.score_cache import ScoreCache
 from serving.settings import Settings
 
 TokenCounter = Callable[[list[ClassifierInput]], list[int]]
@@ -64,8 +65,10 @@ class Router:
         texts_per_deadline: int = 32,
         estimator: Estimator | None = None,
         count_tokens: TokenCounter | None = None,
+        cache: ScoreCache | None = None,
     ) -> None:
         self.policy = policy
+        self.cache = cache
         self.scorer = scorer
         self.default_q = default_q
         self.estimator = estimator
@@ -83,6 +86,7 @@ class Router:
         settings: Settings,
         estimator: Estimator | None = None,
         count_tokens: TokenCounter | None = None,
+        cache: ScoreCache | None = None,
     ) -> Router:
         """The service's router: the model's calibrated q, the settings' deadline and batch size."""
         return cls(
@@ -93,6 +97,7 @@ class Router:
             texts_per_deadline=settings.micro_batch_max_size,
             estimator=estimator,
             count_tokens=count_tokens,
+            cache=cache,
         )
 
     def deadline_seconds(self, item_count: int) -> float:
@@ -124,22 +129,42 @@ class Router:
             return None
         return [Score(np.asarray(p), int(n)) for p, n in zip(probabilities, counts, strict=True)]
 
+    async def _encoder_scores(
+        self, texts: list[ClassifierInput]
+    ) -> tuple[list[Score | None], str | None, bool]:
+        """Scores from the cache, then the encoder for the rest: (per text a score or None, why some
+        are missing, whether they are missing because the encoder was too slow)."""
+        found = self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
+        missing = [i for i, score in enumerate(found) if score is None]
+        if not missing:
+            return found, None, False
+        scored = await self._scores([texts[i] for i in missing])
+        if scored.scores is not None:
+            for i, score in zip(missing, scored.scores, strict=True):
+                found[i] = score
+            if self.cache is not None:
+                self.cache.store([texts[i] for i in missing], scored.scores)
+        return found, scored.error, scored.overloaded
+
     async def route(self, requests: list[RoutingInput]) -> RoutedBatch:
         """Decisions in request order. Validate the requests first (`policy.validate_request`)."""
         texts = [r.classifier_input for r in requests]
-        scored = await self._scores(texts)
-        scores, error, estimated = scored.scores, scored.error, False
-        if scores is None and scored.overloaded:
-            scores = self._estimate(texts)
-            estimated = scores is not None
+        scores, error, overloaded = await self._encoder_scores(texts)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        estimated: set[int] = set()
+        if missing and overloaded:
+            estimates = self._estimate([texts[i] for i in missing])
+            if estimates is not None:
+                for i, score in zip(missing, estimates, strict=True):
+                    scores[i] = score
+                estimated = set(missing)
         decisions = []
         for index, request in enumerate(requests):
-            if scores is None:
-                decisions.append(self.policy.unavailable_decision(request))
-                continue
-            decision = self._decide(request, scores[index], estimated)
+            score = scores[index]
+            decision = None if score is None else self._decide(request, score, index in estimated)
             if decision is None:
-                error = "the policy raised; see the service log"
+                if score is not None:
+                    error = "the policy raised; see the service log"
                 decision = self.policy.unavailable_decision(request)
             decisions.append(decision)
         return RoutedBatch(decisions, error)

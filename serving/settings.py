@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     deadline_ms: float | None = Field(
         default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
     )
+    score_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="encoder scores kept for repeated requests (keyed by a hash of what the classifier "
+        "reads; least recently used go first); 0 turns the cache off",
+    )
     estimator: bool = Field(
         default=True,
         description="when the encoder cannot answer within the deadline, answer from the model folder's "

@@ -39,6 +39,7 @@ from training.assessment import (
 )
 from training.build_dataset import row_input
 from training.calibration import TemperatureScaler
+from training.estimator import build_estimator
 from training.evaluation import allowed_bounds, load_prices
 from training.finetune import (
     AllowedSetTrainer,
@@ -49,7 +50,6 @@ from training.finetune import (
     load_model,
     tokenizer_path,
 )
-from training.estimator import build_estimator
 from training.invariance import evaluate_invariance
 from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from training.report import write_report

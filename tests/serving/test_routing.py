@@ -4,6 +4,7 @@ missed deadline), the top tier only when nothing can answer. Every decision says
 import asyncio
 import time
 import zlib
+from dataclasses import replace
 
 import numpy as np
 from test_policy import CONFIDENT_FAST, POLICY_YAML
@@ -22,6 +23,7 @@ from serving.policy import (
 )
 from serving.request_text import ClassifierInput
 from serving.routing import Router, approximate_token_counts
+from serving.score_cache import ScoreCache, input_key
 
 N = 2**10
 
@@ -64,7 +66,9 @@ class BusyScorer:
         pass
 
 
-async def route(scorer, texts, estimator=None, deadline_ms=20.0, count_tokens=None, policy=POLICY_YAML):
+async def route(
+    scorer, texts, estimator=None, deadline_ms=20.0, count_tokens=None, policy=POLICY_YAML, cache=None
+):
     router = Router(
         parse_policy(policy),
         scorer,
@@ -72,6 +76,7 @@ async def route(scorer, texts, estimator=None, deadline_ms=20.0, count_tokens=No
         deadline_ms=deadline_ms,
         estimator=estimator,
         count_tokens=count_tokens,
+        cache=cache,
     )
     try:
         return await router.route([RoutingInput(text=t) for t in texts])
@@ -143,3 +148,64 @@ def test_estimated_decisions_keep_the_policy_rules():
 
 def test_token_counts_are_approximated_without_a_tokenizer():
     assert approximate_token_counts([ClassifierInput.plain("x" * 400)]) == [100]
+
+
+class CountingScorer:
+    """Scores every text as confidently fast and counts the texts it was asked for."""
+
+    def __init__(self) -> None:
+        self.texts: list[ClassifierInput] = []
+
+    def expected_wait_s(self, text_count: int) -> float:
+        return 0.0
+
+    async def score(self, texts):
+        self.texts += texts
+        return [Score(np.array(CONFIDENT_FAST), 5) for _ in texts]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_repeated_request_is_scored_once_and_answered_from_the_cache():
+    lookups: list[tuple[str, int]] = []
+    scorer = CountingScorer()
+    cache = ScoreCache(100, lambda outcome, n: lookups.append((outcome, n)))
+    router = Router(parse_policy(POLICY_YAML), scorer, 0.7, deadline_ms=500, cache=cache)
+
+    async def twice():
+        first = await router.route([RoutingInput(text="hello"), RoutingInput(text="write an email")])
+        second = await router.route([RoutingInput(text="hello"), RoutingInput(text="something new")])
+        return first, second
+
+    first, second = asyncio.run(twice())
+    assert [t.task for t in scorer.texts] == ["hello", "write an email", "something new"]
+    assert lookups == [("hit", 0), ("miss", 2), ("hit", 1), ("miss", 1)]
+    assert second.decisions[0] == replace(first.decisions[0], queue_wait_ms=0.0)
+    assert second.decisions[0].decided_by == DECIDED_BY_ENCODER
+
+
+def test_under_load_cached_texts_keep_the_encoder_score_and_only_the_rest_are_estimated():
+    cache = ScoreCache(100)
+    cache.store([ClassifierInput.plain("write an email")], [Score(np.array(CONFIDENT_FAST), 5)])
+    routed = asyncio.run(
+        route(BusyScorer(), ["write an email", "the theorem"], word_estimator(), cache=cache)
+    )
+    cached, new = routed.decisions
+    assert cached.tier == "fast" and cached.decided_by == DECIDED_BY_ENCODER  # the encoder's earlier score
+    assert new.tier == "frontier" and new.decided_by == DECIDED_BY_ESTIMATOR
+
+
+def test_the_cache_is_bounded_and_keyed_by_what_the_classifier_reads():
+    cache = ScoreCache(2)
+    score = Score(np.array(CONFIDENT_FAST), 5)
+    a, b, c = (ClassifierInput.plain(t) for t in "abc")
+    cache.store([a, b], [score, score])
+    cache.lookup([a])  # a is now the most recent
+    cache.store([c], [score])
+    assert len(cache) == 2 and cache.lookup([b]) == [None] and cache.lookup([a])[0] is not None
+    assert input_key(ClassifierInput("ab", "c")) != input_key(ClassifierInput("a", "bc"))
+    assert input_key(ClassifierInput("hi", "", "sys\nhi")) != input_key(ClassifierInput.plain("hi"))
+    off = ScoreCache(0)
+    off.store([a], [score])
+    assert len(off) == 0
