@@ -87,9 +87,7 @@ def fit_weights(
     return model.coef_.T.astype(np.float32), model.intercept_.astype(np.float64)
 
 
-def out_of_source_logits(
-    train_rows: list[dict], n_features: int, seed: int
-) -> tuple[np.ndarray, list[dict]]:
+def out_of_source_logits(train_rows: list[dict], n_features: int, seed: int) -> tuple[np.ndarray, list[dict]]:
     """Logits of each train row (bare) from an estimator fitted without its source. -> (N, K), rows"""
     sources = sorted({r["source"] for r in train_rows})
     folds = [sources[i::SOURCE_FOLDS] for i in range(SOURCE_FOLDS)] if len(sources) >= SOURCE_FOLDS else []
