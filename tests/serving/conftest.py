@@ -119,6 +119,9 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         # test app can miss it and turn a predictable tier into classifier_unavailable. Tests of the
         # deadline pass their own.
         "deadline_ms": 5_000.0,
+        # Tests switch a classifier to raise or sleep and re-send the same text: a cached score would
+        # hide that. Tests of the cache turn it on.
+        "score_cache_size": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

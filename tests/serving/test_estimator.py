@@ -154,3 +154,25 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
         metrics = client.get("/metrics").text
         assert 'tierwise_decisions_by_method_total{decided_by="estimator"}' in metrics
         assert 'tierwise_decisions_by_method_total{decided_by="fallback"} 1.0' in metrics
+
+
+def test_the_service_answers_a_repeated_request_from_the_score_cache(tiny_model_dir, tiny_classifier):
+    from conftest import ControllableClassifier, make_settings
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    classifier = ControllableClassifier(tiny_classifier)
+    app = create_app(
+        make_settings(tiny_model_dir, score_cache_size=100), classifier_factory=lambda _: classifier
+    )
+    with TestClient(app) as client:
+        first = client.post("/classify", json={"text": "write an email"}).json()
+        classifier.mode = "raise"  # a cached score does not need the classifier
+        again = client.post("/classify", json={"text": "write an email"}).json()
+        other = client.post("/classify", json={"text": "hello"}).json()
+        metrics = client.get("/metrics").text
+    assert again["tier"] == first["tier"] == "balanced" and again["decided_by"] == "encoder"
+    assert other["decided_by"] == "fallback"
+    assert 'tierwise_score_cache_lookups_total{outcome="hit"} 1.0' in metrics
+    assert 'tierwise_score_cache_lookups_total{outcome="miss"} 2.0' in metrics
