@@ -4,7 +4,8 @@ was decided when there is more.
     python -m serving.capacity_bench --model models/default --compare models/previous
     python -m serving.capacity_bench --rates 25,50,100,200 --clients 1,8,32,64 --duration 15
 
-Each model folder is served by the real service (`python -m serving`, one worker, micro-batching on)
+Each model folder is served by the real service (`python -m serving`, micro-batching on; `--workers`
+and `--onnx-threads` set its processes and onnxruntime threads)
 and driven with the request bodies of `make bench-requests` (test rows, half bare and half wrapped
 by the evaluation-only wrappers): closed-loop (N clients, each waiting for its answer) and
 open-loop (a fixed arrival rate that does not slow down when the router does, as gateways do not;
@@ -221,6 +222,7 @@ def serve_and_drive(
         "TIERWISE_HOST": "127.0.0.1",
         "TIERWISE_MODEL_DIR": str(model_dir),
         "TIERWISE_WORKERS": "1",
+        "TIERWISE_ONNX_THREADS": "0",
         "TIERWISE_RECORD_DECISIONS": "false",
         # The load cycles over a fixed set of bodies: a score cache would measure the cache, not the
         # encoder. Production repetition is real but workload-specific; --score-cache turns it on.
@@ -238,8 +240,7 @@ def serve_and_drive(
             asyncio.run(closed_loop(port, requests, 4, 2.0))  # warm-up, not measured
             closed = [drive_level(name, closed_loop(port, requests, c, seconds)) for c in clients]
             opened = [drive_level(name, open_loop(port, requests, r, seconds)) for r in rates]
-            rss, _ = memory_kib(process.pid)
-            return FolderRun(name, deadline_ms, closed, opened, rss / 1024)
+            return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(process.pid) / 1024)
         except Exception:
             log.seek(0)
             sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
@@ -250,6 +251,15 @@ def serve_and_drive(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of a process and all its descendants (the workers of a multi-worker service), in KiB."""
+    total = memory_kib(pid)[0]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text(encoding="ascii").split():
+            total += tree_rss_kib(int(child))
+    return total
 
 
 def drive_level(name: str, load: object) -> Level:
@@ -303,7 +313,7 @@ def markdown_report(runs: list[FolderRun], prices: dict[str, float], seconds: fl
     cores = os.cpu_count() or 1
     lines = [
         f"**Classified capacity** ({note}; {seconds:g} s per level; {cores} CPU cores shared with the load "
-        "generator; one worker, micro-batching on)",
+        "generator; micro-batching on)",
         "",
         "| server | load | answered req/s | p50 ms | p99 ms | errors | encoder / estimator / fallback | "
         "mix f/b/F | relative cost |",
@@ -314,7 +324,7 @@ def markdown_report(runs: list[FolderRun], prices: dict[str, float], seconds: fl
         lines += level_rows(run, run.open, prices)
     lines += [
         "",
-        "| server | deadline ms | classified capacity req/s | per core | RSS MiB |",
+        "| server | deadline ms | classified capacity req/s | per core | RSS MiB (all processes) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
@@ -343,6 +353,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rates", default="25,50,100,150,200,300", help="open-loop offered req/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--policy", type=Path, default=settings.policy_file)
+    parser.add_argument("--workers", type=int, default=1, help="service worker processes (TIERWISE_WORKERS)")
+    parser.add_argument(
+        "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads per worker (0 = all cores)"
+    )
     parser.add_argument(
         "--score-cache", action="store_true", help="keep the service's score cache on (off: bodies repeat)"
     )
@@ -361,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     deadline_ms = get_settings().deadline_ms or policy.deadline_ms
-    env = {"TIERWISE_POLICY_FILE": str(args.policy)}
+    env = {
+        "TIERWISE_POLICY_FILE": str(args.policy),
+        "TIERWISE_WORKERS": str(args.workers),
+        "TIERWISE_ONNX_THREADS": str(args.onnx_threads),
+    }
     if args.score_cache:
         env["TIERWISE_SCORE_CACHE_SIZE"] = str(get_settings().score_cache_size)
     runs = []
@@ -369,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"capacity: {folder} ...", file=sys.stderr)
         runs.append(serve_and_drive(Path(folder), bodies, clients, rates, args.duration, deadline_ms, env))
     cache = "on" if args.score_cache else "off"
-    note = f"{len(bodies)} request bodies from {args.requests.name}, half wrapped; score cache {cache}"
+    note = (
+        f"{len(bodies)} request bodies from {args.requests.name}, half wrapped; {args.workers} worker(s), "
+        f"onnxruntime threads {args.onnx_threads or 'all'}; score cache {cache}"
+    )
     report = markdown_report(runs, tier_prices(policy, policy.expected_output_tokens), args.duration, note)
     print(report)
     if args.out:
