@@ -2,9 +2,11 @@
 
 `MicroBatcher` queues texts from concurrent requests and hands them to the classifier together:
 a batch closes when it holds `max_batch_size` texts or `max_wait_ms` after its first text arrived,
-whichever comes first; the classifier runs in a one-thread executor (so onnxruntime gets the cores
-and batches run one after another), and each caller gets its own rows back. A batch that raises
-fails every caller in it. A caller that gave up (its deadline passed) is skipped before inference.
+whichever comes first. It is scored shortest first in groups of similar length (`length_groups`),
+and each caller gets its score when its group is done, so a short request never waits for a long
+one. The classifier runs in a one-thread executor (so onnxruntime gets the cores and calls run one
+after another), and each caller gets its own rows back. A call that raises fails every caller in
+it. A caller that gave up (its deadline passed) is skipped before inference.
 Each score says how long its text waited (`queue_wait_ms`: queued until its batch started in the
 classifier thread), which the router hands on to the decision and the trace.
 
@@ -29,7 +31,11 @@ from typing import Protocol
 import numpy as np
 
 from serving.request_text import ClassifierInput
+from serving.text_encoding import SKETCH_MAX_CHARS
 
+# One classifier call holds texts whose count x longest length stays under this many characters
+# (about 4,000 tokens: the classifier's own max_batch_tokens), so a long text is scored apart.
+DEFAULT_GROUP_CHARS = 16_000
 PredictProba = Callable[[list[ClassifierInput]], tuple[np.ndarray, list[int]]]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds in the classifier)
 
@@ -127,6 +133,26 @@ class DirectScorer:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def input_chars(item: ClassifierInput | str) -> int:
+    """About what the encoder reads of a request, in characters (its cost grows with it)."""
+    if isinstance(item, str):
+        return len(item)
+    return len(item.task) + min(len(item.sketch), SKETCH_MAX_CHARS)
+
+
+def length_groups(batch: list[_Pending], max_group_chars: int) -> list[list[_Pending]]:
+    """The batch shortest first, cut into groups whose size x longest text stays within
+    `max_group_chars`: short requests are scored first and never wait for a long one's padding."""
+    ordered = sorted(batch, key=lambda pending: input_chars(pending.text))
+    groups: list[list[_Pending]] = []
+    for pending in ordered:
+        if groups and (len(groups[-1]) + 1) * input_chars(pending.text) <= max_group_chars:
+            groups[-1].append(pending)
+        else:
+            groups.append([pending])
+    return groups
+
+
 @dataclass
 class _Pending:
     text: ClassifierInput
@@ -144,6 +170,7 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
+        max_batch_chars: int = DEFAULT_GROUP_CHARS,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -152,6 +179,7 @@ class MicroBatcher:
         self._predict_proba = predict_proba
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.max_batch_chars = max_batch_chars
         self._owns_executor = executor is None
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
@@ -231,34 +259,43 @@ class MicroBatcher:
         return probabilities, counts, started, time.perf_counter() - started
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
             if not batch:
                 continue
-            texts = [pending.text for pending in batch]
             self._busy = True
             try:
-                probabilities, counts, started, seconds = await loop.run_in_executor(
-                    self._executor, self._predict, texts
-                )
+                seconds = 0.0
+                for group in length_groups(batch, self.max_batch_chars):
+                    seconds += await self._score_group(group)
                 self.batch_time.observe(seconds)
-                waits_ms = [(started - pending.queued) * 1000.0 for pending in batch]
-                scores = _split(probabilities, counts, len(texts), waits_ms)
-            except asyncio.CancelledError:
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(RuntimeError("the classifier is shutting down"))
-                raise
-            except Exception as err:  # a failing batch fails each of its callers, not the worker
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(err)
-                continue
             finally:
                 self._busy = False
-            if self._on_batch is not None:
-                self._on_batch(len(texts), seconds)
-            for pending, score in zip(batch, scores, strict=True):
+
+    async def _score_group(self, group: list[_Pending]) -> float:
+        """One classifier call for texts of similar length; each caller gets its score as soon as its
+        group is done. -> seconds in the classifier (0 when it failed)"""
+        loop = asyncio.get_running_loop()
+        texts = [pending.text for pending in group]
+        try:
+            probabilities, counts, started, seconds = await loop.run_in_executor(
+                self._executor, self._predict, texts
+            )
+            waits_ms = [(started - pending.queued) * 1000.0 for pending in group]
+            scores = _split(probabilities, counts, len(texts), waits_ms)
+        except asyncio.CancelledError:
+            for pending in group:
                 if not pending.future.done():
-                    pending.future.set_result(score)
+                    pending.future.set_exception(RuntimeError("the classifier is shutting down"))
+            raise
+        except Exception as err:  # a failing call fails each of its callers, not the worker
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(err)
+            return 0.0
+        if self._on_batch is not None:
+            self._on_batch(len(texts), seconds)
+        for pending, score in zip(group, scores, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(score)
+        return seconds

@@ -77,7 +77,7 @@ def test_a_failing_batch_fails_each_of_its_callers_and_the_batcher_goes_on():
         return together, later
 
     together, later = asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=20))
-    assert model.batches[0] == ["ok-0", "bad-1", "ok-2"]
+    assert model.batches[0] == ["ok-0", "ok-2", "bad-1"]  # one call, shortest first
     assert all(isinstance(r, RuntimeError) and "bad-1" in str(r) for r in together)
     assert later[0].probabilities[0] == 3
 
@@ -159,3 +159,34 @@ def test_direct_scorer_reports_its_wait_for_the_classifier_thread():
     first, second = asyncio.run(body())
     waits = sorted([first[0].queue_wait_ms, second[0].queue_wait_ms])
     assert waits[0] >= 0 and waits[1] >= 25  # the second call waited for the first's 30 ms
+
+
+def test_a_short_request_is_scored_before_a_long_one_in_the_same_batch():
+    model = RecordingModel(delay=0.05)
+    long_text = "x" * 18_000 + "-1"  # 18,002 characters: a group of its own
+
+    async def body(batcher):
+        finished: dict[str, float] = {}
+
+        async def timed(name: str, text: str) -> None:
+            await batcher.score([text])
+            finished[name] = time.perf_counter()
+
+        await asyncio.gather(timed("long", long_text), timed("short", "short-2"), timed("other", "hi-3"))
+        return finished
+
+    finished = asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=20))
+    assert model.batches[0] == ["hi-3", "short-2"] and model.batches[1] == [long_text]
+    assert finished["short"] < finished["long"] - 0.03  # answered before the long call ran
+
+
+def test_length_groups_bound_count_times_longest():
+    from serving.batcher import _Pending, length_groups
+
+    loop = asyncio.new_event_loop()
+    try:
+        pending = [_Pending(t, loop.create_future(), 0.0) for t in ["a" * 10, "b" * 10, "c" * 30, "d" * 100]]
+        groups = length_groups(pending, 60)
+    finally:
+        loop.close()
+    assert [[len(p.text) for p in g] for g in groups] == [[10, 10], [30], [100]]  # 3 x 30 > 60
