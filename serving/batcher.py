@@ -187,17 +187,19 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         self.batch_time = BatchTime()
         self._busy = False  # a batch is in the classifier thread
+        self._busy_since = 0.0  # when it started (time.perf_counter())
 
     def expected_wait_s(self, text_count: int) -> float:
-        """Seconds until `text_count` new texts are scored: the batch in the classifier, the batches
-        queued ahead, then theirs (a moving average of a batch's time each). 0 when nothing is ahead:
-        an idle batcher is always tried (the deadline still holds), so one slow batch cannot keep it
-        out of use."""
+        """Seconds until `text_count` new texts are scored: what is left of the batch in the classifier,
+        the batches queued ahead, then theirs (a moving average of a batch's time each). 0 when nothing
+        is ahead: an idle batcher is always tried (the deadline still holds), so one slow batch cannot
+        keep it out of use."""
         queued = self._queue.qsize()
         if queued == 0 and not self._busy:
             return 0.0
-        batches = math.ceil((queued + text_count) / self.max_batch_size) + int(self._busy)
-        return batches * self.batch_time.seconds
+        average = self.batch_time.seconds
+        running = max(0.0, average - (time.perf_counter() - self._busy_since)) if self._busy else 0.0
+        return running + math.ceil((queued + text_count) / self.max_batch_size) * average
 
     def start(self) -> None:
         if self._worker is None or self._worker.done():
@@ -263,7 +265,7 @@ class MicroBatcher:
             batch = await self._collect()
             if not batch:
                 continue
-            self._busy = True
+            self._busy, self._busy_since = True, time.perf_counter()
             try:
                 seconds = 0.0
                 for group in length_groups(batch, self.max_batch_chars):

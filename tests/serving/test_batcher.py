@@ -190,3 +190,21 @@ def test_length_groups_bound_count_times_longest():
     finally:
         loop.close()
     assert [[len(p.text) for p in g] for g in groups] == [[10, 10], [30], [100]]  # 3 x 30 > 60
+
+
+def test_expected_wait_counts_what_is_left_of_the_running_batch_and_the_queue():
+    model = RecordingModel(delay=0.2)
+
+    async def body(batcher):
+        assert batcher.expected_wait_s(1) == 0.0  # idle: always tried
+        await batcher.score(["warm-0"])  # the moving average learns a batch takes ~0.2 s
+        running = asyncio.ensure_future(batcher.score(["busy-1"]))
+        await asyncio.sleep(0.05)
+        early = batcher.expected_wait_s(1)  # ~0.15 left of the running batch + ~0.2 for its own
+        await asyncio.sleep(0.1)
+        later = batcher.expected_wait_s(1)
+        await running
+        return early, later, batcher.expected_wait_s(1)
+
+    early, later, idle = asyncio.run(with_batcher(model, body, max_batch_size=4, max_wait_ms=1))
+    assert 0.3 < early < 0.4 and later < early and idle == 0.0

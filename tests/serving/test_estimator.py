@@ -111,7 +111,7 @@ class FakeClassifier:
 
 
 def test_the_setting_turns_it_off(tmp_path, tiny_model_dir):
-    from conftest import make_settings
+    from tests.serving.conftest import make_settings
 
     folder, raw = write_folder(tmp_path / "m", SECTION, np.ones((N, 3), np.float32), np.zeros(3))
     assert estimator_for(FakeClassifier(folder, raw), make_settings(tiny_model_dir)) is not None
@@ -120,10 +120,10 @@ def test_the_setting_turns_it_off(tmp_path, tiny_model_dir):
 
 
 def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp_path, tiny_classifier):
-    from conftest import ControllableClassifier, make_settings, write_model_folder
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
+    from tests.serving.conftest import ControllableClassifier, make_settings, write_model_folder
 
     folder = write_model_folder(tmp_path / "with-estimator")
     estimator = word_estimator()
@@ -157,10 +157,10 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
 
 
 def test_the_service_answers_a_repeated_request_from_the_score_cache(tiny_model_dir, tiny_classifier):
-    from conftest import ControllableClassifier, make_settings
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
+    from tests.serving.conftest import ControllableClassifier, make_settings
 
     classifier = ControllableClassifier(tiny_classifier)
     app = create_app(
