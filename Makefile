@@ -80,13 +80,13 @@ serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/defau
 
 bench: install bench-requests ## Latency, HTTP throughput, memory, then classified capacity vs models/$(COMPARE) (runs/bench.md, runs/capacity.md)
 	$(PY) -m serving.bench --out runs/bench.md
-	$(PY) -m serving.capacity_bench --model models/$(MODEL) $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+	$(PY) -m serving.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
 
 bench-requests: install ## Build the bench's request bodies from the test split, half bare, half wrapped (data/processed/bench_requests.jsonl)
 	$(PY) -m training.bench_requests
 
-capacity: install bench-requests ## Classified capacity only: closed + open loop, how each answer was decided [COMPARE=previous]
-	$(PY) -m serving.capacity_bench --model models/$(MODEL) $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+capacity: install bench-requests ## Classified capacity: closed + open loop, how each answer was decided, estimator on vs off [COMPARE=previous]
+	$(PY) -m serving.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
 
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
 	$(PY) -m serving.reliability --model-dir models/$(MODEL) --out runs/reliability.md

@@ -214,6 +214,7 @@ def serve_and_drive(
     seconds: float,
     deadline_ms: float,
     extra_env: dict[str, str],
+    name: str | None = None,
 ) -> FolderRun:
     port = free_port()
     env = {
@@ -229,7 +230,7 @@ def serve_and_drive(
         "TIERWISE_SCORE_CACHE_SIZE": "0",
         **extra_env,
     }
-    name = model_dir.name
+    name = name or model_dir.name
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving"], env=env, stdout=log, stderr=log, cwd=REPO_DIR
@@ -350,9 +351,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", type=Path, action="append", default=[], help="another folder, same run")
     parser.add_argument("--requests", type=Path, default=DEFAULT_REQUESTS, help="from `make bench-requests`")
     parser.add_argument("--clients", default="1,8,32,64", help="closed-loop client counts")
-    parser.add_argument("--rates", default="25,50,100,150,200,300", help="open-loop offered req/s")
+    parser.add_argument("--rates", default="5,10,25,50,100,200", help="open-loop offered req/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--policy", type=Path, default=settings.policy_file)
+    parser.add_argument(
+        "--without-estimator",
+        action="store_true",
+        help="also serve --model with TIERWISE_ESTIMATOR=false (plain fail-upward under load), same run",
+    )
     parser.add_argument("--workers", type=int, default=1, help="service worker processes (TIERWISE_WORKERS)")
     parser.add_argument(
         "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads per worker (0 = all cores)"
@@ -386,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.model, *args.compare):
         print(f"capacity: {folder} ...", file=sys.stderr)
         runs.append(serve_and_drive(Path(folder), bodies, clients, rates, args.duration, deadline_ms, env))
+    if args.without_estimator:
+        print(f"capacity: {args.model} without its estimator ...", file=sys.stderr)
+        off = {**env, "TIERWISE_ESTIMATOR": "false"}
+        name = f"{Path(args.model).name}, estimator off"
+        runs.append(
+            serve_and_drive(Path(args.model), bodies, clients, rates, args.duration, deadline_ms, off, name)
+        )
     cache = "on" if args.score_cache else "off"
     note = (
         f"{len(bodies)} request bodies from {args.requests.name}, half wrapped; {args.workers} worker(s), "
