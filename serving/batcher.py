@@ -270,7 +270,10 @@ class MicroBatcher:
                 seconds = 0.0
                 for group in length_groups(batch, self.max_batch_chars):
                     seconds += await self._score_group(group)
-                self.batch_time.observe(seconds)
+                # A batch every caller gave up on while it ran (a hung classifier) says nothing about
+                # ordinary batch time; learning from it would shed requests long after the hang.
+                if not all(pending.future.cancelled() for pending in batch):
+                    self.batch_time.observe(seconds)
             finally:
                 self._busy = False
 

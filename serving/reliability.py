@@ -60,6 +60,7 @@ from serving.bench import (
     read_prompts,
     read_response,
 )
+from serving.estimator import estimator_for
 from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
 from serving.settings import REPO_DIR, SERVING_DIR, Settings
 
@@ -405,6 +406,7 @@ class LoadStats:
     errors: int = 0
     timeouts: int = 0
     upward: int = 0
+    estimated: int = 0  # answered by the model folder's estimator (the encoder could not in time)
     retried: int = 0  # sent again after the server closed an idle keep-alive connection
     latencies_ms: list[float] = field(default_factory=list)
     versions: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, version)
@@ -543,6 +545,8 @@ async def drive_load(
                     stats.latencies_ms.append((finished - begun) * 1000)
                     if b"classifier_unavailable" in body:
                         stats.upward += 1
+                    elif b'"decided_by":"estimator"' in body:
+                        stats.estimated += 1
                     match = VERSION_RE.search(body)
                     if match:
                         stats.versions.append((finished - started, match.group(1).decode()))
@@ -604,7 +608,7 @@ def load_case(
     figures = (
         f"{workers} workers, {concurrency} clients; errors {stats.errors}, timeouts {stats.timeouts}, "
         f"keep-alive closes retried {stats.retried}; "
-        f"{stats.latency_text()}; {stats.tried / seconds:.0f} req/s; upward (deadline) {stats.upward}; "
+        f"{stats.latency_text()}; {stats.tried / seconds:.0f} req/s; estimated {stats.estimated}; upward {stats.upward}; "
         f"worker RSS first→last quarter {first:.0f}→{last:.0f} MiB ({growth:+.1f}%); exit code {exit_code}"
     )
     return CaseResult("load", stats.tried, failures, figures, problems), server.log_text(), canary
@@ -1228,13 +1232,16 @@ def hang_and_crash_case(
     model_dir: Path, requests_per_mode: int = 40, deadline_ms: float = 100.0, slack_ms: float = 400.0
 ) -> CaseResult:
     """With the classifier hanging, raising, or returning the wrong shape, every /classify answer
-    is a 200 with `classifier_unavailable` on the top tier, within deadline + slack."""
+    is a 200 within deadline + slack: a hang looks like overload, so the folder's estimator answers
+    it (`decided_by: estimator`) where there is one; an error (raise, wrong shape) and a hang without
+    an estimator go to the top tier with `classifier_unavailable` (`decided_by: fallback`)."""
     from fastapi.testclient import TestClient
 
     from serving.app import create_app, load_tier_classifier
 
-    settings = in_process_settings(model_dir, deadline_ms=deadline_ms, onnx_threads=1)
+    settings = in_process_settings(model_dir, deadline_ms=deadline_ms, onnx_threads=1, score_cache_size=0)
     faulty = FaultyClassifier(load_tier_classifier(settings))
+    has_estimator = estimator_for(faulty.inner, settings) is not None
     app = create_app(settings, classifier_factory=lambda _: faulty)
     problems: list[str] = []
     latencies: list[float] = []
@@ -1252,11 +1259,19 @@ def hang_and_crash_case(
                 faulty.mode = mode
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     answers = list(pool.map(one, [f"hello number {i}" for i in range(requests_per_mode)]))
+                if mode == "hang":
+                    faulty.release.set()  # free the classifier thread: the next modes test errors, not a hang
+                    time.sleep(0.2)
+                estimated = mode == "hang" and has_estimator
                 for latency, status, body in answers:
                     tried += 1
                     latencies.append(latency)
-                    bad = status != 200 or "classifier_unavailable" not in body.get("reasons", [])
-                    bad = bad or body.get("tier") != top_tier or latency > deadline_ms + slack_ms
+                    if estimated:
+                        bad = status != 200 or body.get("decided_by") != "estimator"
+                    else:
+                        bad = status != 200 or "classifier_unavailable" not in body.get("reasons", [])
+                        bad = bad or body.get("tier") != top_tier or body.get("decided_by") != "fallback"
+                    bad = bad or latency > deadline_ms + slack_ms
                     if bad:
                         failures += 1
                         problems.append(f"{mode}: {status} after {latency:.0f} ms: {str(body)[:120]}")
@@ -1264,7 +1279,8 @@ def hang_and_crash_case(
             faulty.mode = "ok"
             faulty.release.set()
     figures = (
-        f"hang, raise, wrong shape × {requests_per_mode}: all {top_tier}/classifier_unavailable; "
+        f"hang × {requests_per_mode}: all {'estimator' if has_estimator else f'{top_tier}/classifier_unavailable'}; "
+        f"raise, wrong shape × {requests_per_mode}: all {top_tier}/classifier_unavailable; "
         f"deadline {deadline_ms:g} ms; latency p50 {percentile(latencies, 50):.0f} ms, "
         f"max {max(latencies, default=float('nan')):.0f} ms"
     )
