@@ -60,7 +60,7 @@ from serving.bench import (
     read_prompts,
     read_response,
 )
-from serving.estimator import estimator_for
+from serving.estimator import ESTIMATOR_FILE, estimator_for
 from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
 from serving.settings import REPO_DIR, SERVING_DIR, Settings
 
@@ -103,8 +103,9 @@ def in_process_settings(model_dir: Path, **overrides: Any) -> Settings:
 def variant_folder(source: Path, target: Path, manifest_changes: dict[str, Any] | None = None) -> Path:
     """A model folder whose large files are symlinks to `source`'s and whose manifest is edited."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in (ONNX_FILE, TOKENIZER_FILE):
-        (target / name).symlink_to((source / name).resolve())
+    for name in (ONNX_FILE, TOKENIZER_FILE, ESTIMATOR_FILE):
+        if (source / name).is_file():
+            (target / name).symlink_to((source / name).resolve())
     manifest = json.loads((source / MANIFEST_FILE).read_text(encoding="utf-8"))
     manifest.update(manifest_changes or {})
     (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
