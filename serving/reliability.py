@@ -61,7 +61,7 @@ from serving.bench import (
     read_response,
 )
 from serving.estimator import ESTIMATOR_FILE, estimator_for
-from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
+from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE, load_manifest
 from serving.settings import REPO_DIR, SERVING_DIR, Settings
 
 LOCK_FILE = REPO_DIR / "tests" / "requirements-lock.txt"
@@ -1020,14 +1020,15 @@ def admin_reload_workers_case(
     served = {worker["pid"]: worker["model_version"] for worker in answer.get("workers", [])}
     if not answer.get("all_workers_agree") or len(served) != workers:
         problems.append(f"the reload answer shows workers {served}, agree={answer.get('all_workers_agree')}")
-    if set(versions) != {"tiny@workers2-test"}:
+    expected = load_manifest(second).version
+    if set(versions) != {expected}:
         problems.append(f"versions answered after the reload: {dict(versions)}")
     if not model.get("workers_agree") or len(model.get("workers", [])) != workers:
         problems.append(f"GET /model workers: {model.get('workers')}")
     figures = (
         f"{workers} workers, POST /admin/reload to one: its answer lists "
         + ", ".join(f"{pid}: {version}" for pid, version in sorted(served.items()))
-        + f" (agree: {answer.get('all_workers_agree')}); then {versions.get('tiny@workers2-test', 0)} of "
+        + f" (agree: {answer.get('all_workers_agree')}); then {versions.get(expected, 0)} of "
         f"{requests} fresh connections answered by the new model"
     )
     return CaseResult("admin reload reaches every worker", requests, len(problems), figures, problems)
