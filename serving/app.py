@@ -50,7 +50,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving import worker_sync
 from serving.batcher import DirectScorer, MicroBatcher, Scorer
 from serving.canary import build_canary, canary_info, decide_split
-from serving.estimator import estimator_for
 from serving.feedback import (
     FEEDBACK_OPENAPI,
     FeedbackError,
@@ -567,17 +566,12 @@ def build_services(
         )
     else:
         scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
-    router = Router.for_classifier(
-        policy,
-        scorer,
-        classifier.manifest.escalation_q,
-        settings,
-        estimator=estimator_for(classifier, settings),
-        count_tokens=getattr(classifier, "count_tokens", None),
-        cache=ScoreCache(settings.score_cache_size, metrics.observe_score_cache)
+    cache = (
+        ScoreCache(settings.score_cache_size, metrics.observe_score_cache)
         if settings.score_cache_size
-        else None,
+        else None
     )
+    router = Router.for_classifier(policy, scorer, classifier, settings, cache=cache)
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)
     return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,32 +263,15 @@ class ServerRun:
     peak_rss_mib: float
 
 
-def run_server_load(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    port: int,
-    bodies: list[bytes],
-    levels: Sequence[int],
-    seconds: float,
-    warm_up: float,
-) -> ServerRun:
+@contextlib.contextmanager
+def served_process(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started with `command`, ready on `port`; its log tail goes to stderr if the body
+    fails, and it is terminated (killed after 10 s) on the way out."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=REPO_DIR)
         try:
             wait_ready(port, process)
-            rows = []
-            for concurrency in levels:
-                row = asyncio.run(drive(port, bodies, concurrency, seconds, warm_up))
-                row.server = name
-                rows.append(row)
-                p50 = percentile(row.latencies_ms, 50)
-                print(
-                    f"  {name}: {concurrency} clients: {row.rate:.0f} req/s, p50 {p50:.1f} ms",
-                    file=sys.stderr,
-                )
-            rss, peak = memory_kib(process.pid)
-            return ServerRun(name, rows, rss / 1024, peak / 1024)
+            yield process
         except Exception:
             log.seek(0)
             sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
@@ -298,6 +282,28 @@ def run_server_load(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def run_server_load(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    bodies: list[bytes],
+    levels: Sequence[int],
+    seconds: float,
+    warm_up: float,
+) -> ServerRun:
+    with served_process(command, env, port) as process:
+        rows = []
+        for concurrency in levels:
+            row = asyncio.run(drive(port, bodies, concurrency, seconds, warm_up))
+            row.server = name
+            rows.append(row)
+            p50 = percentile(row.latencies_ms, 50)
+            print(f"  {name}: {concurrency} clients: {row.rate:.0f} req/s, p50 {p50:.1f} ms", file=sys.stderr)
+        rss, peak = memory_kib(process.pid)
+        return ServerRun(name, rows, rss / 1024, peak / 1024)
 
 
 # -- shadow evaluation overhead -----------------------------------------------------------------

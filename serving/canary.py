@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.batcher import DirectScorer
-from serving.estimator import estimator_for
 from serving.policy import CanaryConfig, Decision, Policy, RoutingInput
 from serving.routing import Router
 from serving.settings import Settings
@@ -65,14 +64,7 @@ def build_canary(
     policy.check_model_tiers(classifier.tiers)
     classifier.predict_proba(["warm up", "Prove that the algorithm terminates."])
     scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
-    router = Router.for_classifier(
-        policy,
-        scorer,
-        classifier.manifest.escalation_q,
-        candidate_settings,
-        estimator=estimator_for(classifier, candidate_settings),
-        count_tokens=getattr(classifier, "count_tokens", None),
-    )
+    router = Router.for_classifier(policy, scorer, classifier, candidate_settings)
     canary = Canary(config, classifier, scorer, router)
     # The executor thread goes when the canary does (a reload builds a new one).
     executor = scorer._executor

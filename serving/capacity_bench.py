@@ -25,16 +25,14 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.bench import free_port, http_request, memory_kib, percentile, read_response, wait_ready
+from serving.bench import free_port, http_request, memory_kib, percentile, read_response, served_process
 from serving.policy import DECIDED_BY, Policy, load_policy
 from serving.settings import REPO_DIR, get_settings
 
@@ -231,27 +229,12 @@ def serve_and_drive(
         **extra_env,
     }
     name = name or model_dir.name
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving"], env=env, stdout=log, stderr=log, cwd=REPO_DIR
-        )
-        try:
-            wait_ready(port, process)
-            requests = [http_request(port, body) for body in bodies]
-            asyncio.run(closed_loop(port, requests, 4, 2.0))  # warm-up, not measured
-            closed = [drive_level(name, closed_loop(port, requests, c, seconds)) for c in clients]
-            opened = [drive_level(name, open_loop(port, requests, r, seconds)) for r in rates]
-            return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(process.pid) / 1024)
-        except Exception:
-            log.seek(0)
-            sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
-            raise
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with served_process([sys.executable, "-m", "serving"], env, port) as process:
+        requests = [http_request(port, body) for body in bodies]
+        asyncio.run(closed_loop(port, requests, 4, 2.0))  # warm-up, not measured
+        closed = [drive_level(name, closed_loop(port, requests, c, seconds)) for c in clients]
+        opened = [drive_level(name, open_loop(port, requests, r, seconds)) for r in rates]
+        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(process.pid) / 1024)
 
 
 def tree_rss_kib(pid: int) -> int:

@@ -17,11 +17,12 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from serving.batcher import Score, Scorer
-from serving.estimator import Estimator
+from serving.estimator import Estimator, estimator_for
 from serving.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from serving.request_text import ClassifierInput
 from serving.score_cache import ScoreCache
@@ -82,21 +83,20 @@ class Router:
         cls,
         policy: Policy,
         scorer: Scorer,
-        default_q: float,
+        classifier: Any,
         settings: Settings,
-        estimator: Estimator | None = None,
-        count_tokens: TokenCounter | None = None,
         cache: ScoreCache | None = None,
     ) -> Router:
-        """The service's router: the model's calibrated q, the settings' deadline and batch size."""
+        """The service's router for a loaded classifier: its calibrated q, its folder's estimator and
+        tokenizer count, the settings' deadline and batch size."""
         return cls(
             policy,
             scorer,
-            default_q=default_q,
+            default_q=classifier.manifest.escalation_q,
             deadline_ms=settings.deadline_ms,
             texts_per_deadline=settings.micro_batch_max_size,
-            estimator=estimator,
-            count_tokens=count_tokens,
+            estimator=estimator_for(classifier, settings),
+            count_tokens=getattr(classifier, "count_tokens", None),
             cache=cache,
         )
 

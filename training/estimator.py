@@ -38,7 +38,7 @@ from training.assessment import allowed_matrix
 from training.build_dataset import row_input
 from training.calibration import TemperatureScaler
 from training.evaluation import allowed_bounds, classification_metrics
-from training.invariance import sample_rows, wrapped_inputs
+from training.invariance import read_splits, sample_rows, wrapped_inputs
 from training.labels import TIER_INDEX
 from training.wrappers import CONDITIONS, WrapperLibrary
 
@@ -231,7 +231,7 @@ def add_to_folder(model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int)
     manifest_path = model_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     classifier = TierClassifier(model_dir)
-    splits = {s: read_rows(data_dir / f"{s}.jsonl") for s in ("train", "val", *JUDGED_SPLITS)}
+    splits = read_splits(data_dir)  # train, val, test, heldout
     target = float(manifest.get("escalation", {}).get("target_under_routing", 0.05))
     section = build_estimator(
         model_dir, splits, target, seed, wrapped_rows=wrapped_rows, classifier=classifier
@@ -239,13 +239,6 @@ def add_to_folder(model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int)
     manifest["estimator"] = section
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return section
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
