@@ -2,8 +2,8 @@
 #   docker build -t tierwise .
 #   docker run -p 8000:8000 tierwise
 #   docker run -p 8000:8000 -v /path/to/model:/models/default:ro tierwise   # serve another model folder
-# Settings are TIERWISE_* environment variables (serving/settings.py). SIGTERM drains: uvicorn stops
-# accepting, lets in-flight requests finish for TIERWISE_GRACEFUL_SHUTDOWN_SECONDS, then exits.
+# Settings are TIERWISE_* environment variables (serving/tierwise/service/settings.py). SIGTERM
+# drains: uvicorn stops accepting, lets in-flight requests finish for TIERWISE_GRACEFUL_SHUTDOWN_SECONDS, then exits.
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -35,4 +35,4 @@ VOLUME ["/data"]
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
-CMD ["python", "-m", "serving"]
+CMD ["python", "-m", "tierwise.service"]

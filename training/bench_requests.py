@@ -1,6 +1,6 @@
 """The request bodies `make bench` sends: held-out-from-training rows as gateways send them.
 
-    python -m training.bench_requests              # writes data/processed/bench_requests.jsonl
+    python -m tierwise.training.bench_requests              # writes data/processed/bench_requests.jsonl
 
 A seeded sample of the test split (rows never trained on), each row twice: bare (its `text`, or its
 `messages` when it came as a conversation) and wrapped by an evaluation-only wrapper
@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training import paths
-from training.invariance import sample_rows
-from training.labels import lowest_tier
-from training.wrappers import CONDITIONS, WrapperLibrary
+from tierwise.training import paths
+from tierwise.training.invariance import sample_rows
+from tierwise.training.labels import lowest_tier
+from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 BENCH_REQUESTS_FILE = "bench_requests.jsonl"
 

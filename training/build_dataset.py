@@ -1,7 +1,7 @@
 """`make data`: public outcome data (and your own JSONL) -> deduplicated, split, documented rows.
 
-    python -m training.build_dataset                       # public data from TIERWISE_DATA_DIR
-    python -m training.build_dataset --user-data mine.jsonl --no-public   # only your traffic
+    python -m tierwise.training.build_dataset                       # public data from TIERWISE_DATA_DIR
+    python -m tierwise.training.build_dataset --user-data mine.jsonl --no-public   # only your traffic
 
 Writes data/processed/{train,val,test,heldout,non_english}.jsonl, dataset.json (counts, hash,
 settings) and datasheet.md. Raw data is only read; everything here is rebuilt on every run.
@@ -18,12 +18,12 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from serving.request_text import ClassifierInput, request_input
-from training import paths
-from training.labels import TIER_INDEX, TIERS, lowest_tier
-from training.sources import LabeledPrompt, SourceStats, read_public_sources
-from training.text_cleaning import dedup_key
-from training.user_data import MalformedRow, read_user_jsonl
+from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.training import paths
+from tierwise.training.labels import TIER_INDEX, TIERS, lowest_tier
+from tierwise.training.sources import LabeledPrompt, SourceStats, read_public_sources
+from tierwise.training.text_cleaning import dedup_key
+from tierwise.training.user_data import MalformedRow, read_user_jsonl
 
 log = logging.getLogger("tierwise.data")
 

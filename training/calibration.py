@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-
-from serving.classifier import softmax
+from tierwise.core.classifier import softmax
 
 
 def allowed_set_nll(logits: np.ndarray, allowed: np.ndarray, temperature: float) -> float:

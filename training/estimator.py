@@ -1,8 +1,8 @@
 """Fit the cheap estimator the service answers from when the encoder cannot make its deadline.
 
-    python -m training.estimator --model models/candidate      # fit, calibrate, judge, write into the folder
+    python -m tierwise.training.estimator --model models/candidate      # fit, calibrate, judge, write into the folder
 
-`make train` runs this after the encoder is calibrated. The estimator (serving/estimator.py: hashed
+`make train` runs this after the encoder is calibrated. The estimator (serving/tierwise/core/estimator.py: hashed
 word 1-2 grams of the task, one linear layer) is fitted on the train split and its wrapped twins
 (training wrappers; it reads only the task, so a system prompt cannot move it, but a format rule
 inside the user turn can). Its temperature and escalation q are chosen by the same code as the
@@ -27,20 +27,25 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
-
-from serving.classifier import TierClassifier
-from serving.escalation import choose_q, route_upward
-from serving.estimator import DEFAULT_FEATURES, ESTIMATOR_FILE, Estimator, EstimatorSettings, hashed_features
-from serving.model_folder import MANIFEST_FILE
-from serving.request_text import ClassifierInput, request_input
-from training import paths
-from training.assessment import allowed_matrix
-from training.build_dataset import row_input
-from training.calibration import TemperatureScaler
-from training.evaluation import allowed_bounds, classification_metrics
-from training.invariance import read_splits, sample_rows, wrapped_inputs
-from training.labels import TIER_INDEX
-from training.wrappers import CONDITIONS, WrapperLibrary
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import choose_q, route_upward
+from tierwise.core.estimator import (
+    DEFAULT_FEATURES,
+    ESTIMATOR_FILE,
+    Estimator,
+    EstimatorSettings,
+    hashed_features,
+)
+from tierwise.core.model_folder import MANIFEST_FILE
+from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.training import paths
+from tierwise.training.assessment import allowed_matrix
+from tierwise.training.build_dataset import row_input
+from tierwise.training.calibration import TemperatureScaler
+from tierwise.training.evaluation import allowed_bounds, classification_metrics
+from tierwise.training.invariance import read_splits, sample_rows, wrapped_inputs
+from tierwise.training.labels import TIER_INDEX
+from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 log = logging.getLogger("tierwise.estimator")
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-from training.labels import TIER_INDEX, TIERS
+from tierwise.training.labels import TIER_INDEX, TIERS
 
 K = len(TIERS)
 

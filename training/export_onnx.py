@@ -1,6 +1,6 @@
 """Export the fine-tuned classifier to ONNX (a standalone step with a parity check), then int8.
 
-    python -m training.export_onnx runs/default/checkpoint out_dir/   # fp32 + int8 + parity
+    python -m tierwise.training.export_onnx runs/default/checkpoint out_dir/   # fp32 + int8 + parity
 
 Known pitfalls handled here: exporting through a wrapper leaves the model in training mode
 (dropout on), so both are put back in eval mode; the legacy exporter (opset 17) is used because

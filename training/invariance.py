@@ -1,7 +1,7 @@
 """`make invariance`: does a request keep its tier when it arrives wrapped the way apps send it?
 
-    python -m training.invariance --model models/default            # table on stdout, files in runs/
-    python -m training.invariance --model models/mine --rows 200     # fewer rows per split, faster
+    python -m tierwise.training.invariance --model models/default            # table on stdout, files in runs/
+    python -m tierwise.training.invariance --model models/mine --rows 200     # fewer rows per split, faster
 
 A seeded sample of each evaluation split (val, test, held-out sources) is scored bare and under every
 wrapper condition of the evaluation-only library (`data/wrappers/eval.yaml`, never trained on): system
@@ -27,16 +27,15 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-
-from serving.classifier import TierClassifier
-from serving.escalation import route_upward
-from serving.request_text import ClassifierInput, request_input
-from training import paths
-from training.assessment import fitted_baselines
-from training.baselines import Predictor
-from training.build_dataset import row_input
-from training.evaluation import allowed_bounds, classification_metrics
-from training.wrappers import CONDITIONS, WrapperLibrary
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import route_upward
+from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.training import paths
+from tierwise.training.assessment import fitted_baselines
+from tierwise.training.baselines import Predictor
+from tierwise.training.build_dataset import row_input
+from tierwise.training.evaluation import allowed_bounds, classification_metrics
+from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 log = logging.getLogger("tierwise.invariance")
 
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     markdown = render_markdown(section, f"Wrapper invariance: {classifier.version}")
-    out_dir = args.out_dir or paths.PROJECT_ROOT / "runs" / "invariance"
+    out_dir = args.out_dir or paths.runs_dir() / "invariance"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{model_dir.name}.md").write_text(markdown, encoding="utf-8")
     (out_dir / f"{model_dir.name}.json").write_text(json.dumps(section, indent=1), encoding="utf-8")

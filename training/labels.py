@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 TIERS: tuple[str, ...] = ("fast", "balanced", "frontier")
 TIER_INDEX = {t: i for i, t in enumerate(TIERS)}
 
-# What each tier stands for: today's price classes (serving/policy.yaml routes to them). Every
+# What each tier stands for: today's price classes (serving/tierwise/core/policy.yaml routes to them). Every
 # source's models are mapped onto these classes by what they can do, not by what they cost when
 # they were released (data/README.md, "Tier classes"). Written into the model manifest.
 TIER_CLASSES: dict[str, str] = {

@@ -12,28 +12,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from serving.classifier import TierClassifier
-from serving.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
-from serving.text_encoding import TextEncoder
-from training import paths
-from training.assessment import batched_logits
-from training.build_dataset import row_input
-from training.evaluation import allowed_bounds, classification_metrics
-from training.export_onnx import (
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
+from tierwise.core.text_encoding import TextEncoder
+from tierwise.training import paths
+from tierwise.training.assessment import batched_logits
+from tierwise.training.build_dataset import row_input
+from tierwise.training.evaluation import allowed_bounds, classification_metrics
+from tierwise.training.export_onnx import (
     PARITY_TOLERANCE,
     export_fp32,
     fuse_bert_graph,
     parity_max_diff,
     quantize_int8,
 )
-from training.finetune import base_model_version, tokenizer_path
-from training.labels import TIER_CLASSES, TIERS
+from tierwise.training.finetune import base_model_version, tokenizer_path
+from tierwise.training.labels import TIER_CLASSES, TIERS
 
 if TYPE_CHECKING:
     import torch
-
-    from training.train import TrainConfig
+    from tierwise.training.train import TrainConfig
 
 INT8_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 on test
 INT8_MAX_F1_DROP = 0.01  # macro-F1 points (as a fraction)
@@ -52,11 +50,11 @@ LIBRARIES = (
 def git_commit() -> str:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=paths.code_dir(), capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "training", "serving"],
-            cwd=paths.PROJECT_ROOT,
+            cwd=paths.code_dir(),
             capture_output=True,
             text=True,
             check=True,

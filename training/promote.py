@@ -1,7 +1,7 @@
 """`make promote MODEL=name`: make models/<name> the default model, only if it passed its gate.
 
-    python -m training.promote --name candidate           # models/candidate -> models/default
-    python -m training.promote --name candidate --force   # promote despite a failed gate (says so)
+    python -m tierwise.training.promote --name candidate           # models/candidate -> models/default
+    python -m tierwise.training.promote --name candidate --force   # promote despite a failed gate (says so)
 
 The gate is the one `make train` recorded in the manifest (training/invariance.py `gate`): on
 held-out sources the model must beat the prompt-length and TF-IDF baselines on macro-F1, bare and
@@ -17,8 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.model_folder import MANIFEST_FILE, ModelFolderError, load_manifest
-from training import paths
+from tierwise.core.model_folder import MANIFEST_FILE, ModelFolderError, load_manifest
+from tierwise.training import paths
 
 
 class PromotionRefused(RuntimeError):

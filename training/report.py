@@ -11,10 +11,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from training.estimator import render_markdown as render_estimator  # noqa: E402
-from training.invariance import render_markdown  # noqa: E402
-from training.labels import TIERS  # noqa: E402
+from tierwise.training.estimator import render_markdown as render_estimator  # noqa: E402
+from tierwise.training.invariance import render_markdown  # noqa: E402
+from tierwise.training.labels import TIERS  # noqa: E402
 
 SPLIT_TITLES = {
     "val": "val (calibration split)",
@@ -221,7 +220,7 @@ def write_report(out: Path, manifest: dict[str, Any], evaluation: dict[str, Any]
         "Reference tier: a row labeled with a set of allowed tiers counts as correct when the "
         "prediction is in the set; otherwise its reference is the allowed tier nearest the prediction. "
         "Under-routing = sent to a tier cheaper than every allowed tier; over-routing = dearer than every "
-        "allowed tier. Costs use the prices in serving/policy.yaml and the prompt's token count.",
+        "allowed tier. Costs use the prices in serving/tierwise/core/policy.yaml and the prompt's token count.",
         "",
     ]
     plot_cost_curve(

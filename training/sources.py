@@ -1,7 +1,7 @@
 """Readers for the public outcome and difficulty data under DATA_DIR.
 
 Each reader yields `LabeledPrompt`s: cleaned text, the allowed tiers derived by the rules in
-`training.labels`, the benchmark it came from (`source`) and the collection it was read from
+`tierwise.training.labels`, the benchmark it came from (`source`) and the collection it was read from
 (`origin`). Rows a rule cannot label are counted in `SourceStats`, never silently lost.
 """
 
@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.labels import (
+from tierwise.training.labels import (
     DIFFICULTY_SOURCE_TIERS,
     MATH_LEVEL_TIERS,
     TIERS,
     cheapest_passing,
     half_or_more_pass,
 )
-from training.text_cleaning import chat_to_text, clean_prompt, format_choices
+from tierwise.training.text_cleaning import chat_to_text, clean_prompt, format_choices
 
 csv.field_size_limit(2**31 - 1)  # RouterBench cells hold whole model responses
 

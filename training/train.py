@@ -1,8 +1,8 @@
 """`make train`: fine-tune -> export ONNX (parity) -> int8 (gated) -> calibrate -> choose q -> report.
 
-    python -m training.train                          # the default model, on data/processed
-    python -m training.train --name mine --epochs 3   # another model folder under models/
-    python -m training.train --base-model tiny-random --max-steps 5   # a smoke run (tests)
+    python -m tierwise.training.train                          # the default model, on data/processed
+    python -m tierwise.training.train --name mine --epochs 3   # another model folder under models/
+    python -m tierwise.training.train --base-model tiny-random --max-steps 5   # a smoke run (tests)
 
 Reads the splits written by `make data`; writes models/<name>/ (model.onnx, tokenizer.json,
 manifest.json, report/) and keeps the PyTorch checkpoint under runs/<name>/.
@@ -22,26 +22,24 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tokenizers import Tokenizer
-
-from serving.classifier import TierClassifier
-from serving.escalation import choose_q
-from serving.model_folder import ONNX_FILE, Truncation
-from serving.request_text import ClassifierInput, request_input
-from serving.text_encoding import TextEncoder
-from training import paths
-from training.assessment import (
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import choose_q
+from tierwise.core.model_folder import ONNX_FILE, Truncation
+from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.core.text_encoding import TextEncoder
+from tierwise.training import paths
+from tierwise.training.assessment import (
     allowed_matrix,
     batched_logits,
     evaluate_all,
     fitted_baselines,
     headline_metrics,
 )
-from training.build_dataset import row_input
-from training.calibration import TemperatureScaler
-from training.estimator import build_estimator
-from training.evaluation import allowed_bounds, load_prices
-from training.finetune import (
+from tierwise.training.build_dataset import row_input
+from tierwise.training.calibration import TemperatureScaler
+from tierwise.training.estimator import build_estimator
+from tierwise.training.evaluation import allowed_bounds, load_prices
+from tierwise.training.finetune import (
     AllowedSetTrainer,
     PaddingCollator,
     TierDataset,
@@ -50,10 +48,11 @@ from training.finetune import (
     load_model,
     tokenizer_path,
 )
-from training.invariance import evaluate_invariance
-from training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
-from training.report import write_report
-from training.wrappers import WrapperLibrary
+from tierwise.training.invariance import evaluate_invariance
+from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
+from tierwise.training.report import write_report
+from tierwise.training.wrappers import WrapperLibrary
+from tokenizers import Tokenizer
 
 log = logging.getLogger("tierwise.train")
 
@@ -89,7 +88,7 @@ class TrainConfig:
         if not 0 <= self.target_under_routing <= 1:
             raise ValueError("target_under_routing must be in [0, 1]")
         self.output_dir = Path(self.output_dir or paths.models_dir() / self.name)
-        self.work_dir = Path(self.work_dir or paths.PROJECT_ROOT / "runs" / self.name)
+        self.work_dir = Path(self.work_dir or paths.runs_dir() / self.name)
 
     @property
     def truncation(self) -> Truncation:

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.request_text import RequestTextError, record_text
-from training.labels import validate_allowed
-from training.sources import LabeledPrompt
+from tierwise.core.request_text import RequestTextError, record_text
+from tierwise.training.labels import validate_allowed
+from tierwise.training.sources import LabeledPrompt
 
 
 @dataclass(frozen=True)

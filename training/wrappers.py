@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-
-from training.paths import wrappers_dir
+from tierwise.training.paths import wrappers_dir
 
 SPLITS: tuple[str, ...] = ("train", "eval")
 CONDITIONS: tuple[str, ...] = (

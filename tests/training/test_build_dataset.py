@@ -2,8 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from training.build_dataset import (
+from tierwise.training.build_dataset import (
     ORIGIN_PRIORITY,
     SPLITS,
     BuildConfig,
@@ -13,8 +12,8 @@ from training.build_dataset import (
     deduplicate,
     main,
 )
-from training.sources import LabeledPrompt, SourceStats
-from training.text_cleaning import dedup_key
+from tierwise.training.sources import LabeledPrompt, SourceStats
+from tierwise.training.text_cleaning import dedup_key
 
 
 def read(out: Path, split: str) -> list[dict]:

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from serving.classifier import softmax
-from training.calibration import TemperatureScaler
-from training.evaluation import expected_calibration_error
+from tierwise.core.classifier import softmax
+from tierwise.training.calibration import TemperatureScaler
+from tierwise.training.evaluation import expected_calibration_error
 
 
 def synthetic(n: int, true_temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

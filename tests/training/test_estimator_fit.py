@@ -4,18 +4,18 @@ import json
 
 import numpy as np
 import pytest
-
-from serving.classifier import TierClassifier
-from serving.estimator import ESTIMATOR_FILE, Estimator
-from serving.request_text import request_input
-from tests.serving.conftest import write_model_folder
-from training.estimator import (
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.estimator import ESTIMATOR_FILE, Estimator
+from tierwise.core.request_text import request_input
+from tierwise.training.estimator import (
     build_estimator,
     feature_matrix,
     main,
     out_of_source_logits,
     render_markdown,
 )
+
+from tests.helpers.tiny_model import write_model_folder
 
 TEXTS = {
     "fast": ["hello there {w}", "thanks, what is {w}?", "hi, spell {w}"],

@@ -1,6 +1,5 @@
 import numpy as np
-
-from training.evaluation import classification_metrics, reference_tiers
+from tierwise.training.evaluation import classification_metrics, reference_tiers
 
 # Rows: allowed [fast], [fast, balanced], [frontier], [balanced]
 LOW = np.array([0, 0, 2, 1])

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from training.finetune import PaddingCollator, TierDataset, allowed_set_loss, consistency_loss
+from tierwise.training.finetune import PaddingCollator, TierDataset, allowed_set_loss, consistency_loss
 
 
 def test_allowed_set_loss_rewards_probability_anywhere_in_the_set():

@@ -1,14 +1,12 @@
-"""The wrapper-invariance suite on the tiny word-vector model of tests/serving/conftest.py: its tier
+"""The wrapper-invariance suite on the tiny word-vector model of tests/helpers/tiny_model.py: its tier
 depends only on which words a request contains, so what a wrapper does to it is predictable."""
 
 import json
 
 import numpy as np
 import pytest
-
-from serving.classifier import TierClassifier
-from tests.serving.conftest import write_model_folder
-from training.invariance import (
+from tierwise.core.classifier import TierClassifier
+from tierwise.training.invariance import (
     condition_metrics,
     evaluate_invariance,
     gate,
@@ -18,7 +16,9 @@ from training.invariance import (
     sample_rows,
     wrapped_inputs,
 )
-from training.wrappers import CONDITIONS, WrapperLibrary
+from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
+
+from tests.helpers.tiny_model import write_model_folder
 
 
 def rows(n: int, split: str) -> list[dict]:

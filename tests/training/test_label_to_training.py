@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from tierwise.cli.main import main as tierwise
+from tierwise.service.settings import DEFAULT_POLICY_FILE
+from tierwise.training import build_dataset
+from tierwise.training.train import main as train_main
 
-from serving.cli import main as tierwise
-from serving.fake_llm import FakeScript, fake_server, policy_strengths
-from serving.settings import DEFAULT_POLICY_FILE
-from training import build_dataset
-from training.train import main as train_main
+from tools.fake_llm import FakeScript, fake_server, policy_strengths
 
 TOPICS = ["norway", "kenya", "peru", "laos", "chile", "oman", "fiji", "mali", "cuba", "iran"]
 

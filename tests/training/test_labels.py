@@ -1,6 +1,5 @@
 import pytest
-
-from training.labels import (
+from tierwise.training.labels import (
     DIFFICULTY_SOURCE_TIERS,
     MATH_LEVEL_TIERS,
     TIER_CLASSES,

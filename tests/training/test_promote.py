@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from tierwise.training.promote import PromotionRefused, main, promote
 
-from tests.serving.conftest import write_model_folder
-from training.promote import PromotionRefused, main, promote
+from tests.helpers.tiny_model import write_model_folder
 
 
 def candidate(tmp_path, name: str, gate: dict | None):

@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from training.labels import DIFFICULTY_SOURCE_TIERS
-from training.sources import (
+from tierwise.training.labels import DIFFICULTY_SOURCE_TIERS
+from tierwise.training.sources import (
     CRUXEVAL_PREAMBLE,
     LLMROUTER_TIERS,
     READERS,

@@ -1,4 +1,4 @@
-from training.text_cleaning import (
+from tierwise.training.text_cleaning import (
     canonical_choices,
     chat_to_text,
     clean_prompt,

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from serving.classifier import TierClassifier
-from serving.cli import main as tierwise_main
-from training.build_dataset import BuildConfig, build
-from training.train import TrainConfig, run
+from tierwise.cli.main import main as tierwise_main
+from tierwise.core.classifier import TierClassifier
+from tierwise.training.build_dataset import BuildConfig, build
+from tierwise.training.train import TrainConfig, run
 
 
 @pytest.fixture(scope="module")

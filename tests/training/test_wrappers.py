@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-from serving.request_text import content_text, record_text
-from training.paths import wrappers_dir
-from training.wrappers import CONDITIONS, ROLES, SPLITS, WrapperLibrary, token_lengths
+from tierwise.core.request_text import content_text, record_text
+from tierwise.training.paths import wrappers_dir
+from tierwise.training.wrappers import CONDITIONS, ROLES, SPLITS, WrapperLibrary, token_lengths
 
 TASKS = [
     "What is the capital of Peru?",
@@ -46,7 +45,7 @@ def raw_splits() -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
     tokenizers = pytest.importorskip("tokenizers")
-    from training.finetune import tokenizer_path
+    from tierwise.training.finetune import tokenizer_path
 
     try:
         path = tokenizer_path("all-MiniLM-L6-v2")

@@ -1,0 +1,1 @@
+"""The `tierwise` command: one entry point, one grammar, one error handler."""

@@ -1,0 +1,420 @@
+"""The routing policy: pure code from the classifier's probabilities to the tier to call.
+
+`load_policy` reads the YAML file (see `serving/tierwise/core/policy.yaml`) into typed dataclasses and
+`Policy.decide` applies, in this order:
+
+1. the upward rule: the lowest tier t with calibrated P(true tier <= t) >= q (`low_confidence` when
+   that is above the most likely tier); with no probabilities (the classifier raised or missed its
+   deadline) the top tier (`classifier_unavailable`);
+2. the long-context threshold: at least `long_context.min_tier` (`long_context`);
+3. the route override: a pinned tier or a floor (`route_override`);
+4. the caller's `min_tier` floor (`min_tier`) and `max_tier` cap (`max_tier`);
+5. the context limit: never a tier whose `context_tokens` cannot hold the prompt (`long_context`),
+   even against `max_tier`, since such a call could only fail;
+6. privacy: personal data or secrets send the request to the `private_tier` when one is defined
+   (`private_data`), whatever the rules above chose, and its fallbacks stay private.
+
+No ONNX, no I/O beyond reading the file: everything here is testable with plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tierwise.core.escalation import cumulative_confidence, route_upward
+from tierwise.core.privacy import OFFLOAD_CHARS, detect_private_data, detect_private_data_async
+from tierwise.core.request_text import ClassifierInput
+
+# The policy shipped with the package (package data, so it is found wherever tierwise is installed).
+DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
+
+LOW_CONFIDENCE = "low_confidence"
+LONG_CONTEXT = "long_context"
+PRIVATE_DATA = "private_data"
+ROUTE_OVERRIDE = "route_override"
+MIN_TIER = "min_tier"
+MAX_TIER = "max_tier"
+CLASSIFIER_UNAVAILABLE = "classifier_unavailable"
+ESTIMATED = "estimated"  # the encoder could not answer in time; the estimator did
+
+# How each answer was decided: by the encoder, by the estimator (overload), or blind (top tier on error).
+DECIDED_BY_ENCODER = "encoder"
+DECIDED_BY_ESTIMATOR = "estimator"
+DECIDED_BY_FALLBACK = "fallback"
+DECIDED_BY = (DECIDED_BY_ENCODER, DECIDED_BY_ESTIMATOR, DECIDED_BY_FALLBACK)
+
+DEFAULT_DEADLINE_MS = 50.0
+
+
+class PolicyError(ValueError):
+    """The policy file is missing or malformed; the message names the key to fix."""
+
+
+class UnknownTierError(ValueError):
+    """A request named a tier the policy does not have."""
+
+    def __init__(self, field_name: str, tier: str, known: Sequence[str]) -> None:
+        self.field_name = field_name
+        self.tier = tier
+        super().__init__(f"'{field_name}' is '{tier}', which is not a tier; use one of: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    name: str
+    models: tuple[str, ...]
+    input_price_per_million: float
+    output_price_per_million: float
+    context_tokens: int
+
+
+@dataclass(frozen=True)
+class LongContextRule:
+    threshold_tokens: int | None
+    min_tier: str | None
+
+
+@dataclass(frozen=True)
+class RouteOverride:
+    tier: str | None = None  # pin: always this tier
+    min_tier: str | None = None  # floor
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """A candidate model folder that decides `share` of the traffic (by a hash of the request id)."""
+
+    model_dir: Path
+    share: float
+
+
+@dataclass(frozen=True)
+class RoutingInput:
+    """What the policy needs to know about one request besides the classifier output."""
+
+    text: str  # every word of the request (the privacy rule scans all of it)
+    min_tier: str | None = None
+    max_tier: str | None = None
+    route: str | None = None
+    request: ClassifierInput | None = None  # the request as the classifier reads it; None: `text` alone
+    # The privacy scan's result when it was done ahead (`with_private_data`); None: `decide` scans.
+    private_data: tuple[str, ...] | None = None
+
+    @property
+    def classifier_input(self) -> ClassifierInput:
+        return self.request or ClassifierInput.plain(self.text)
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: str
+    confidence: float
+    probabilities: dict[str, float]
+    predicted_tier: str | None
+    escalated: bool
+    reasons: tuple[str, ...]
+    model: str
+    fallbacks: tuple[str, ...]
+    private_data: tuple[str, ...] = ()  # detector kinds, for the log; never the matched text
+    token_count: int | None = None
+    queue_wait_ms: float | None = None  # set by the router: time in the scorer's queue (for traces)
+    decided_by: str = DECIDED_BY_ENCODER  # set by the router: encoder, estimator or fallback
+
+
+@dataclass(frozen=True)
+class Policy:
+    tiers: tuple[TierConfig, ...]
+    expected_output_tokens: int = 300
+    escalation_q: float | None = None
+    long_context: LongContextRule = field(default_factory=lambda: LongContextRule(None, None))
+    private_tier: TierConfig | None = None
+    routes: Mapping[str, RouteOverride] = field(default_factory=dict)
+    deadline_ms: float = DEFAULT_DEADLINE_MS
+    canary: CanaryConfig | None = None
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tiers)
+
+    @property
+    def top_tier(self) -> str:
+        return self.tiers[-1].name
+
+    def tier_index(self, name: str, field_name: str = "tier") -> int:
+        try:
+            return self.tier_names.index(name)
+        except ValueError:
+            raise UnknownTierError(field_name, name, self.tier_names) from None
+
+    def check_model_tiers(self, model_tiers: Sequence[str]) -> None:
+        """The classifier's tiers must be the policy's ordered tiers, in the same order."""
+        if tuple(model_tiers) != self.tier_names:
+            raise PolicyError(
+                f"the model predicts tiers {list(model_tiers)} but the policy orders "
+                f"{list(self.tier_names)}; make the policy's `tiers` list the model's tiers, cheapest first."
+            )
+
+    def validate_request(self, request: RoutingInput) -> None:
+        """Raise UnknownTierError or ValueError for tier bounds the policy cannot honour."""
+        low = self.tier_index(request.min_tier, "min_tier") if request.min_tier is not None else None
+        high = self.tier_index(request.max_tier, "max_tier") if request.max_tier is not None else None
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"'min_tier' ({request.min_tier}) is above 'max_tier' ({request.max_tier})")
+
+    def unavailable_decision(self, request: RoutingInput) -> Decision:
+        """Fail upward: the decision when no scorer could answer (the classifier raised, or missed its
+        deadline with no estimator to answer instead)."""
+        decision = self.decide(request, probabilities=None, token_count=None, default_q=1.0)
+        return replace(decision, decided_by=DECIDED_BY_FALLBACK)
+
+    def decide(
+        self,
+        request: RoutingInput,
+        probabilities: Sequence[float] | np.ndarray | None,
+        token_count: int | None,
+        default_q: float,
+    ) -> Decision:
+        """The tier for one request; `probabilities` is None when the classifier is unavailable."""
+        self.validate_request(request)
+        reasons: list[str] = []
+        top = len(self.tiers) - 1
+
+        if probabilities is None:
+            predicted: int | None = None
+            chosen = top
+            reasons.append(CLASSIFIER_UNAVAILABLE)
+            cumulative = None
+        else:
+            probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
+            if probs.shape[1] != len(self.tiers):
+                raise PolicyError(f"got {probs.shape[1]} probabilities for {len(self.tiers)} tiers")
+            q = self.escalation_q if self.escalation_q is not None else default_q
+            predicted = int(probs.argmax())
+            chosen = int(route_upward(probs, q)[0])
+            cumulative = cumulative_confidence(probs)[0]
+            if chosen > predicted:
+                reasons.append(LOW_CONFIDENCE)
+
+        def raise_to(floor: int, reason: str) -> None:
+            nonlocal chosen
+            if floor > chosen:
+                chosen = floor
+                if reason not in reasons:
+                    reasons.append(reason)
+
+        rule = self.long_context
+        if (
+            token_count is not None
+            and rule.threshold_tokens is not None
+            and rule.min_tier is not None
+            and token_count > rule.threshold_tokens
+        ):
+            raise_to(self.tier_index(rule.min_tier), LONG_CONTEXT)
+
+        override = self.routes.get(request.route) if request.route else None
+        if override is not None:
+            if override.tier is not None:
+                chosen = self.tier_index(override.tier)
+                reasons.append(ROUTE_OVERRIDE)
+            if override.min_tier is not None:
+                raise_to(self.tier_index(override.min_tier), ROUTE_OVERRIDE)
+
+        if request.min_tier is not None:
+            raise_to(self.tier_index(request.min_tier), MIN_TIER)
+        ceiling = top
+        if request.max_tier is not None:
+            ceiling = self.tier_index(request.max_tier)
+            if chosen > ceiling:
+                chosen = ceiling
+                reasons.append(MAX_TIER)
+
+        if token_count is not None:
+            holding = self.nearest_tier_holding(chosen, token_count)
+            if holding != chosen:
+                chosen = holding
+                if LONG_CONTEXT not in reasons:
+                    reasons.append(LONG_CONTEXT)
+            ceiling = max(ceiling, holding)
+
+        private_kinds = (
+            tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
+        )
+        probabilities_by_tier = (
+            {}
+            if probabilities is None
+            else {t: float(p) for t, p in zip(self.tier_names, np.ravel(probabilities), strict=True)}
+        )
+        confidence = 1.0 if cumulative is None else float(cumulative[chosen])
+        escalated = predicted is None or chosen > predicted
+        predicted_name = None if predicted is None else self.tier_names[predicted]
+
+        if private_kinds and self.private_tier is not None:
+            reasons.append(PRIVATE_DATA)
+            private = self.private_tier
+            return Decision(
+                tier=private.name,
+                confidence=confidence,
+                probabilities=probabilities_by_tier,
+                predicted_tier=predicted_name,
+                escalated=escalated,
+                reasons=tuple(reasons),
+                model=private.models[0],
+                fallbacks=private.models[1:],
+                private_data=private_kinds,
+                token_count=token_count,
+            )
+
+        tier = self.tiers[chosen]
+        stronger = [m for t in self.tiers[chosen + 1 : ceiling + 1] for m in t.models]
+        return Decision(
+            tier=tier.name,
+            confidence=confidence,
+            probabilities=probabilities_by_tier,
+            predicted_tier=predicted_name,
+            escalated=escalated,
+            reasons=tuple(reasons),
+            model=tier.models[0],
+            fallbacks=(*tier.models[1:], *stronger),
+            private_data=private_kinds,
+            token_count=token_count,
+        )
+
+    def nearest_tier_holding(self, chosen: int, token_count: int) -> int:
+        """The cheapest tier at or above `chosen` whose context holds `token_count` tokens; if none
+        does (a stronger tier can have a smaller context), the strongest tier below that does; the
+        top tier if no tier can."""
+        fits = [token_count <= tier.context_tokens for tier in self.tiers]
+        above = [i for i in range(chosen, len(fits)) if fits[i]]
+        below = [i for i in range(chosen) if fits[i]]
+        return above[0] if above else (below[-1] if below else len(fits) - 1)
+
+
+async def with_private_data(
+    requests: list[RoutingInput], offload_chars: int = OFFLOAD_CHARS
+) -> list[RoutingInput]:
+    """`requests` with the privacy scan done for texts of `offload_chars` or more, in a worker thread,
+    so a large prompt does not hold the event loop; shorter texts are scanned inline by `decide`."""
+    out = []
+    for request in requests:
+        if request.private_data is None and len(request.text) >= offload_chars:
+            kinds = await detect_private_data_async(request.text, offload_chars)
+            request = replace(request, private_data=tuple(kinds))
+        out.append(request)
+    return out
+
+
+def _tier_config(raw: Any, where: str) -> TierConfig:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where} must be a mapping with name, models, price_per_million, context_tokens")
+    try:
+        name = str(raw["name"])
+        models = raw["models"]
+        if isinstance(models, str):
+            models = [models]
+        if not models:
+            raise PolicyError(f"{where}.models must list at least one model")
+        prices = raw.get("price_per_million") or {}
+        return TierConfig(
+            name=name,
+            models=tuple(str(m) for m in models),
+            input_price_per_million=float(prices.get("input", 0.0)),
+            output_price_per_million=float(prices.get("output", 0.0)),
+            context_tokens=int(raw.get("context_tokens", 10**9)),
+        )
+    except KeyError as err:
+        raise PolicyError(f"{where} has no {err}; every tier needs a name and models") from err
+    except (TypeError, ValueError) as err:
+        raise PolicyError(f"{where}: {err}") from err
+
+
+def parse_policy(raw: Any, source: str = "policy") -> Policy:
+    """Validate a policy mapping (as read from YAML); raise PolicyError naming the bad key."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{source} must be a YAML mapping with a `tiers` list")
+    tiers_raw = raw.get("tiers")
+    if not isinstance(tiers_raw, list) or len(tiers_raw) < 2:
+        raise PolicyError(f"{source}: `tiers` must list at least two tiers, cheapest first")
+    tiers = tuple(_tier_config(t, f"{source}: tiers[{i}]") for i, t in enumerate(tiers_raw))
+    names = [t.name for t in tiers]
+    if len(set(names)) != len(names):
+        raise PolicyError(f"{source}: tier names must be distinct, got {names}")
+
+    def known(name: Any, key: str) -> str | None:
+        if name is None:
+            return None
+        if str(name) not in names:
+            raise PolicyError(f"{source}: {key} is '{name}', not one of the tiers {names}")
+        return str(name)
+
+    q = raw.get("escalation_q")
+    if q is not None and not 0.0 <= float(q) <= 1.0:
+        raise PolicyError(f"{source}: escalation_q must be in [0, 1] or null, got {q}")
+    long_raw = raw.get("long_context") or {}
+    threshold = long_raw.get("threshold_tokens")
+    long_context = LongContextRule(
+        threshold_tokens=None if threshold is None else int(threshold),
+        min_tier=known(long_raw.get("min_tier"), "long_context.min_tier"),
+    )
+    private_raw = raw.get("private_tier")
+    private = None if private_raw is None else _tier_config(private_raw, f"{source}: private_tier")
+    if private is not None and private.name in names:
+        raise PolicyError(f"{source}: private_tier '{private.name}' must not also be an ordered tier")
+    routes: dict[str, RouteOverride] = {}
+    for route, spec in (raw.get("routes") or {}).items():
+        if not isinstance(spec, Mapping) or not ({"tier", "min_tier"} & set(spec)):
+            raise PolicyError(f"{source}: routes.{route} needs `tier` (a pin) or `min_tier` (a floor)")
+        routes[str(route)] = RouteOverride(
+            tier=known(spec.get("tier"), f"routes.{route}.tier"),
+            min_tier=known(spec.get("min_tier"), f"routes.{route}.min_tier"),
+        )
+    deadline = float(raw.get("deadline_ms") or DEFAULT_DEADLINE_MS)
+    if deadline <= 0:
+        raise PolicyError(f"{source}: deadline_ms must be > 0, got {deadline}")
+    return Policy(
+        tiers=tiers,
+        expected_output_tokens=int(raw.get("expected_output_tokens", 300)),
+        escalation_q=None if q is None else float(q),
+        long_context=long_context,
+        private_tier=private,
+        routes=routes,
+        deadline_ms=deadline,
+        canary=parse_canary(raw.get("canary"), source),
+    )
+
+
+def parse_canary(raw: Any, source: str) -> CanaryConfig | None:
+    """`canary: {model_dir: models/candidate, share: 0.05}`; a relative model_dir is read from the
+    working directory, like TIERWISE_MODEL_DIR. A share of 0 (or no `canary` key) turns it off."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or "model_dir" not in raw or "share" not in raw:
+        raise PolicyError(f"{source}: canary needs `model_dir` (a model folder) and `share` (0 to 1)")
+    try:
+        share = float(raw["share"])
+    except (TypeError, ValueError) as err:
+        raise PolicyError(
+            f"{source}: canary.share must be a number from 0 to 1, got {raw['share']!r}"
+        ) from err
+    if not 0.0 <= share <= 1.0:
+        raise PolicyError(f"{source}: canary.share must be from 0 to 1 (0.05 = 5% of requests), got {share}")
+    if share == 0.0:
+        return None
+    return CanaryConfig(model_dir=Path(str(raw["model_dir"])), share=share)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"policy file {path} does not exist; set TIERWISE_POLICY_FILE to a policy YAML")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise PolicyError(f"policy file {path} is not valid YAML: {err}") from err
+    return parse_policy(raw, str(path))

@@ -1,0 +1,312 @@
+"""LiteLLM integration: ask tierwise for the tier, call the LiteLLM deployment configured for it,
+and fall back to the stronger models in order.
+
+Name the LiteLLM model groups (`model_name` in the router's `model_list`) after the models in the
+tierwise policy (`tiers[].models` in policy.yaml), or map them with `model_groups={policy model:
+LiteLLM model_name}`. A request for the virtual model `tierwise` (`auto_model`) is then routed:
+
+- SDK: `TierwiseLiteLLMRouter(router, client).acompletion(messages=...)` (or `.completion(...)`);
+  any other model name passes straight through to the router.
+- Proxy: `TierwiseProxyHook` is a LiteLLM `CustomLogger` whose `async_pre_call_hook` rewrites
+  `model` and `fallbacks` of requests for `tierwise` before the proxy routes them.
+
+The chain is the decision's `model` then its `fallbacks` (the tier's other models, then stronger
+tiers' models), kept to the groups the router knows. When tierwise is down or slow the client fails
+upward, so the chain starts at the top tier, except for a request with personal data or secrets:
+the client applies the privacy rule itself and sends it to the policy's private tier. A private
+request never falls back to a public group (its fallbacks, context-window and content-policy
+fallbacks are set to the private tier's own models, overriding the router's defaults), and when no
+private group is configured it is refused (`PrivateDataUnroutableError`). The proxy hook also sets
+`response.model` to the model group that answered (LiteLLM would otherwise echo `tierwise`). See
+serving/tierwise/gateway/LITELLM.md for a copy-paste config.
+
+Import LiteLLM with `LITELLM_LOCAL_MODEL_COST_MAP=True` in the environment on machines without
+internet access (LiteLLM otherwise fetches its price map on import).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tierwise.gateway.client import (
+    PRIVATE_DATA_REASON,
+    AsyncTierwiseClient,
+    PrivateDataUnroutableError,
+    Routing,
+    TierwiseClient,
+)
+
+logger = logging.getLogger("tierwise.litellm")
+
+AUTO_MODEL = "tierwise"
+ROUTED_CALL_TYPES = {
+    "completion",
+    "acompletion",
+    "text_completion",
+    "atext_completion",
+    "responses",
+    "aresponses",
+}
+
+
+class NoDeploymentError(LookupError):
+    """None of the models tierwise chose is a model group in the LiteLLM router."""
+
+
+def router_model_groups(router: Any) -> set[str]:
+    """The `model_name`s of a litellm.Router (plus its model group aliases)."""
+    names = {str(d.get("model_name")) for d in getattr(router, "model_list", []) or []}
+    names.update(str(alias) for alias in (getattr(router, "model_group_alias", None) or {}))
+    return names
+
+
+def model_chain(
+    routing: Routing, known_groups: Iterable[str] | None, model_groups: Mapping[str, str]
+) -> list[str]:
+    """LiteLLM model groups to try, in order, for a tierwise decision."""
+    known = None if known_groups is None else set(known_groups)
+    chain: list[str] = []
+    for model in routing.models:
+        group = model_groups.get(model, model)
+        if (known is None or group in known) and group not in chain:
+            chain.append(group)
+    if not chain:
+        raise NoDeploymentError(
+            f"tierwise chose {list(routing.models)} (tier {routing.tier}) but the LiteLLM router has no model "
+            f"group of those names (it has {sorted(known or [])}); name the model_list entries after the "
+            "policy's models or pass model_groups={policy model: LiteLLM model_name}"
+        )
+    return chain
+
+
+def is_private(routing: Routing, client: TierwiseClient | AsyncTierwiseClient | None) -> bool:
+    """Whether the decision sends the request to the private tier (personal data or secrets)."""
+    private_tier = client.upward.private_tier if client is not None else None
+    return PRIVATE_DATA_REASON in routing.reasons or (
+        private_tier is not None and routing.tier == private_tier
+    )
+
+
+def routed_chain(
+    routing: Routing,
+    known_groups: Iterable[str] | None,
+    model_groups: Mapping[str, str],
+    client: TierwiseClient | AsyncTierwiseClient | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The chain of model groups and the request fields that make LiteLLM follow it; a private
+    request's fallbacks of every kind stay inside the private tier."""
+    private = is_private(routing, client)
+    try:
+        chain = model_chain(routing, known_groups, model_groups)
+    except NoDeploymentError as err:
+        if private:
+            raise PrivateDataUnroutableError(
+                f"the request carries personal data or secrets, so it may only go to the private tier "
+                f"{routing.tier!r} ({', '.join(routing.models)}), and the LiteLLM router has no model group "
+                "for it: add a model_list entry named after the private tier's model (policy.yaml "
+                "private_tier.models; see serving/tierwise/gateway/LITELLM.md) or map it with model_groups="
+            ) from err
+        raise
+    fields: dict[str, Any] = {"fallbacks": chain[1:]}
+    if private:
+        fields["context_window_fallbacks"] = []
+        fields["content_policy_fallbacks"] = []
+    return chain, fields
+
+
+def request_messages(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """(text, messages) tierwise should classify, from a LiteLLM request body."""
+    messages = data.get("messages")
+    if isinstance(messages, list) and messages:
+        return None, [dict(m) for m in messages if isinstance(m, Mapping)]
+    for key in ("prompt", "input"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value, None
+        if isinstance(value, list) and value and all(isinstance(m, Mapping) for m in value):
+            return None, [dict(m) for m in value]
+    return None, None
+
+
+def annotate(metadata: Mapping[str, Any] | None, routing: Routing, chain: Sequence[str]) -> dict[str, Any]:
+    """Request metadata with the decision, so LiteLLM logs and callbacks see it."""
+    out = dict(metadata or {})
+    out["tierwise"] = {
+        "tier": routing.tier,
+        "request_id": routing.request_id,
+        "model_version": routing.model_version,
+        "reasons": list(routing.reasons),
+        "failed_upward": routing.failed_upward,
+        "chain": list(chain),
+    }
+    return out
+
+
+class TierwiseLiteLLMRouter:
+    """Wraps a `litellm.Router`: calls for `auto_model` are routed by tierwise, others pass through."""
+
+    def __init__(
+        self,
+        router: Any,
+        client: AsyncTierwiseClient | None = None,
+        sync_client: TierwiseClient | None = None,
+        model_groups: Mapping[str, str] | None = None,
+        auto_model: str = AUTO_MODEL,
+    ) -> None:
+        self.router = router
+        self.client = client
+        self.sync_client = sync_client
+        self.model_groups = dict(model_groups or {})
+        self.auto_model = auto_model
+        self.last_routing: Routing | None = None
+
+    def _route(self, routing: Routing, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        client = self.client or self.sync_client
+        chain, fields = routed_chain(routing, router_model_groups(self.router), self.model_groups, client)
+        self.last_routing = routing
+        kwargs.update(fields)
+        kwargs["metadata"] = annotate(kwargs.get("metadata"), routing, chain)
+        return chain[0], kwargs
+
+    async def acompletion(
+        self, messages: list[dict[str, Any]], model: str | None = None, **kwargs: Any
+    ) -> Any:
+        """`litellm.Router.acompletion`, with `model` chosen by tierwise when it is `auto_model` (default)."""
+        model = model or self.auto_model
+        if model != self.auto_model:
+            return await self.router.acompletion(model=model, messages=messages, **kwargs)
+        if self.client is None:
+            raise ValueError("TierwiseLiteLLMRouter.acompletion needs client=AsyncTierwiseClient(...)")
+        routing = await self.client.classify(messages=messages, route=kwargs.pop("tierwise_route", None))
+        chosen, kwargs = self._route(routing, kwargs)
+        return await self.router.acompletion(model=chosen, messages=messages, **kwargs)
+
+    def completion(self, messages: list[dict[str, Any]], model: str | None = None, **kwargs: Any) -> Any:
+        """`litellm.Router.completion`, with `model` chosen by tierwise when it is `auto_model` (default)."""
+        model = model or self.auto_model
+        if model != self.auto_model:
+            return self.router.completion(model=model, messages=messages, **kwargs)
+        if self.sync_client is None:
+            raise ValueError("TierwiseLiteLLMRouter.completion needs sync_client=TierwiseClient(...)")
+        routing = self.sync_client.classify(messages=messages, route=kwargs.pop("tierwise_route", None))
+        chosen, kwargs = self._route(routing, kwargs)
+        return self.router.completion(model=chosen, messages=messages, **kwargs)
+
+
+def _raw_model_name_key() -> str:
+    try:
+        from litellm.constants import RETURN_RAW_MODEL_NAME_METADATA_KEY
+    except ImportError:  # litellm missing or older: the key of 1.106.2
+        return "_complexity_router_return_raw_model_name"
+    return str(RETURN_RAW_MODEL_NAME_METADATA_KEY)
+
+
+_RAW_MODEL_NAME_KEY = _raw_model_name_key()
+
+
+def _proxy_router() -> Any:
+    try:
+        from litellm.proxy.proxy_server import llm_router  # only inside a running LiteLLM proxy
+    except Exception:
+        return None
+    return llm_router
+
+
+def _custom_logger_base() -> type:
+    try:
+        from litellm.integrations.custom_logger import CustomLogger
+    except ImportError:  # the hook is only usable with litellm installed; keep this module importable
+        return object
+    return CustomLogger
+
+
+class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
+    """LiteLLM proxy callback: requests for `auto_model` get the model and fallbacks tierwise chose.
+
+    In the proxy config: `litellm_settings: {callbacks: tierwise.gateway.litellm_router.proxy_hook}` (an
+    instance built from TIERWISE_URL, TIERWISE_API_KEY, TIERWISE_TIMEOUT_SECONDS); see LITELLM.md.
+    """
+
+    def __init__(
+        self,
+        client: AsyncTierwiseClient,
+        model_groups: Mapping[str, str] | None = None,
+        auto_model: str = AUTO_MODEL,
+        router: Any = None,
+        router_getter: Callable[[], Any] = _proxy_router,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.model_groups = dict(model_groups or {})
+        self.auto_model = auto_model
+        self.router = router
+        self.router_getter = router_getter
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
+    ) -> dict[str, Any]:
+        if data.get("model") != self.auto_model or str(call_type) not in ROUTED_CALL_TYPES:
+            return data
+        text, messages = request_messages(data)
+        if text is None and messages is None:
+            logger.warning(
+                "tierwise: request for %s has no messages or prompt; left unchanged", self.auto_model
+            )
+            return data
+        metadata = data.get("metadata") or {}
+        route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
+        routing = await self.client.classify(text=text, messages=messages, route=route)
+        router = self.router or self.router_getter()
+        known = router_model_groups(router) if router is not None else None
+        chain, fields = routed_chain(routing, known, self.model_groups, self.client)
+        data["model"] = chain[0]
+        data.update(fields)
+        data["metadata"] = annotate(metadata if isinstance(metadata, Mapping) else None, routing, chain)
+        # LiteLLM stamps the client's model name (`tierwise`) on the response unless asked for the
+        # raw name; `async_post_call_success_hook` then names the group that answered.
+        data["metadata"][_RAW_MODEL_NAME_KEY] = True
+        return data
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        """`response.model` = the model group that answered (after fallbacks), for routed requests."""
+        metadata = data.get("metadata")
+        if not isinstance(metadata, Mapping) or "tierwise" not in metadata:
+            return response
+        hidden = getattr(response, "_hidden_params", None) or {}
+        headers = hidden.get("additional_headers") or {} if isinstance(hidden, Mapping) else {}
+        group = headers.get("x-litellm-model-group") or data.get("model")
+        if isinstance(group, str) and hasattr(response, "model"):
+            try:
+                response.model = group
+            except (AttributeError, TypeError, ValueError):  # a response type without a settable model
+                logger.debug("tierwise: could not set response.model on %s", type(response).__name__)
+        return response
+
+
+def proxy_hook_from_environment() -> TierwiseProxyHook:
+    """The hook the proxy config names, configured by TIERWISE_URL / TIERWISE_API_KEY / TIERWISE_TIMEOUT_SECONDS
+    (and TIERWISE_POLICY_FILE for the fail-upward tier)."""
+    import os
+    from pathlib import Path
+
+    policy = os.environ.get("TIERWISE_POLICY_FILE")
+    client = AsyncTierwiseClient(
+        base_url=os.environ.get("TIERWISE_URL", "http://127.0.0.1:8000"),
+        timeout=float(os.environ.get("TIERWISE_TIMEOUT_SECONDS", "0.25")),
+        api_key=os.environ.get("TIERWISE_API_KEY") or None,
+        policy_file=Path(policy) if policy else None,
+    )
+    return TierwiseProxyHook(client)
+
+
+def __getattr__(name: str) -> Any:
+    """`tierwise.gateway.litellm_router.proxy_hook` is built on first use (the proxy imports it by name)."""
+    if name == "proxy_hook":
+        hook = proxy_hook_from_environment()
+        globals()["proxy_hook"] = hook
+        return hook
+    raise AttributeError(name)

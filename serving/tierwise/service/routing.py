@@ -1,0 +1,182 @@
+"""Classifier plus policy under a deadline: the decision for each request, never blind under load.
+
+Each answer says how it was decided (`Decision.decided_by`):
+- `encoder`: the fine-tuned classifier answered within the deadline;
+- `estimator`: the encoder could not have answered in time (admission control: its queue is deeper
+  than the deadline allows) or did not, and the model folder's cheap estimator answered at once,
+  calibrated and escalated like the encoder (reason `estimated`);
+- `fallback`: no scorer could answer (the classifier raised, or a folder without an estimator
+  missed its deadline): the policy's top tier with reason `classifier_unavailable`.
+The caller never sees a failure as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from tierwise.core.estimator import Estimator, estimator_for
+from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
+from tierwise.core.request_text import ClassifierInput
+from tierwise.service.batcher import Score, Scorer
+from tierwise.service.score_cache import ScoreCache
+from tierwise.service.settings import Settings
+
+TokenCounter = Callable[[list[ClassifierInput]], list[int]]
+# Admission control: send a request to the estimator when the encoder's expected wait is past this
+# share of the deadline (the rest is left for the event loop, the policy and the response).
+ADMISSION_SHARE = 0.8
+
+logger = logging.getLogger("tierwise.routing")
+
+
+@dataclass(frozen=True)
+class RoutedBatch:
+    decisions: list[Decision]
+    classifier_error: str | None  # why the encoder did not decide, for the log
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The encoder's scores, or why there are none (`overloaded`: slow, not broken)."""
+
+    scores: list[Score] | None
+    error: str | None = None
+    overloaded: bool = False
+
+
+def approximate_token_counts(texts: list[ClassifierInput]) -> list[int]:
+    """About 4 characters per token: for a classifier without a tokenizer to count with."""
+    return [max(1, len(t.text) // 4) for t in texts]
+
+
+class Router:
+    def __init__(
+        self,
+        policy: Policy,
+        scorer: Scorer,
+        default_q: float,
+        deadline_ms: float | None = None,
+        texts_per_deadline: int = 32,
+        estimator: Estimator | None = None,
+        count_tokens: TokenCounter | None = None,
+        cache: ScoreCache | None = None,
+    ) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.scorer = scorer
+        self.default_q = default_q
+        self.estimator = estimator
+        self.count_tokens = count_tokens or approximate_token_counts
+        self.deadline_ms = policy.deadline_ms if deadline_ms is None else deadline_ms
+        # A batch call of many items gets one deadline per `texts_per_deadline` texts.
+        self.texts_per_deadline = max(1, texts_per_deadline)
+
+    @classmethod
+    def for_classifier(
+        cls,
+        policy: Policy,
+        scorer: Scorer,
+        classifier: Any,
+        settings: Settings,
+        cache: ScoreCache | None = None,
+    ) -> Router:
+        """The service's router for a loaded classifier: its calibrated q, its folder's estimator and
+        tokenizer count, the settings' deadline and batch size."""
+        return cls(
+            policy,
+            scorer,
+            default_q=classifier.manifest.escalation_q,
+            deadline_ms=settings.deadline_ms,
+            texts_per_deadline=settings.micro_batch_max_size,
+            estimator=estimator_for(classifier, settings),
+            count_tokens=getattr(classifier, "count_tokens", None),
+            cache=cache,
+        )
+
+    def deadline_seconds(self, item_count: int) -> float:
+        return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)
+
+    async def _scores(self, texts: list[ClassifierInput]) -> Scored:
+        timeout = self.deadline_seconds(len(texts))
+        if self.estimator is not None:
+            expected = self.scorer.expected_wait_s(len(texts))
+            if expected > timeout * ADMISSION_SHARE:
+                return Scored(None, f"admission: the encoder's queue needs ~{expected * 1000:.0f} ms", True)
+        try:
+            return Scored(await asyncio.wait_for(self.scorer.score(texts), timeout=timeout))
+        except TimeoutError:
+            return Scored(None, f"the classifier missed its {timeout * 1000:.0f} ms deadline", True)
+        except Exception as err:
+            logger.warning("classifier failed, routing upward", exc_info=err)
+            return Scored(None, f"the classifier raised {type(err).__name__}: {err}")
+
+    def _estimate(self, texts: list[ClassifierInput]) -> list[Score] | None:
+        """The estimator's scores (None when there is none, or it failed: then the fallback)."""
+        if self.estimator is None:
+            return None
+        try:
+            probabilities = self.estimator.predict_proba(texts)
+            counts = self.count_tokens(texts)
+        except Exception as err:
+            logger.error("estimator failed, routing upward", exc_info=err)
+            return None
+        return [Score(np.asarray(p), int(n)) for p, n in zip(probabilities, counts, strict=True)]
+
+    async def _encoder_scores(
+        self, texts: list[ClassifierInput]
+    ) -> tuple[list[Score | None], str | None, bool]:
+        """Scores from the cache, then the encoder for the rest: (per text a score or None, why some
+        are missing, whether they are missing because the encoder was too slow)."""
+        found = self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
+        missing = [i for i, score in enumerate(found) if score is None]
+        if not missing:
+            return found, None, False
+        scored = await self._scores([texts[i] for i in missing])
+        if scored.scores is not None:
+            for i, score in zip(missing, scored.scores, strict=True):
+                found[i] = score
+            if self.cache is not None:
+                self.cache.store([texts[i] for i in missing], scored.scores)
+        return found, scored.error, scored.overloaded
+
+    async def route(self, requests: list[RoutingInput]) -> RoutedBatch:
+        """Decisions in request order. Validate the requests first (`policy.validate_request`)."""
+        texts = [r.classifier_input for r in requests]
+        scores, error, overloaded = await self._encoder_scores(texts)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        estimated: set[int] = set()
+        if missing and overloaded:
+            estimates = self._estimate([texts[i] for i in missing])
+            if estimates is not None:
+                for i, score in zip(missing, estimates, strict=True):
+                    scores[i] = score
+                estimated = set(missing)
+        decisions = []
+        for index, request in enumerate(requests):
+            score = scores[index]
+            decision = None if score is None else self._decide(request, score, index in estimated)
+            if decision is None:
+                if score is not None:
+                    error = "the policy raised; see the service log"
+                decision = self.policy.unavailable_decision(request)
+            decisions.append(decision)
+        return RoutedBatch(decisions, error)
+
+    def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
+        """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
+        q = self.estimator.escalation_q if estimated and self.estimator is not None else self.default_q
+        try:
+            decision = self.policy.decide(request, score.probabilities, score.token_count, q)
+        except Exception as err:
+            logger.error("policy failed, routing upward", exc_info=err)
+            return None
+        if estimated:
+            return replace(decision, reasons=(ESTIMATED, *decision.reasons), decided_by=DECIDED_BY_ESTIMATOR)
+        return replace(decision, queue_wait_ms=score.queue_wait_ms)

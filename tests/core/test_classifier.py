@@ -1,0 +1,44 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.model_folder import ModelFolderError
+
+TEXTS = ["hi", "please write an email " * 30, "prove the theorem", "ok thanks", "design a distributed " * 5]
+
+
+def test_token_budget_chunks_give_the_same_logits_in_input_order(tiny_model_dir):
+    whole = TierClassifier(tiny_model_dir, intra_op_threads=1, max_batch_tokens=100_000)
+    chunked = TierClassifier(tiny_model_dir, intra_op_threads=1, max_batch_tokens=8)
+    a, counts_a = whole.logits(TEXTS)
+    b, counts_b = chunked.logits(TEXTS)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert counts_a == counts_b
+    assert a[0].argmax() == 0 and a[2].argmax() == 2  # order kept: "hi" is fast, "prove" frontier
+
+
+def test_classify_escalates_only_upward(tiny_classifier):
+    for p in tiny_classifier.classify(TEXTS):
+        assert tiny_classifier.tiers.index(p.tier) >= tiny_classifier.tiers.index(p.predicted_tier)
+        assert p.escalated == (p.tier != p.predicted_tier)
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_a_folder_with_mismatched_files_is_refused(tiny_model_dir, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny_model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["tiers"] = ["fast", "frontier"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match="different runs"):
+        TierClassifier(folder)
+
+
+def test_a_corrupt_onnx_file_is_reported(tiny_model_dir, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelFolderError, match="make train"):
+        TierClassifier(folder)

@@ -1,0 +1,1 @@
+"""Test doubles and tiny model folders shared by the test packages."""

@@ -1,0 +1,112 @@
+"""The capacity benchmark's bookkeeping, and one short real run against the tiny model."""
+
+import json
+
+import pytest
+from tierwise.core.policy import load_policy
+from tierwise.service.settings import DEFAULT_POLICY_FILE
+
+from tools.capacity_bench import (
+    FolderRun,
+    Level,
+    main,
+    markdown_report,
+    read_request_bodies,
+    serve_and_drive,
+    tier_prices,
+)
+
+
+def answer(decided_by: str | None, tier: str, reasons=()) -> bytes:
+    body = {"tier": tier, "reasons": list(reasons)}
+    if decided_by is not None:
+        body["decided_by"] = decided_by
+    return json.dumps(body).encode()
+
+
+def test_a_level_counts_how_every_answer_was_decided():
+    level = Level("open", 100)
+    level.record(200, answer("encoder", "fast"), 5.0)
+    level.record(200, answer("estimator", "balanced"), 40.0)
+    level.record(200, answer(None, "frontier", ["classifier_unavailable"]), 50.0)  # an older service
+    level.record(200, answer(None, "fast"), 4.0)
+    level.record(503, b"{}", 1.0)
+    level.seconds = 2.0
+    assert level.answered == 4 and level.errors == 1 and level.rate == 2.0
+    assert (
+        level.share("encoder") == 0.5 and level.share("estimator") == 0.25 and level.share("fallback") == 0.25
+    )
+    assert level.tiers == {"fast": 2, "balanced": 1, "frontier": 1}
+
+
+def level(rate: float, encoder: int, estimator: int, p99_ms: float, errors: int = 0) -> Level:
+    out = Level("open", rate, errors=errors, seconds=1.0)
+    out.decided_by.update({"encoder": encoder, "estimator": estimator})
+    out.tiers.update({"fast": encoder + estimator})
+    out.latencies_ms = [p99_ms] * 10
+    return out
+
+
+def test_classified_capacity_is_the_highest_rate_held():
+    run = FolderRun(
+        "m",
+        50.0,
+        closed=[],
+        open=[
+            level(50, 100, 0, 20),
+            level(100, 995, 5, 45),
+            level(200, 900, 100, 49),
+            level(400, 100, 0, 80),
+        ],
+        rss_mib=300,
+    )
+    assert run.classified_capacity() == 100  # 200: 90% encoder; 400: p99 past the deadline
+    assert FolderRun("m", 50.0, [], [level(50, 10, 0, 20, errors=1)], 1).classified_capacity() == 0
+
+
+def test_the_report_prices_the_mix_against_the_first_level(monkeypatch):
+    monkeypatch.setattr("tools.capacity_bench.os.cpu_count", lambda: 2)
+    prices = tier_prices(load_policy(DEFAULT_POLICY_FILE), 300)
+    assert prices["fast"] < prices["balanced"] < prices["frontier"] and "private" in prices
+    cheap = level(50, 10, 0, 20)
+    dear = level(100, 10, 0, 20)
+    dear.tiers = type(dear.tiers)({"frontier": 10})
+    report = markdown_report([FolderRun("m", 50.0, [], [cheap, dear], 321)], prices, 5, "note")
+    assert "| m | 50 req/s offered |" in report and "| 1.00 |" in report
+    assert f"| {prices['frontier'] / prices['fast']:.2f} |" in report
+    assert "| m | 50 | 100 | 50.0 | 321 |" in report  # deadline, capacity, per core (2 cores), RSS
+
+
+def test_missing_request_bodies_are_an_error_not_a_fallback(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="make bench-requests"):
+        read_request_bodies(tmp_path / "none.jsonl")
+    assert main(["--requests", str(tmp_path / "none.jsonl")]) == 2
+    assert "make bench-requests" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_short_run_against_the_real_service(tmp_path, tiny_model_dir):
+    requests = tmp_path / "requests.jsonl"
+    bodies = [
+        {"text": "hello"},
+        {
+            "messages": [
+                {"role": "system", "content": "be kind"},
+                {"role": "user", "content": "prove the theorem"},
+            ]
+        },
+    ]
+    requests.write_text("".join(json.dumps({"body": b}) + "\n" for b in bodies))
+    run = serve_and_drive(
+        tiny_model_dir,
+        read_request_bodies(requests),
+        [2],
+        [20.0],
+        1.0,
+        5000.0,
+        {"TIERWISE_DEADLINE_MS": "5000"},
+    )
+    [closed], [opened] = run.closed, run.open
+    assert closed.answered > 0 and closed.errors == 0 and closed.share("encoder") == 1.0
+    assert opened.answered == opened.sent == 20 and opened.share("encoder") == 1.0
+    assert set(opened.tiers) <= {"fast", "frontier"} and run.classified_capacity() == 20.0

@@ -1,0 +1,400 @@
+"""`make bench` (capacity part): how much traffic a model folder *classifies*, and how every answer
+was decided when there is more.
+
+    python -m tools.capacity_bench --model models/default --compare models/previous
+    python -m tools.capacity_bench --rates 25,50,100,200 --clients 1,8,32,64 --duration 15
+
+Each model folder is served by the real service (`python -m tierwise.service`, micro-batching on; `--workers`
+and `--onnx-threads` set its processes and onnxruntime threads)
+and driven with the request bodies of `make bench-requests` (test rows, half bare and half wrapped
+by the evaluation-only wrappers): closed-loop (N clients, each waiting for its answer) and
+open-loop (a fixed arrival rate that does not slow down when the router does, as gateways do not;
+latency counts from the scheduled send). Per level: req/s, p50/p99, errors, the share of answers
+decided by the `encoder`, the `estimator` and the blind `fallback` (from each response's
+`decided_by`), the routed tier mix and its relative cost (tier prices from the policy, the same
+blended price per request for every tier; 1.00 = the same folder's mix at the lowest level).
+
+**Classified capacity**: the highest open-loop rate at which >= 99% of answers come from the
+encoder, p99 is under the deadline and nothing failed; per core = that / the machine's cores. The
+load generator shares the machine's cores with the server, as the rest of `make bench` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tierwise.core.policy import DECIDED_BY, Policy, load_policy
+from tierwise.service.settings import get_settings
+
+from tools.bench import free_port, http_request, memory_kib, percentile, read_response, served_process
+from tools.harness import REPO_DIR
+
+DEFAULT_REQUESTS = REPO_DIR / "data" / "processed" / "bench_requests.jsonl"
+ENCODER_SHARE_FOR_CAPACITY = 0.99
+BLENDED_PROMPT_TOKENS = 500  # for the relative cost: the same request size at every tier
+MAX_OPEN_CONNECTIONS = 512
+
+
+@dataclass
+class Level:
+    """One load level: `clients` (closed loop) or `rate` req/s (open loop)."""
+
+    mode: str  # "closed" or "open"
+    load: float  # clients, or requests per second
+    sent: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    decided_by: Counter[str] = field(default_factory=Counter)
+    tiers: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def answered(self) -> int:
+        return sum(self.decided_by.values())
+
+    @property
+    def rate(self) -> float:
+        return self.answered / self.seconds if self.seconds else 0.0
+
+    def share(self, decided_by: str) -> float:
+        return self.decided_by[decided_by] / self.answered if self.answered else 0.0
+
+    def record(self, status: int, body: bytes, latency_ms: float) -> None:
+        self.latencies_ms.append(latency_ms)
+        if status != 200:
+            self.errors += 1
+            return
+        answer = json.loads(body)
+        # A service older than decided_by: a classifier_unavailable answer was the fallback.
+        default = "fallback" if "classifier_unavailable" in answer.get("reasons", ()) else "encoder"
+        self.decided_by[answer.get("decided_by", default)] += 1
+        self.tiers[answer["tier"]] += 1
+
+
+def read_request_bodies(path: Path) -> list[bytes]:
+    """POST /classify bodies from `make bench-requests`; a missing file is an error, not a fallback."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: run `make bench-requests` (it needs `make data`) to build the realistic "
+            "request bodies, or pass --requests."
+        )
+    with open(path, encoding="utf-8") as f:
+        return [json.dumps(json.loads(line)["body"]).encode() for line in f if line.strip()]
+
+
+# -- load -------------------------------------------------------------------------------------------
+
+
+async def closed_client(port: int, requests: list[bytes], start: int, stop: float, level: Level) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    index = start
+    try:
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            writer.write(requests[index % len(requests)])
+            index += 1
+            level.sent += 1
+            status, body = await read_response(reader)
+            level.record(status, body, (time.perf_counter() - sent) * 1000)
+    except (OSError, asyncio.IncompleteReadError) as err:
+        level.errors += 1
+        print(f"  client error: {err}", file=sys.stderr)
+    finally:
+        writer.close()
+
+
+async def closed_loop(port: int, requests: list[bytes], clients: int, seconds: float) -> Level:
+    level = Level("closed", clients)
+    started = time.perf_counter()
+    stop = started + seconds
+    step = max(1, len(requests) // clients)
+    await asyncio.gather(*(closed_client(port, requests, i * step, stop, level) for i in range(clients)))
+    level.seconds = time.perf_counter() - started
+    return level
+
+
+class ConnectionPool:
+    """Idle keep-alive connections; a send with none idle opens another (a gateway does not wait)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.idle:
+            return self.idle.pop()
+        if self.opened >= MAX_OPEN_CONNECTIONS:
+            raise OSError(f"more than {MAX_OPEN_CONNECTIONS} requests in flight")
+        self.opened += 1
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.idle.append(connection)
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def open_request(pool: ConnectionPool, request: bytes, scheduled: float, level: Level) -> None:
+    try:
+        reader, writer = await pool.get()
+    except OSError:
+        level.errors += 1
+        return
+    try:
+        writer.write(request)
+        status, body = await read_response(reader)
+    except (OSError, asyncio.IncompleteReadError):
+        level.errors += 1
+        writer.close()
+        pool.opened -= 1
+        return
+    level.record(status, body, (time.perf_counter() - scheduled) * 1000)  # from the scheduled send
+    pool.put((reader, writer))
+
+
+async def open_loop(port: int, requests: list[bytes], rate: float, seconds: float) -> Level:
+    level = Level("open", rate)
+    pool = ConnectionPool(port)
+    started = time.perf_counter()
+    tasks = []
+    count = int(rate * seconds)
+    for i in range(count):
+        scheduled = started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        level.sent += 1
+        tasks.append(asyncio.create_task(open_request(pool, requests[i % len(requests)], scheduled, level)))
+    await asyncio.gather(*tasks)
+    level.seconds = max(seconds, time.perf_counter() - started)
+    pool.close()
+    return level
+
+
+# -- one served model folder -------------------------------------------------------------------------
+
+
+@dataclass
+class FolderRun:
+    name: str
+    deadline_ms: float
+    closed: list[Level]
+    open: list[Level]
+    rss_mib: float
+
+    def classified_capacity(self) -> float:
+        """The highest open-loop rate with >= 99% encoder answers, p99 under the deadline, no errors."""
+        held = [
+            level.load
+            for level in self.open
+            if level.errors == 0
+            and level.share("encoder") >= ENCODER_SHARE_FOR_CAPACITY
+            and percentile(level.latencies_ms, 99) < self.deadline_ms
+        ]
+        return max(held, default=0.0)
+
+
+def serve_and_drive(
+    model_dir: Path,
+    bodies: list[bytes],
+    clients: Sequence[int],
+    rates: Sequence[float],
+    seconds: float,
+    deadline_ms: float,
+    extra_env: dict[str, str],
+    name: str | None = None,
+) -> FolderRun:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TIERWISE_PORT": str(port),
+        "TIERWISE_HOST": "127.0.0.1",
+        "TIERWISE_MODEL_DIR": str(model_dir),
+        "TIERWISE_WORKERS": "1",
+        "TIERWISE_ONNX_THREADS": "0",
+        "TIERWISE_RECORD_DECISIONS": "false",
+        # The load cycles over a fixed set of bodies: a score cache would measure the cache, not the
+        # encoder. Production repetition is real but workload-specific; --score-cache turns it on.
+        "TIERWISE_SCORE_CACHE_SIZE": "0",
+        **extra_env,
+    }
+    name = name or model_dir.name
+    with served_process([sys.executable, "-m", "tierwise.service"], env, port) as process:
+        requests = [http_request(port, body) for body in bodies]
+        asyncio.run(closed_loop(port, requests, 4, 2.0))  # warm-up, not measured
+        closed = [drive_level(name, closed_loop(port, requests, c, seconds)) for c in clients]
+        opened = [drive_level(name, open_loop(port, requests, r, seconds)) for r in rates]
+        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(process.pid) / 1024)
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of a process and all its descendants (the workers of a multi-worker service), in KiB."""
+    total = memory_kib(pid)[0]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text(encoding="ascii").split():
+            total += tree_rss_kib(int(child))
+    return total
+
+
+def drive_level(name: str, load: object) -> Level:
+    level = asyncio.run(load)  # type: ignore[arg-type]
+    print(
+        f"  {name}: {level.mode} {level.load:g}: {level.rate:.0f} req/s, p99 "
+        f"{percentile(level.latencies_ms, 99):.0f} ms, encoder {100 * level.share('encoder'):.1f}%",
+        file=sys.stderr,
+    )
+    time.sleep(1.0)  # let the queue drain between levels
+    return level
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+
+def tier_prices(policy: Policy, output_tokens: int) -> dict[str, float]:
+    """USD per request at each tier (the private one too) for the same blended request."""
+    tiers = [*policy.tiers, *([policy.private_tier] if policy.private_tier is not None else [])]
+    return {
+        t.name: (
+            BLENDED_PROMPT_TOKENS * t.input_price_per_million + output_tokens * t.output_price_per_million
+        )
+        / 1e6
+        for t in tiers
+    }
+
+
+def mean_cost(level: Level, prices: dict[str, float]) -> float:
+    total = sum(level.tiers.values())
+    return sum(prices.get(t, 0.0) * n for t, n in level.tiers.items()) / total if total else 0.0
+
+
+def level_rows(run: FolderRun, levels: list[Level], prices: dict[str, float]) -> list[str]:
+    base = mean_cost(levels[0], prices) if levels else 0.0
+    rows = []
+    for level in levels:
+        load = f"{level.load:g} clients" if level.mode == "closed" else f"{level.load:g} req/s offered"
+        shares = " / ".join(f"{100 * level.share(d):.1f}%" for d in DECIDED_BY)
+        total = sum(level.tiers.values()) or 1
+        mix = " / ".join(f"{100 * level.tiers[t] / total:.0f}%" for t in ("fast", "balanced", "frontier"))
+        cost = mean_cost(level, prices) / base if base else float("nan")
+        rows.append(
+            f"| {run.name} | {load} | {level.rate:.0f} | {percentile(level.latencies_ms, 50):.1f} | "
+            f"{percentile(level.latencies_ms, 99):.1f} | {level.errors} | {shares} | {mix} | {cost:.2f} |"
+        )
+    return rows
+
+
+def markdown_report(runs: list[FolderRun], prices: dict[str, float], seconds: float, note: str) -> str:
+    cores = os.cpu_count() or 1
+    lines = [
+        f"**Classified capacity** ({note}; {seconds:g} s per level; {cores} CPU cores shared with the load "
+        "generator; micro-batching on)",
+        "",
+        "| server | load | answered req/s | p50 ms | p99 ms | errors | encoder / estimator / fallback | "
+        "mix f/b/F | relative cost |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+    ]
+    for run in runs:
+        lines += level_rows(run, run.closed, prices)
+        lines += level_rows(run, run.open, prices)
+    lines += [
+        "",
+        "| server | deadline ms | classified capacity req/s | per core | RSS MiB (all processes) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        capacity = run.classified_capacity()
+        lines.append(
+            f"| {run.name} | {run.deadline_ms:g} | {capacity:g} | {capacity / cores:.1f} | {run.rss_mib:.0f} |"
+        )
+    lines += [
+        "",
+        "Classified capacity: the highest offered rate (of those run) with >= 99% of answers from the encoder, "
+        "p99 under the deadline and no errors; 0 when even the lowest rate missed it. Relative cost: the "
+        "level's routed tier mix priced per request, over the same server's first level of that kind.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=settings.model_dir, help="model folder to serve")
+    parser.add_argument("--compare", type=Path, action="append", default=[], help="another folder, same run")
+    parser.add_argument("--requests", type=Path, default=DEFAULT_REQUESTS, help="from `make bench-requests`")
+    parser.add_argument("--clients", default="1,8,32,64", help="closed-loop client counts")
+    parser.add_argument("--rates", default="5,10,25,50,100,200", help="open-loop offered req/s")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--policy", type=Path, default=settings.policy_file)
+    parser.add_argument(
+        "--without-estimator",
+        action="store_true",
+        help="also serve --model with TIERWISE_ESTIMATOR=false (plain fail-upward under load), same run",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="service worker processes (TIERWISE_WORKERS)")
+    parser.add_argument(
+        "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads per worker (0 = all cores)"
+    )
+    parser.add_argument(
+        "--score-cache", action="store_true", help="keep the service's score cache on (off: bodies repeat)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        bodies = read_request_bodies(args.requests)
+        policy = load_policy(args.policy)
+        clients = [int(c) for c in args.clients.split(",") if c.strip()]
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    deadline_ms = get_settings().deadline_ms or policy.deadline_ms
+    env = {
+        "TIERWISE_POLICY_FILE": str(args.policy),
+        "TIERWISE_WORKERS": str(args.workers),
+        "TIERWISE_ONNX_THREADS": str(args.onnx_threads),
+    }
+    if args.score_cache:
+        env["TIERWISE_SCORE_CACHE_SIZE"] = str(get_settings().score_cache_size)
+    runs = []
+    for folder in (args.model, *args.compare):
+        print(f"capacity: {folder} ...", file=sys.stderr)
+        runs.append(serve_and_drive(Path(folder), bodies, clients, rates, args.duration, deadline_ms, env))
+    if args.without_estimator:
+        print(f"capacity: {args.model} without its estimator ...", file=sys.stderr)
+        off = {**env, "TIERWISE_ESTIMATOR": "false"}
+        name = f"{Path(args.model).name}, estimator off"
+        runs.append(
+            serve_and_drive(Path(args.model), bodies, clients, rates, args.duration, deadline_ms, off, name)
+        )
+    cache = "on" if args.score_cache else "off"
+    note = (
+        f"{len(bodies)} request bodies from {args.requests.name}, half wrapped; {args.workers} worker(s), "
+        f"onnxruntime threads {args.onnx_threads or 'all'}; score cache {cache}"
+    )
+    report = markdown_report(runs, tier_prices(policy, policy.expected_output_tokens), args.duration, note)
+    print(report)
+    if args.out:
+        args.out.write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
