@@ -127,6 +127,22 @@ class Decision:
     decided_by: str = DECIDED_BY_ENCODER  # set by the router: encoder, estimator or fallback
 
 
+@dataclass
+class _TierChoice:
+    """The tier being chosen for one request while the policy's rules run (indices into the tiers)."""
+
+    chosen: int
+    reasons: list[str]
+    predicted: int | None = None  # the classifier's most likely tier; None without probabilities
+    cumulative: np.ndarray | None = None  # (tiers,) calibrated P(true tier <= t)
+
+    def raise_to(self, floor: int, reason: str) -> None:
+        if floor > self.chosen:
+            self.chosen = floor
+            if reason not in self.reasons:
+                self.reasons.append(reason)
+
+
 @dataclass(frozen=True)
 class Policy:
     tiers: tuple[TierConfig, ...]
@@ -180,34 +196,56 @@ class Policy:
         token_count: int | None,
         default_q: float,
     ) -> Decision:
-        """The tier for one request; `probabilities` is None when the classifier is unavailable."""
+        """The tier for one request; `probabilities` is None when the classifier is unavailable.
+        The rules run in the order of this module's docstring; each may only raise the tier, except
+        a route's pinned tier, the caller's `max_tier` cap and the context limit."""
         self.validate_request(request)
-        reasons: list[str] = []
-        top = len(self.tiers) - 1
-
-        if probabilities is None:
-            predicted: int | None = None
-            chosen = top
-            reasons.append(CLASSIFIER_UNAVAILABLE)
-            cumulative = None
+        choice = self._classifier_choice(probabilities, default_q)
+        ceiling = self._apply_rules(choice, request, token_count)
+        private_kinds = (
+            tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
+        )
+        if private_kinds and self.private_tier is not None:
+            choice.reasons.append(PRIVATE_DATA)
+            tier, fallbacks = self.private_tier, self.private_tier.models[1:]
         else:
-            probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
-            if probs.shape[1] != len(self.tiers):
-                raise PolicyError(f"got {probs.shape[1]} probabilities for {len(self.tiers)} tiers")
-            q = self.escalation_q if self.escalation_q is not None else default_q
-            predicted = int(probs.argmax())
-            chosen = int(route_upward(probs, q)[0])
-            cumulative = cumulative_confidence(probs)[0]
-            if chosen > predicted:
-                reasons.append(LOW_CONFIDENCE)
+            tier = self.tiers[choice.chosen]
+            stronger = [m for t in self.tiers[choice.chosen + 1 : ceiling + 1] for m in t.models]
+            fallbacks = (*tier.models[1:], *stronger)
+        return Decision(
+            tier=tier.name,
+            confidence=1.0 if choice.cumulative is None else float(choice.cumulative[choice.chosen]),
+            probabilities=(
+                {}
+                if probabilities is None
+                else {t: float(p) for t, p in zip(self.tier_names, np.ravel(probabilities), strict=True)}
+            ),
+            predicted_tier=None if choice.predicted is None else self.tier_names[choice.predicted],
+            escalated=choice.predicted is None or choice.chosen > choice.predicted,
+            reasons=tuple(choice.reasons),
+            model=tier.models[0],
+            fallbacks=tuple(fallbacks),
+            private_data=private_kinds,
+            token_count=token_count,
+        )
 
-        def raise_to(floor: int, reason: str) -> None:
-            nonlocal chosen
-            if floor > chosen:
-                chosen = floor
-                if reason not in reasons:
-                    reasons.append(reason)
+    def _classifier_choice(
+        self, probabilities: Sequence[float] | np.ndarray | None, default_q: float
+    ) -> _TierChoice:
+        """Rule 1: the upward rule on the calibrated probabilities; the top tier without them."""
+        if probabilities is None:
+            return _TierChoice(chosen=len(self.tiers) - 1, reasons=[CLASSIFIER_UNAVAILABLE])
+        probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)  # (1, tiers)
+        if probs.shape[1] != len(self.tiers):
+            raise PolicyError(f"got {probs.shape[1]} probabilities for {len(self.tiers)} tiers")
+        q = self.escalation_q if self.escalation_q is not None else default_q
+        predicted = int(probs.argmax())
+        chosen = int(route_upward(probs, q)[0])
+        reasons = [LOW_CONFIDENCE] if chosen > predicted else []
+        return _TierChoice(chosen, reasons, predicted, cumulative_confidence(probs)[0])
 
+    def _apply_rules(self, choice: _TierChoice, request: RoutingInput, token_count: int | None) -> int:
+        """Rules 2-5 on `choice`, in place; returns the highest tier the fallbacks may reach."""
         rule = self.long_context
         if (
             token_count is not None
@@ -215,75 +253,30 @@ class Policy:
             and rule.min_tier is not None
             and token_count > rule.threshold_tokens
         ):
-            raise_to(self.tier_index(rule.min_tier), LONG_CONTEXT)
-
+            choice.raise_to(self.tier_index(rule.min_tier), LONG_CONTEXT)
         override = self.routes.get(request.route) if request.route else None
         if override is not None:
             if override.tier is not None:
-                chosen = self.tier_index(override.tier)
-                reasons.append(ROUTE_OVERRIDE)
+                choice.chosen = self.tier_index(override.tier)
+                choice.reasons.append(ROUTE_OVERRIDE)
             if override.min_tier is not None:
-                raise_to(self.tier_index(override.min_tier), ROUTE_OVERRIDE)
-
+                choice.raise_to(self.tier_index(override.min_tier), ROUTE_OVERRIDE)
         if request.min_tier is not None:
-            raise_to(self.tier_index(request.min_tier), MIN_TIER)
-        ceiling = top
+            choice.raise_to(self.tier_index(request.min_tier), MIN_TIER)
+        ceiling = len(self.tiers) - 1
         if request.max_tier is not None:
             ceiling = self.tier_index(request.max_tier)
-            if chosen > ceiling:
-                chosen = ceiling
-                reasons.append(MAX_TIER)
-
-        if token_count is not None:
-            holding = self.nearest_tier_holding(chosen, token_count)
-            if holding != chosen:
-                chosen = holding
-                if LONG_CONTEXT not in reasons:
-                    reasons.append(LONG_CONTEXT)
+            if choice.chosen > ceiling:
+                choice.chosen = ceiling
+                choice.reasons.append(MAX_TIER)
+        if token_count is not None:  # a tier that cannot hold the prompt could only fail, even below max_tier
+            holding = self.nearest_tier_holding(choice.chosen, token_count)
+            if holding != choice.chosen:
+                choice.chosen = holding
+                if LONG_CONTEXT not in choice.reasons:
+                    choice.reasons.append(LONG_CONTEXT)
             ceiling = max(ceiling, holding)
-
-        private_kinds = (
-            tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
-        )
-        probabilities_by_tier = (
-            {}
-            if probabilities is None
-            else {t: float(p) for t, p in zip(self.tier_names, np.ravel(probabilities), strict=True)}
-        )
-        confidence = 1.0 if cumulative is None else float(cumulative[chosen])
-        escalated = predicted is None or chosen > predicted
-        predicted_name = None if predicted is None else self.tier_names[predicted]
-
-        if private_kinds and self.private_tier is not None:
-            reasons.append(PRIVATE_DATA)
-            private = self.private_tier
-            return Decision(
-                tier=private.name,
-                confidence=confidence,
-                probabilities=probabilities_by_tier,
-                predicted_tier=predicted_name,
-                escalated=escalated,
-                reasons=tuple(reasons),
-                model=private.models[0],
-                fallbacks=private.models[1:],
-                private_data=private_kinds,
-                token_count=token_count,
-            )
-
-        tier = self.tiers[chosen]
-        stronger = [m for t in self.tiers[chosen + 1 : ceiling + 1] for m in t.models]
-        return Decision(
-            tier=tier.name,
-            confidence=confidence,
-            probabilities=probabilities_by_tier,
-            predicted_tier=predicted_name,
-            escalated=escalated,
-            reasons=tuple(reasons),
-            model=tier.models[0],
-            fallbacks=(*tier.models[1:], *stronger),
-            private_data=private_kinds,
-            token_count=token_count,
-        )
+        return ceiling
 
     def nearest_tier_holding(self, chosen: int, token_count: int) -> int:
         """The cheapest tier at or above `chosen` whose context holds `token_count` tokens; if none

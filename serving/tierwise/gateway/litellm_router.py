@@ -30,13 +30,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from tierwise.gateway.client import (
-    PRIVATE_DATA_REASON,
-    AsyncTierwiseClient,
-    PrivateDataUnroutableError,
-    Routing,
-    TierwiseClient,
-)
+from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
+from tierwise.gateway.upward import PRIVATE_DATA_REASON
+from tierwise.gateway.wire import PrivateDataUnroutableError, Routing
 
 logger = logging.getLogger("tierwise.litellm")
 
