@@ -29,6 +29,13 @@ def extras() -> dict[str, list[str]]:
     ]
 
 
+def training_dependencies() -> list[str]:
+    """The `tierwise-training` distribution's requirements (training/pyproject.toml)."""
+    return tomllib.loads((REPO / "training" / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
+
+
 def closure(requirements: list[str]) -> dict[str, Requirement]:
     """Every requirement reachable from `requirements` through the installed distributions' metadata
     (markers evaluated for this interpreter, extras followed)."""
@@ -52,7 +59,8 @@ def closure(requirements: list[str]) -> dict[str, Requirement]:
 def test_the_lock_pins_every_package_the_extras_pull_in():
     locked = {canonicalize_name(name): version for name, version in lock_versions(LOCK).items()}
     wanted = [text for requirements in extras().values() for text in requirements]
-    needed = closure(wanted)
+    needed = closure([*wanted, *training_dependencies()])
+    assert "torch" in needed, "the training distribution's requirements must be walked too"
     assert len(needed) > 50, "the walk should reach the transitive dependencies"
     missing = sorted(name for name in needed if name not in locked)
     assert not missing, f"not in {LOCK.name}: {missing}; run `make lock` and commit the lock"
@@ -78,6 +86,8 @@ def test_make_install_uses_the_lock_as_constraints():
     all_extras = re.search(r"^ALL_EXTRAS := (.+)$", makefile, re.M)
     assert all_extras is not None
     assert set(all_extras.group(1).split(",")) == set(extras()), "make install must install every extra"
+    assert any("-e $(TRAINING)" in line for line in installs), "make install must install tierwise-training"
+    assert re.search(r"^TRAINING := \./training$", makefile, re.M), "TRAINING must name the training folder"
 
 
 # -- deployment artifacts: Dockerfile and deploy/k8s ------------------------------------------------
