@@ -15,7 +15,7 @@ TRAINING := ./training
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve lock data train export estimator invariance promote test lint format bench bench-requests capacity reliability serve classify clean
+.PHONY: help install install-serve lock data train export estimator invariance promote test test-fast lint format bench bench-requests capacity reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,8 +65,11 @@ invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, m
 promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
 	$(PY) -m tierwise.training.promote --name $(MODEL)
 
-test: install ## Run the test suite (tiny models, CPU only)
+test: install ## Run the whole test suite, slow tests included (tiny models, CPU only)
 	$(PY) -m pytest -q
+
+test-fast: install ## The inner loop: every test but the slow ones (-m "not slow"; under a minute)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
 	$(VENV)/bin/ruff check training serving tests tools
@@ -93,8 +96,8 @@ capacity: install bench-requests ## Classified capacity: closed + open loop, how
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
 	$(PY) -m tools.reliability --model-dir models/$(MODEL) --out runs/reliability.md
 
-classify: install-serve ## Classify a JSONL file: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl
-	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL)
+classify: install-serve ## Route a JSONL file with the model and policy: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl [RAW=1]
+	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL) $(if $(RAW),--raw)
 
 clean: ## Remove build outputs (data/processed, runs/); keeps models/ and the venv
 	rm -rf data/processed runs .pytest_cache .ruff_cache

@@ -5,6 +5,8 @@ serve-only install has none of them."""
 import subprocess
 import sys
 
+import pytest
+
 CHECK = """
 import importlib, pkgutil, sys
 import tierwise
@@ -20,6 +22,7 @@ print(len([m for m in sys.modules if m.startswith("tierwise.")]), ",".join(bad))
 """
 
 
+@pytest.mark.slow
 def test_the_product_imports_no_training_torch_or_transformers():
     result = subprocess.run(
         [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120, check=True

@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,8 +36,7 @@ from pathlib import Path
 from tierwise.core.policy import DECIDED_BY, Policy, load_policy
 from tierwise.service.settings import get_settings
 
-from tools.bench import free_port, http_request, memory_kib, percentile, read_response, served_process
-from tools.harness import REPO_DIR
+from tools.harness import REPO_DIR, KeepAliveConnection, percentile, raw_request, served_service, tree_rss_kib
 
 DEFAULT_REQUESTS = REPO_DIR / "data" / "processed" / "bench_requests.jsonl"
 ENCODER_SHARE_FOR_CAPACITY = 0.99
@@ -95,21 +95,22 @@ def read_request_bodies(path: Path) -> list[bytes]:
 
 
 async def closed_client(port: int, requests: list[bytes], start: int, stop: float, level: Level) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = KeepAliveConnection(port)
+    await connection.open()
     index = start
     try:
         while time.perf_counter() < stop:
-            sent = time.perf_counter()
-            writer.write(requests[index % len(requests)])
+            request = requests[index % len(requests)]
             index += 1
             level.sent += 1
-            status, body = await read_response(reader)
+            sent = time.perf_counter()
+            status, body = await connection.send(request)
             level.record(status, body, (time.perf_counter() - sent) * 1000)
     except (OSError, asyncio.IncompleteReadError) as err:
         level.errors += 1
         print(f"  client error: {err}", file=sys.stderr)
     finally:
-        writer.close()
+        connection.close()
 
 
 async def closed_loop(port: int, requests: list[bytes], clients: int, seconds: float) -> Level:
@@ -127,41 +128,42 @@ class ConnectionPool:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[KeepAliveConnection] = []
         self.opened = 0
 
-    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def get(self) -> KeepAliveConnection:
         if self.idle:
             return self.idle.pop()
         if self.opened >= MAX_OPEN_CONNECTIONS:
             raise OSError(f"more than {MAX_OPEN_CONNECTIONS} requests in flight")
         self.opened += 1
-        return await asyncio.open_connection("127.0.0.1", self.port)
+        connection = KeepAliveConnection(self.port)
+        await connection.open()
+        return connection
 
-    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    def put(self, connection: KeepAliveConnection) -> None:
         self.idle.append(connection)
 
     def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        for connection in self.idle:
+            connection.close()
 
 
 async def open_request(pool: ConnectionPool, request: bytes, scheduled: float, level: Level) -> None:
     try:
-        reader, writer = await pool.get()
+        connection = await pool.get()
     except OSError:
         level.errors += 1
         return
     try:
-        writer.write(request)
-        status, body = await read_response(reader)
+        status, body = await connection.send(request)
     except (OSError, asyncio.IncompleteReadError):
         level.errors += 1
-        writer.close()
+        connection.close()
         pool.opened -= 1
         return
     level.record(status, body, (time.perf_counter() - scheduled) * 1000)  # from the scheduled send
-    pool.put((reader, writer))
+    pool.put(connection)
 
 
 async def open_loop(port: int, requests: list[bytes], rate: float, seconds: float) -> Level:
@@ -216,36 +218,28 @@ def serve_and_drive(
     extra_env: dict[str, str],
     name: str | None = None,
 ) -> FolderRun:
-    port = free_port()
-    env = {
-        **os.environ,
-        "TIERWISE_PORT": str(port),
-        "TIERWISE_HOST": "127.0.0.1",
-        "TIERWISE_MODEL_DIR": str(model_dir),
-        "TIERWISE_WORKERS": "1",
-        "TIERWISE_ONNX_THREADS": "0",
-        "TIERWISE_RECORD_DECISIONS": "false",
+    """`model_dir` served (micro-batching on, the caller's TIERWISE_* settings, then `extra_env`'s
+    TIERWISE_* variables), warmed up, then driven closed-loop at each of `clients` and open-loop at
+    each of `rates` for `seconds`."""
+    settings: dict[str, object] = {
+        "workers": 1,
+        "onnx_threads": 0,
+        "record_decisions": "false",
         # The load cycles over a fixed set of bodies: a score cache would measure the cache, not the
         # encoder. Production repetition is real but workload-specific; --score-cache turns it on.
-        "TIERWISE_SCORE_CACHE_SIZE": "0",
-        **extra_env,
+        "score_cache_size": 0,
+        **{key.removeprefix("TIERWISE_").lower(): value for key, value in extra_env.items()},
     }
     name = name or model_dir.name
-    with served_process([sys.executable, "-m", "tierwise.service"], env, port) as process:
-        requests = [http_request(port, body) for body in bodies]
-        asyncio.run(closed_loop(port, requests, 4, 2.0))  # warm-up, not measured
-        closed = [drive_level(name, closed_loop(port, requests, c, seconds)) for c in clients]
-        opened = [drive_level(name, open_loop(port, requests, r, seconds)) for r in rates]
-        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(process.pid) / 1024)
-
-
-def tree_rss_kib(pid: int) -> int:
-    """RSS of a process and all its descendants (the workers of a multi-worker service), in KiB."""
-    total = memory_kib(pid)[0]
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text(encoding="ascii").split():
-            total += tree_rss_kib(int(child))
-    return total
+    with (
+        tempfile.TemporaryDirectory(prefix="tierwise-capacity-") as log_dir,
+        served_service(model_dir, Path(log_dir) / "server.log", inherit_settings=True, **settings) as server,
+    ):
+        requests = [raw_request(server.port, "/classify", body) for body in bodies]
+        asyncio.run(closed_loop(server.port, requests, 4, 2.0))  # warm-up, not measured
+        closed = [drive_level(name, closed_loop(server.port, requests, c, seconds)) for c in clients]
+        opened = [drive_level(name, open_loop(server.port, requests, r, seconds)) for r in rates]
+        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(server.pid) / 1024)
 
 
 def drive_level(name: str, load: object) -> Level:

@@ -39,8 +39,9 @@ def run_once(base_url: str, logs: Path, out: Path, concurrency: int) -> dict[str
     code = tierwise(
         [
             "label",
+            "--input",
             str(logs),
-            "--out",
+            "--output",
             str(out),
             "--base-url",
             base_url,

@@ -20,7 +20,7 @@ from tierwise.training.evaluation import (
     reliability_curve,
     sufficiency_calibration_error,
 )
-from tierwise.training.finetune import allowed_mask
+from tierwise.training.labels import allowed_mask
 
 EVAL_SPLITS = ("val", "test", "heldout", "non_english")
 Q_GRID = np.round(np.linspace(0.0, 1.0, 51), 2)

@@ -184,20 +184,9 @@ def label_text(allowed: list[str]) -> str:
     return allowed[0] if len(allowed) == 1 else "{" + ",".join(allowed) + "}"
 
 
-def datasheet(
-    splits: dict[str, list[dict]],
-    stats: SourceStats,
-    dedup: DedupStats,
-    malformed: list[MalformedRow],
-    config: BuildConfig,
-    digest: str,
-) -> str:
+def _collection_lines(stats: SourceStats) -> list[str]:
+    """Rows read and dropped per collection, and the notes on rows kept."""
     lines = [
-        "# Datasheet: tierwise training data",
-        "",
-        f"Built by `make data` (training/build_dataset.py). Data hash `{digest[:16]}`. "
-        f"Seed {config.seed}. Label rules, sources and licenses: data/README.md.",
-        "",
         "## Rows read and dropped per collection",
         "",
         "| collection | read | dropped | why |",
@@ -214,8 +203,12 @@ def datasheet(
     ]
     if notes:
         lines += ["", "Rows kept but worth a look:", "", *notes]
-    lines += [
-        "",
+    return lines
+
+
+def _dedup_lines(dedup: DedupStats, config: BuildConfig) -> list[str]:
+    """What deduplication removed or merged, and how rows were split."""
+    return [
         "## Deduplication (normalized text, across all sources, before splitting)",
         "",
         f"- rows labeled: {dedup.rows_in}; unique texts: {dedup.unique}; "
@@ -230,28 +223,51 @@ def datasheet(
         f"{', '.join(config.heldout_sources) or 'none'} are never trained or calibrated on; "
         f"languages other than {', '.join(config.train_languages)} go to `non_english`. "
         f"At most {config.max_rows_per_source} rows per source in train ({config.max_rows_per_source // 4} in val and test).",
+    ]
+
+
+def _split_lines(split: str, records: list[dict]) -> list[str]:
+    """Rows per source and label of one split."""
+    labels = sorted(
+        {label_text(r["allowed_tiers"]) for r in records},
+        key=lambda s: (TIER_INDEX[lowest_tier(s.strip("{}").split(","))], len(s)),
+    )
+    lines = [f"## `{split}`: {len(records)} rows", ""]
+    if not records:
+        return [*lines, "(empty)", ""]
+    lines += ["| source | " + " | ".join(labels) + " | total |", "|---|" + "---:|" * (len(labels) + 1)]
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in records:
+        table[r["source"]][label_text(r["allowed_tiers"])] += 1
+    for source in sorted(table):
+        row = table[source]
+        lines.append(
+            f"| {source} | " + " | ".join(str(row[lbl]) for lbl in labels) + f" | {sum(row.values())} |"
+        )
+    return [*lines, ""]
+
+
+def datasheet(
+    splits: dict[str, list[dict]],
+    stats: SourceStats,
+    dedup: DedupStats,
+    malformed: list[MalformedRow],
+    config: BuildConfig,
+    digest: str,
+) -> str:
+    lines = [
+        "# Datasheet: tierwise training data",
+        "",
+        f"Built by `make data` (training/build_dataset.py). Data hash `{digest[:16]}`. "
+        f"Seed {config.seed}. Label rules, sources and licenses: data/README.md.",
+        "",
+        *_collection_lines(stats),
+        "",
+        *_dedup_lines(dedup, config),
         "",
     ]
     for split in SPLITS:
-        records = splits[split]
-        labels = sorted(
-            {label_text(r["allowed_tiers"]) for r in records},
-            key=lambda s: (TIER_INDEX[lowest_tier(s.strip("{}").split(","))], len(s)),
-        )
-        lines += [f"## `{split}`: {len(records)} rows", ""]
-        if not records:
-            lines += ["(empty)", ""]
-            continue
-        lines += ["| source | " + " | ".join(labels) + " | total |", "|---|" + "---:|" * (len(labels) + 1)]
-        table: dict[str, Counter[str]] = defaultdict(Counter)
-        for r in records:
-            table[r["source"]][label_text(r["allowed_tiers"])] += 1
-        for source in sorted(table):
-            row = table[source]
-            lines.append(
-                f"| {source} | " + " | ".join(str(row[lbl]) for lbl in labels) + f" | {sum(row.values())} |"
-            )
-        lines.append("")
+        lines += _split_lines(split, splits[split])
     if malformed:
         lines += ["## Malformed rows skipped (file:line)", ""] + [f"- {m}" for m in malformed] + [""]
     return "\n".join(lines)

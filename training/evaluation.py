@@ -1,17 +1,19 @@
-"""Metrics over allowed-tier sets: confusion, per-tier P/R/F1, routing errors, calibration, cost.
+"""Metrics of the training report over allowed-tier sets: routing scores, calibration and cost.
 
-A row's label is a set of allowed tiers. A prediction inside the set is correct; outside it, the
-row's reference tier is the allowed tier nearest the prediction (so a {fast, balanced} row predicted
-`frontier` counts as a `balanced` row over-routed). Under-routing: the chosen tier is cheaper than
-every allowed tier (quality is lost). Over-routing: dearer than every allowed tier (money is lost).
+Scoring and pricing follow the one rule of `tierwise.core.scoring` (shared with the feedback report and
+the audit): a row's label is a set of allowed tiers, a prediction inside it is correct, one outside it
+is scored against the allowed tier nearest it. This module binds that rule to the training tiers and
+adds what only training measures: calibration bins and the cost of whole splits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from tierwise.core import scoring
+from tierwise.core.policy import Policy
 from tierwise.training.labels import TIER_INDEX, TIERS
 
 K = len(TIERS)
@@ -21,11 +23,6 @@ def allowed_bounds(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest allowed tier index per row. -> (N,), (N,)"""
     idx = [[TIER_INDEX[t] for t in r["allowed_tiers"]] for r in rows]
     return np.array([min(i) for i in idx]), np.array([max(i) for i in idx])
-
-
-def reference_tiers(pred: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """The allowed tier nearest each prediction (the prediction itself when it is allowed)."""
-    return np.clip(pred, low, high)
 
 
 def calibration_bins(conf: np.ndarray, hit: np.ndarray, bins: int) -> list[dict]:
@@ -83,53 +80,32 @@ class TierPrices:
     def request_cost(self, tier_idx: np.ndarray, token_counts: np.ndarray) -> np.ndarray:
         inp = np.array([self.input[TIERS[i]] for i in tier_idx])
         out = np.array([self.output[TIERS[i]] for i in tier_idx])
-        return (token_counts * inp + self.expected_output_tokens * out) / 1e6
+        return scoring.request_cost_usd(token_counts, self.expected_output_tokens, inp, out)
 
 
-def load_prices(policy: dict) -> TierPrices:
-    tiers = {t["name"]: t["price_per_million"] for t in policy["tiers"]}
+def load_prices(policy: Policy) -> TierPrices:
+    """The training tiers' prices from a policy read by `tierwise.core.policy.load_policy`."""
+    tiers = {t.name: t for t in policy.tiers}
     missing = [t for t in TIERS if t not in tiers]
     if missing:
-        raise ValueError(f"policy file has no price for tier(s) {missing}")
+        raise ValueError(f"policy file has no price for tier(s) {missing}; add them to its `tiers` list")
     return TierPrices(
-        {t: float(tiers[t]["input"]) for t in TIERS},
-        {t: float(tiers[t]["output"]) for t in TIERS},
-        int(policy.get("expected_output_tokens", 300)),
+        {t: tiers[t].input_price_per_million for t in TIERS},
+        {t: tiers[t].output_price_per_million for t in TIERS},
+        policy.expected_output_tokens,
     )
 
 
-def classification_metrics(chosen: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict:
-    """Macro-F1, per-tier precision/recall/F1, confusion (counts, row-normalized), routing errors."""
-    ref = reference_tiers(chosen, low, high)
-    p, r, f, support = precision_recall_fscore_support(ref, chosen, labels=list(range(K)), zero_division=0)
-    cm = confusion_matrix(ref, chosen, labels=list(range(K)))
-    row_sums = cm.sum(axis=1, keepdims=True)
-    return {
-        "n": int(len(chosen)),
-        "accuracy": float(np.mean(ref == chosen)) if len(chosen) else 0.0,
-        "macro_f1": float(np.mean(f)),
-        "per_tier": {
-            t: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(support[i]),
-            }
-            for i, t in enumerate(TIERS)
-        },
-        "confusion": cm.tolist(),
-        "confusion_normalized": np.divide(cm, np.maximum(row_sums, 1)).round(4).tolist(),
-        "under_routing": float(np.mean(chosen < low)) if len(chosen) else 0.0,
-        "over_routing": float(np.mean(chosen > high)) if len(chosen) else 0.0,
-        "tier_mix": {t: float(np.mean(chosen == i)) if len(chosen) else 0.0 for i, t in enumerate(TIERS)},
-    }
+def classification_metrics(chosen: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
+    """`tierwise.core.scoring.classification_metrics` over the training tiers."""
+    return scoring.classification_metrics(chosen, low, high, TIERS)
 
 
-def cost_summary(chosen: np.ndarray, token_counts: np.ndarray, prices: TierPrices) -> dict:
+def cost_summary(chosen: np.ndarray, token_counts: np.ndarray, prices: TierPrices) -> dict[str, float]:
     routed = float(prices.request_cost(chosen, token_counts).sum())
     frontier = float(prices.request_cost(np.full(len(chosen), K - 1), token_counts).sum())
     return {
         "routed_usd": routed,
         "always_frontier_usd": frontier,
-        "cost_ratio": routed / frontier if frontier else 0.0,
+        "cost_ratio": scoring.cost_ratio(routed, frontier),
     }

@@ -82,13 +82,6 @@ def load_model(base_model: str, seed: int) -> BertForSequenceClassification:
     )
 
 
-def allowed_mask(allowed: list[str]) -> list[float]:
-    mask = [0.0] * len(TIERS)
-    for t in allowed:
-        mask[TIER_INDEX[t]] = 1.0
-    return mask
-
-
 def class_balance_weights(allowed_sets: list[list[str]]) -> np.ndarray:
     """Per-row weights so every tier carries equal total weight (a set counts fractionally)."""
     counts = np.zeros(len(TIERS))

@@ -73,6 +73,14 @@ def cheapest_passing(
     return None
 
 
+def allowed_mask(allowed: Sequence[str]) -> list[float]:
+    """(tiers,) 1.0 for each tier that serves the request: the training target of a row."""
+    mask = [0.0] * len(TIERS)
+    for t in allowed:
+        mask[TIER_INDEX[t]] = 1.0
+    return mask
+
+
 def lowest_tier(allowed: frozenset[str] | Sequence[str]) -> str:
     return min(allowed, key=TIER_INDEX.__getitem__)
 

@@ -18,6 +18,7 @@ from tierwise.core.text_encoding import TextEncoder
 from tierwise.training import paths
 from tierwise.training.assessment import batched_logits
 from tierwise.training.build_dataset import row_input
+from tierwise.training.config import TrainConfig
 from tierwise.training.evaluation import allowed_bounds, classification_metrics
 from tierwise.training.export_onnx import (
     PARITY_TOLERANCE,
@@ -31,7 +32,6 @@ from tierwise.training.labels import TIER_CLASSES, TIERS
 
 if TYPE_CHECKING:
     import torch
-    from tierwise.training.train import TrainConfig
 
 INT8_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 on test
 INT8_MAX_F1_DROP = 0.01  # macro-F1 points (as a fraction)
@@ -143,10 +143,13 @@ def _folder_argmax(folder: Path, rows: list[dict]) -> np.ndarray:
     return logits.argmax(axis=1)
 
 
-def export_and_gate(
-    config: TrainConfig, model: torch.nn.Module, encoder: TextEncoder, test_rows: list[dict], onnx_dir: Path
-) -> dict[str, Any]:
-    """fp32 export + parity, BERT fusion (kept if parity holds), int8 kept only if it passes the gate."""
+def export_checked_graph(
+    model: torch.nn.Module, encoder: TextEncoder, test_rows: list[dict], onnx_dir: Path
+) -> tuple[Path, Path, float, float | str | None]:
+    """fp32 export + parity, then BERT fusion kept if its parity holds.
+
+    -> (graph to quantize and ship, the plain fp32 graph, fp32 parity, fused parity or why fusion failed)
+    """
     fp32 = export_fp32(model, onnx_dir / "model.fp32.onnx")
     ids, mask = padded_batch(encoder, test_rows[:32])
     parity = parity_max_diff(model, fp32, ids, mask)
@@ -165,6 +168,16 @@ def export_and_gate(
             base = fused
     except Exception as err:  # fusion is an optimisation; the unfused graph is correct
         fused_parity = f"fusion failed: {err}"
+    return base, fp32, parity, fused_parity
+
+
+def int8_gate(
+    config: TrainConfig, base: Path, fp32: Path, test_rows: list[dict], onnx_dir: Path
+) -> tuple[float, list[dict[str, Any]], Path | None]:
+    """Quantize candidates until one keeps argmax agreement and macro-F1 on `test`.
+
+    -> (fp32 macro-F1, the trials in order, the int8 graph that passed or None)
+    """
     # int8 candidates, fastest first: the fused graph (asymmetric, then symmetric activation ranges),
     # then the plain graph (about half as fast at batch 1). The first to pass the gate on `test` is kept.
     candidates = [("fused" if base != fp32 else "plain", base, False)]
@@ -175,7 +188,7 @@ def export_and_gate(
     pred32 = _folder_argmax(onnx_dir / "gate-fp32", test_rows)
     low, high = allowed_bounds(test_rows)
     f1_32 = classification_metrics(pred32, low, high)["macro_f1"]
-    trials, chosen = [], None
+    trials: list[dict[str, Any]] = []
     for name, graph, symmetric in candidates:
         int8 = quantize_int8(graph, onnx_dir / f"model.{name}.int8.onnx", symmetric_activations=symmetric)
         assemble_folder(onnx_dir / f"gate-int8-{name}", int8, tok, gate_manifest(config))
@@ -193,8 +206,16 @@ def export_and_gate(
             }
         )
         if passed:
-            chosen = int8
-            break
+            return f1_32, trials, int8
+    return f1_32, trials, None
+
+
+def export_and_gate(
+    config: TrainConfig, model: torch.nn.Module, encoder: TextEncoder, test_rows: list[dict], onnx_dir: Path
+) -> dict[str, Any]:
+    """fp32 export + parity, BERT fusion (kept if parity holds), int8 kept only if it passes the gate."""
+    base, fp32, parity, fused_parity = export_checked_graph(model, encoder, test_rows, onnx_dir)
+    f1_32, trials, chosen = int8_gate(config, base, fp32, test_rows, onnx_dir)
     return {
         "parity_max_abs_logit_diff": parity,
         "fused": base != fp32,

@@ -13,7 +13,6 @@ except `follow_up` it is inside the last user message.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,20 @@ from typing import Any, Protocol
 
 import yaml
 from tierwise.training.paths import wrappers_dir
+from tierwise.training.wrapper_entries import (
+    TASK_SLOT,
+    History,
+    Message,
+    Passage,
+    Snippet,
+    SystemPrompt,
+    parse_few_shot_header,
+    parse_history,
+    parse_snippet,
+    parse_system_prompt,
+    parse_tool,
+    passages_text,
+)
 
 SPLITS: tuple[str, ...] = ("train", "eval")
 CONDITIONS: tuple[str, ...] = (
@@ -51,14 +64,12 @@ SAMPLE_WEIGHTS: dict[str, float] = {
     "mixed": 0.22,
 }
 ROLES: frozenset[str] = frozenset({"system", "developer", "user", "assistant", "tool"})
-TASK_SLOT = "{task}"
 # BERT pre-tokenization splits on spaces and punctuation; WordPiece only splits further, so this count is
 # a lower bound of the real token count (tests check the bounds with the real tokenizer).
 SHORT_MAX_PRETOKENS = 110
 LONG_MIN_PRETOKENS = 800
 _PRETOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
-Message = dict[str, Any]
 Body = dict[str, Any]
 
 
@@ -69,55 +80,6 @@ class TokenCounter(Protocol):
 def pretoken_count(text: str) -> int:
     """Words and punctuation marks: a lower bound of the BERT WordPiece token count."""
     return len(_PRETOKEN.findall(text))
-
-
-@dataclass(frozen=True)
-class Passage:
-    id: str
-    title: str
-    text: str
-
-    def render(self, number: int) -> str:
-        return f"[{number}] {self.title}\n{self.text}"
-
-
-@dataclass(frozen=True)
-class SystemPrompt:
-    """One app's system prompt; RAG prompts keep their passages apart so they can move to a user turn."""
-
-    id: str
-    app: str
-    instruction: str
-    passages: tuple[Passage, ...] = ()
-    tools: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def text(self) -> str:
-        if not self.passages:
-            return self.instruction
-        return f"{self.instruction}\n\n{passages_text(self.passages)}"
-
-
-@dataclass(frozen=True)
-class Snippet:
-    id: str
-    text: str
-    position: str = "after"  # format rules: "after" or "before" the task
-
-
-@dataclass(frozen=True)
-class History:
-    id: str
-    kind: str  # "chat" or "tools"
-    messages: tuple[Message, ...]
-
-    def tool_names(self) -> frozenset[str]:
-        calls = [c for m in self.messages for c in m.get("tool_calls") or []]
-        return frozenset(c["function"]["name"] for c in calls)
-
-
-def passages_text(passages: Sequence[Passage]) -> str:
-    return "\n\n".join(p.render(i) for i, p in enumerate(passages, start=1))
 
 
 @dataclass(frozen=True)
@@ -299,91 +261,19 @@ def _parse_library(split: str, raw: Any, path: Path) -> WrapperLibrary:
         raise ValueError(f"'split' is {raw.get('split')!r}, expected {split!r}")
     blocks: Mapping[str, str] = raw.get("blocks") or {}
     passages = {k: Passage(k, v["title"], v["text"].strip()) for k, v in (raw.get("passages") or {}).items()}
-    tools = {name: _tool(name, spec) for name, spec in (raw.get("tools") or {}).items()}
+    tools = {name: parse_tool(name, spec) for name, spec in (raw.get("tools") or {}).items()}
     library = WrapperLibrary(
         split=split,
-        system_prompts=tuple(_system_prompt(e, blocks, passages, tools) for e in raw["system_prompts"]),
-        format_rules=tuple(_snippet(e) for e in raw["format_rules"]),
-        few_shot_headers=tuple(_header(e) for e in raw["few_shot_headers"]),
-        histories=tuple(_history(e) for e in raw["histories"]),
-        follow_ups=tuple(_snippet(e) for e in raw["follow_ups"]),
-        acknowledgements=tuple(_snippet(e) for e in raw["acknowledgements"]),
+        system_prompts=tuple(parse_system_prompt(e, blocks, passages, tools) for e in raw["system_prompts"]),
+        format_rules=tuple(parse_snippet(e) for e in raw["format_rules"]),
+        few_shot_headers=tuple(parse_few_shot_header(e) for e in raw["few_shot_headers"]),
+        histories=tuple(parse_history(e) for e in raw["histories"]),
+        follow_ups=tuple(parse_snippet(e) for e in raw["follow_ups"]),
+        acknowledgements=tuple(parse_snippet(e) for e in raw["acknowledgements"]),
         source=path,
     )
     _check_pools(library)
     return library
-
-
-def _tool(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    function = {"name": name, "description": spec["description"].strip(), "parameters": spec["parameters"]}
-    return {"type": "function", "function": function}
-
-
-def _lookup(table: Mapping[str, Any], key: str, what: str, owner: str) -> Any:
-    if key not in table:
-        raise ValueError(f"{owner} names {what} {key!r}, which the file does not define")
-    return table[key]
-
-
-def _system_prompt(
-    entry: Mapping[str, Any],
-    blocks: Mapping[str, str],
-    passages: Mapping[str, Passage],
-    tools: Mapping[str, dict[str, Any]],
-) -> SystemPrompt:
-    owner = f"system prompt {entry['id']!r}"
-    pieces = [entry["text"].strip()] if entry.get("text") else []
-    pieces += [_lookup(blocks, b, "block", owner).strip() for b in entry.get("blocks") or []]
-    if not pieces:
-        raise ValueError(f"{owner} needs 'text' or 'blocks'")
-    return SystemPrompt(
-        id=entry["id"],
-        app=entry["app"],
-        instruction="\n\n".join(pieces),
-        passages=tuple(_lookup(passages, p, "passage", owner) for p in entry.get("passages") or []),
-        tools=tuple(_lookup(tools, t, "tool", owner) for t in entry.get("tools") or []),
-    )
-
-
-def _snippet(entry: Mapping[str, Any]) -> Snippet:
-    position = entry.get("position", "after")
-    if position not in ("after", "before"):
-        raise ValueError(f"{entry['id']!r}: position must be 'after' or 'before'")
-    return Snippet(id=entry["id"], text=entry["text"].strip(), position=position)
-
-
-def _header(entry: Mapping[str, Any]) -> Snippet:
-    header = _snippet(entry)
-    if header.text.count(TASK_SLOT) != 1:
-        raise ValueError(f"few-shot header {header.id!r} must hold {TASK_SLOT} exactly once")
-    return header
-
-
-def _history(entry: Mapping[str, Any]) -> History:
-    kind = entry["kind"]
-    if kind not in ("chat", "tools"):
-        raise ValueError(f"history {entry['id']!r}: kind must be 'chat' or 'tools'")
-    messages = tuple(_history_message(m) for m in entry["messages"])
-    if not messages or messages[-1]["role"] not in ("assistant", "tool"):
-        raise ValueError(f"history {entry['id']!r} must end with an assistant or tool message")
-    if any(m["role"] not in ("user", "assistant", "tool") for m in messages):
-        raise ValueError(f"history {entry['id']!r} may hold only user, assistant and tool messages")
-    return History(id=entry["id"], kind=kind, messages=messages)
-
-
-def _history_message(raw: Mapping[str, Any]) -> Message:
-    """YAML writes tool-call arguments as mappings; OpenAI sends them as a JSON string."""
-    message: Message = {"role": raw["role"], "content": raw.get("content")}
-    if raw.get("tool_calls"):
-        message["tool_calls"] = [_tool_call(c) for c in raw["tool_calls"]]
-    if raw["role"] == "tool":
-        message["tool_call_id"] = raw["tool_call_id"]
-    return message
-
-
-def _tool_call(raw: Mapping[str, Any]) -> dict[str, Any]:
-    arguments = json.dumps(raw.get("arguments") or {}, ensure_ascii=False)
-    return {"id": raw["id"], "type": "function", "function": {"name": raw["name"], "arguments": arguments}}
 
 
 def _check_pools(library: WrapperLibrary) -> None:

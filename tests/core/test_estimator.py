@@ -122,7 +122,8 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
     from fastapi.testclient import TestClient
     from tierwise.service.app import create_app
 
-    from tests.helpers.tiny_model import ControllableClassifier, make_settings, write_model_folder
+    from tests.helpers.doubles import ControllableClassifier
+    from tests.helpers.tiny_model import make_settings, write_model_folder
 
     folder = write_model_folder(tmp_path / "with-estimator")
     estimator = word_estimator()
@@ -159,7 +160,8 @@ def test_the_service_answers_a_repeated_request_from_the_score_cache(tiny_model_
     from fastapi.testclient import TestClient
     from tierwise.service.app import create_app
 
-    from tests.helpers.tiny_model import ControllableClassifier, make_settings
+    from tests.helpers.doubles import ControllableClassifier
+    from tests.helpers.tiny_model import make_settings
 
     classifier = ControllableClassifier(tiny_classifier)
     app = create_app(

@@ -31,7 +31,7 @@ from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tests.helpers.privacy_cases import CARD_CASES
 from tests.helpers.tiny_model import make_settings
-from tools.bench import free_port
+from tools.harness import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -7,7 +7,7 @@ Unicode-disguised card numbers, e-mail addresses, IBANs, provider API keys and p
 ISBNs, timestamps, UUIDs, hashes, hex constants, long numbers in maths) and must not be flagged.
 
 tests/core/test_privacy.py asserts each case and the overall rates; `make reliability` reports
-recall and the false-positive rate (tools/reliability.py `privacy_case`). The card numbers are
+recall and the false-positive rate (tools/reliability/privacy.py `privacy_case`). The card numbers are
 issuers' published test numbers, the IBANs the registry's examples, the keys random strings in the
 providers' formats: nothing here is anyone's data.
 """

@@ -7,13 +7,11 @@ designs to `frontier`; every other token is neutral. So tests can predict the cl
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tierwise.core.classifier import TierClassifier
 from tierwise.service.settings import DEFAULT_POLICY_FILE, Settings
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
@@ -113,24 +111,3 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
-
-
-class ControllableClassifier:
-    """Wraps a real classifier; tests switch it to raise or to sleep after start-up."""
-
-    def __init__(self, inner: TierClassifier) -> None:
-        self.inner = inner
-        self.manifest = inner.manifest
-        self.tiers = inner.tiers
-        self.version = inner.version
-        self.mode = "ok"
-        self.sleep_seconds = 0.3
-        self.calls: list[int] = []
-
-    def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        self.calls.append(len(texts))
-        if self.mode == "raise":
-            raise RuntimeError("onnxruntime exploded")
-        if self.mode == "sleep":
-            time.sleep(self.sleep_seconds)
-        return self.inner.predict_proba(texts)

@@ -8,12 +8,16 @@ import pytest
 from tierwise.cli.main import main as cli_main
 from tierwise.core.policy import RoutingInput, load_policy
 from tierwise.core.request_text import RequestTextError
-from tierwise.ops.audit import AuditTotals, plan_chunks, request_text, run_audit, summarize, write_audit
+from tierwise.ops.audit import AuditOptions, run_audit
+from tierwise.ops.audit_report import summarize, write_audit
+from tierwise.ops.audit_totals import AuditTotals
+from tierwise.ops.request_logs import plan_chunks, request_text
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tests.helpers.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS
 
 WORDS = FAST_WORDS + BALANCED_WORDS + FRONTIER_WORDS + NEUTRAL_WORDS
+LOCAL_OPTIONS = AuditOptions(batch_size=32, threads=1, show_progress=False)
 
 
 def prompts(count, seed=0):
@@ -73,9 +77,7 @@ def test_chunks_cover_every_row(logs):
 
 
 def test_local_audit_totals_are_exact(logs, tiny_model_dir, tiny_classifier):
-    summary, meta = run_audit(
-        logs["paths"], tiny_model_dir, DEFAULT_POLICY_FILE, batch_size=32, threads=1, show_progress=False
-    )
+    summary, meta = run_audit(logs["paths"], tiny_model_dir, DEFAULT_POLICY_FILE, LOCAL_OPTIONS)
     policy = load_policy(DEFAULT_POLICY_FILE)
     probabilities, counts = tiny_classifier.predict_proba(logs["texts"])
     q = tiny_classifier.manifest.escalation_q
@@ -120,34 +122,42 @@ def test_summary_projection_and_report(tmp_path):
 
 def test_audit_command_reports_bad_input(tmp_path, tiny_model_dir, capsys):
     missing = tmp_path / "nope.jsonl"
-    assert cli_main(["audit", str(missing), "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 2
+    assert (
+        cli_main(
+            ["audit", "--input", str(missing), "--model", str(tiny_model_dir), "--out-dir", str(tmp_path)]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     odd = tmp_path / "logs.csv"
     odd.write_text("a,b\n")
-    assert cli_main(["audit", str(odd), "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 2
+    assert (
+        cli_main(["audit", "--input", str(odd), "--model", str(tiny_model_dir), "--out-dir", str(tmp_path)])
+        == 2
+    )
     assert ".parquet" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_ray_audit_matches_single_process(logs, tiny_model_dir, tmp_path):
     pytest.importorskip("ray")
-    local, _ = run_audit(
-        logs["paths"], tiny_model_dir, DEFAULT_POLICY_FILE, batch_size=32, threads=1, show_progress=False
-    )
+    local, _ = run_audit(logs["paths"], tiny_model_dir, DEFAULT_POLICY_FILE, LOCAL_OPTIONS)
     out = tmp_path / "ray"
     code = cli_main(
         [
             "audit",
+            "--input",
             *map(str, logs["paths"]),
             "--model",
             str(tiny_model_dir),
             "--engine",
             "ray",
-            "--workers",
+            "--ray-actors",
             "2",
             "--batch-size",
             "32",
-            "--out",
+            "--out-dir",
             str(out),
             "--no-plots",
             "--no-progress",

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy import load_policy
+from tierwise.core.policy import TierConfig, load_policy
+from tierwise.core.scoring import request_cost_usd
 from tierwise.ops.decision_log import (
     DecisionRecord,
     DecisionRecorder,
@@ -15,7 +16,7 @@ from tierwise.ops.decision_log import (
     LabeledDecision,
     outcome_range,
 )
-from tierwise.ops.feedback_report import build_report, feedback_rows, parse_since, request_cost
+from tierwise.ops.feedback_report import build_report, feedback_rows, parse_since
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 from tierwise.training.user_data import parse_user_row
@@ -23,6 +24,13 @@ from tierwise.training.user_data import parse_user_row
 from tests.helpers.tiny_model import make_settings
 
 TIERS = ("fast", "balanced", "frontier")
+
+
+def request_cost(tier: TierConfig, tokens: int, output_tokens: int) -> float:
+    """USD for one request on `tier`, priced by the one cost formula of tierwise.core.scoring."""
+    return request_cost_usd(
+        tokens, output_tokens, tier.input_price_per_million, tier.output_price_per_million
+    )
 
 
 @pytest.fixture()
@@ -301,7 +309,7 @@ def test_report_and_export_commands(client, db_url, tmp_path, tiny_model_dir, ca
         assert client.post("/feedback", json={"request_id": request_id, "outcome": needed}).status_code == 200
     out = tmp_path / "report"
     code = cli_main(
-        ["report", "--since", "1h", "--db", db_url, "--out", str(out), "--model", str(tiny_model_dir)]
+        ["report", "--since", "1h", "--db", db_url, "--out-dir", str(out), "--model", str(tiny_model_dir)]
     )
     assert code == 0
     saved = json.loads((out / "report.json").read_text())
@@ -317,7 +325,7 @@ def test_report_and_export_commands(client, db_url, tmp_path, tiny_model_dir, ca
     assert "Live confusion matrix" in (out / "report.md").read_text()
 
     exported = tmp_path / "feedback.jsonl"
-    assert cli_main(["export-feedback", "--db", db_url, "--out", str(exported)]) == 0
+    assert cli_main(["export-feedback", "--db", db_url, "--output", str(exported)]) == 0
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert [r["allowed_tiers"] for r in lines] == [["fast"], ["frontier"], ["frontier"]]
     assert "make data USER_DATA=" in capsys.readouterr().err
@@ -338,6 +346,7 @@ MIGRATE = (
 )
 
 
+@pytest.mark.slow
 def test_workers_starting_together_migrate_once(tmp_path):
     import subprocess
     import sys

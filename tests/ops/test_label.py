@@ -46,8 +46,9 @@ def logs(tmp_path):
 def label(server, logs, out, *extra):
     base = [
         "label",
+        "--input",
         str(logs),
-        "--out",
+        "--output",
         str(out),
         "--base-url",
         server.base_url,
@@ -149,7 +150,7 @@ def test_retries_run_out_and_the_request_is_dropped(server, script, logs, tmp_pa
 
 
 def test_a_wrong_model_name_stops_the_run_with_one_line(server, script, logs, tmp_path, capsys):
-    assert label(server, logs, tmp_path / "o.jsonl", "--yes", "--model", "fast=no-such-model") == 2
+    assert label(server, logs, tmp_path / "o.jsonl", "--yes", "--tier-model", "fast=no-such-model") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: no-such-model: HTTP 404") and "check --base-url" in err[-1]
 
@@ -168,7 +169,7 @@ def test_rubric_mode_and_named_tiers(server, script, logs, tmp_path, capsys):
     [
         (["--tiers", "fast"], "at least two tiers"),
         (["--tiers", "fast", "huge"], "not tiers of the policy"),
-        (["--model", "fast"], "must be TIER=MODEL"),
+        (["--tier-model", "fast"], "must be TIER=MODEL"),
     ],
 )
 def test_user_errors_are_one_line(server, script, logs, tmp_path, capsys, extra, message):
@@ -180,5 +181,6 @@ def test_user_errors_are_one_line(server, script, logs, tmp_path, capsys, extra,
 def test_missing_base_url_is_a_user_error(logs, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TIERWISE_LLM_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert tierwise(["label", str(logs), "--out", str(tmp_path / "o.jsonl"), "--yes", "--no-progress"]) == 2
+    out = tmp_path / "o.jsonl"
+    assert tierwise(["label", "--input", str(logs), "--output", str(out), "--yes", "--no-progress"]) == 2
     assert "pass --base-url" in capsys.readouterr().err.splitlines()[-1]

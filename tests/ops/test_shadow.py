@@ -199,7 +199,7 @@ def test_report_command_shows_the_shadow_section(tmp_path, capsys):
             url,
             "--since",
             "2026-11-01",
-            "--out",
+            "--out-dir",
             str(out),
             "--no-plots",
             "--model",

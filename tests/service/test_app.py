@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.service.app import create_app
 
-from tests.helpers.tiny_model import ControllableClassifier, make_settings
+from tests.helpers.doubles import ControllableClassifier
+from tests.helpers.tiny_model import make_settings
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +267,7 @@ def test_body_over_the_limit_by_content_length(client):
     assert_error(response, 413, "body", "65536 bytes")
 
 
+@pytest.mark.slow
 def test_body_over_the_limit_by_actual_bytes(client):
     def chunks():
         for _ in range(20):
@@ -300,11 +302,11 @@ def test_unknown_path_and_method(client):
 
 
 def test_unexpected_errors_are_json_503(client, monkeypatch):
-    import tierwise.service.app
+    import tierwise.service.routes.classify
 
     def broken(*args, **kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr(tierwise.service.app, "to_response", broken)
+    monkeypatch.setattr(tierwise.service.routes.classify, "to_response", broken)
     error = assert_error(client.post("/classify", json={"text": "hi"}), 503)
     assert error["type"] == "internal_error"

@@ -107,7 +107,7 @@ def test_responses_metrics_and_log_say_which_version_decided(client, canary_setu
         "report",
         "--db",
         canary_setup["db"],
-        "--out",
+        "--out-dir",
         str(out),
         "--no-plots",
         "--model",

@@ -7,7 +7,7 @@ import zlib
 from dataclasses import replace
 
 import numpy as np
-from test_policy import CONFIDENT_FAST, POLICY_YAML
+import pytest
 from tierwise.core.estimator import Estimator, EstimatorSettings
 from tierwise.core.policy import (
     CLASSIFIER_UNAVAILABLE,
@@ -23,6 +23,9 @@ from tierwise.core.request_text import ClassifierInput
 from tierwise.service.batcher import DirectScorer, Score
 from tierwise.service.routing import Router, approximate_token_counts
 from tierwise.service.score_cache import ScoreCache, input_key
+from tierwise.service.settings import Settings
+
+from tests.core.test_policy import CONFIDENT_FAST, POLICY_YAML
 
 N = 2**10
 
@@ -208,3 +211,144 @@ def test_the_cache_is_bounded_and_keyed_by_what_the_classifier_reads():
     off = ScoreCache(0)
     off.store([a], [score])
     assert len(off) == 0
+
+
+# -- deadlines, admission, escalation q, failures the caller never sees ------------------------------
+UNSURE_FAST = [0.5, 0.3, 0.2]  # cumulative 0.5, 0.8, 1.0: q picks the tier
+
+
+def constant_estimator(probabilities: list[float], escalation_q: float) -> Estimator:
+    """Answers `probabilities` for any text (zero weights, the bias is their log)."""
+    bias = np.log(np.array(probabilities))
+    return Estimator(np.zeros((N, 3), np.float32), bias, EstimatorSettings(N, 1.0, escalation_q))
+
+
+class QueueScorer(CountingScorer):
+    """A scorer that says how long a new call would wait, and answers `probabilities` at once."""
+
+    def __init__(self, expected_wait_s: float, probabilities: list[float] = CONFIDENT_FAST) -> None:
+        super().__init__()
+        self.wait_s, self.probabilities = expected_wait_s, probabilities
+
+    def expected_wait_s(self, text_count: int) -> float:
+        return self.wait_s
+
+    async def score(self, texts):
+        self.texts += texts
+        return [Score(np.array(self.probabilities), 5, queue_wait_ms=3.5) for _ in texts]
+
+
+def make_router(scorer, **options) -> Router:
+    return Router(parse_policy(POLICY_YAML), scorer, options.pop("default_q", 0.7), **options)
+
+
+def test_a_batch_gets_one_deadline_per_micro_batch_of_texts():
+    router = make_router(CountingScorer(), deadline_ms=100, texts_per_deadline=4)
+    assert [router.deadline_seconds(n) for n in (1, 4, 5, 9)] == pytest.approx([0.1, 0.1, 0.2, 0.3])
+    assert make_router(CountingScorer(), deadline_ms=100, texts_per_deadline=0).deadline_seconds(2) == 0.2
+    assert make_router(CountingScorer()).deadline_ms == POLICY_YAML["deadline_ms"]  # the policy's deadline
+
+
+def test_admission_waits_for_the_encoder_up_to_its_share_of_the_deadline():
+    deadline_ms = 100.0
+    for wait_share, decided_by in ((0.79, DECIDED_BY_ENCODER), (0.81, DECIDED_BY_ESTIMATOR)):
+        scorer = QueueScorer(expected_wait_s=deadline_ms / 1000 * wait_share)
+        router = make_router(scorer, deadline_ms=deadline_ms, estimator=word_estimator())
+        [decision] = asyncio.run(router.route([RoutingInput(text="write an email")])).decisions
+        assert decision.decided_by == decided_by, wait_share
+        assert len(scorer.texts) == (1 if decided_by == DECIDED_BY_ENCODER else 0)
+
+
+def test_without_an_estimator_there_is_no_admission_control():
+    scorer = QueueScorer(expected_wait_s=10.0)
+    routed = asyncio.run(make_router(scorer, deadline_ms=50).route([RoutingInput(text="hi")]))
+    assert len(scorer.texts) == 1 and routed.decisions[0].decided_by == DECIDED_BY_ENCODER
+    assert routed.decisions[0].queue_wait_ms == 3.5  # the encoder's queue wait reaches the decision
+
+
+def test_encoder_decisions_escalate_with_the_router_q_estimated_ones_with_the_estimators():
+    estimator = constant_estimator(UNSURE_FAST, escalation_q=0.4)
+    encoder = QueueScorer(0.0, UNSURE_FAST)
+    for default_q, tier in ((0.4, "fast"), (0.7, "balanced"), (0.95, "frontier")):
+        router = make_router(encoder, default_q=default_q, deadline_ms=500, estimator=estimator)
+        [decision] = asyncio.run(router.route([RoutingInput(text="hi")])).decisions
+        assert (decision.tier, decision.decided_by) == (tier, DECIDED_BY_ENCODER)
+    busy = make_router(BusyScorer(), default_q=0.95, deadline_ms=500, estimator=estimator)
+    [estimated] = asyncio.run(busy.route([RoutingInput(text="hi")])).decisions
+    assert (estimated.tier, estimated.decided_by) == ("fast", DECIDED_BY_ESTIMATOR)  # its own q, 0.4
+    assert estimated.queue_wait_ms is None
+
+
+def test_a_policy_that_raises_routes_that_request_upward_and_says_so():
+    class PolicyWithABug:
+        def __init__(self) -> None:
+            self.policy = parse_policy(POLICY_YAML)
+            self.deadline_ms = self.policy.deadline_ms
+
+        def decide(self, request, probabilities, token_count, default_q):
+            if request.text == "trigger":
+                raise KeyError("bug")
+            return self.policy.decide(request, probabilities, token_count, default_q)
+
+        def unavailable_decision(self, request):
+            return self.policy.unavailable_decision(request)
+
+    router = Router(PolicyWithABug(), CountingScorer(), 0.7)
+    routed = asyncio.run(router.route([RoutingInput(text="hi"), RoutingInput(text="trigger")]))
+    fine, broken = routed.decisions
+    assert fine.tier == "fast" and fine.decided_by == DECIDED_BY_ENCODER
+    assert broken.tier == "frontier" and broken.decided_by == DECIDED_BY_FALLBACK
+    assert routed.classifier_error == "the policy raised; see the service log"
+
+
+def test_a_failed_call_stores_nothing_in_the_cache_so_the_next_request_is_scored():
+    calls = {"n": 0}
+
+    def fails_once(texts):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transient")
+        return encoder_says_fast(texts)
+
+    lookups: list[tuple[str, int]] = []
+    cache = ScoreCache(10, lambda outcome, n: lookups.append((outcome, n)))
+    router = make_router(DirectScorer(fails_once), deadline_ms=500, cache=cache)
+
+    async def twice():
+        try:
+            return [await router.route([RoutingInput(text="hi")]) for _ in range(2)]
+        finally:
+            await router.scorer.close()
+
+    first, second = asyncio.run(twice())
+    assert first.decisions[0].decided_by == DECIDED_BY_FALLBACK and "RuntimeError" in first.classifier_error
+    assert second.decisions[0].decided_by == DECIDED_BY_ENCODER and second.classifier_error is None
+    assert lookups == [("hit", 0), ("miss", 1), ("hit", 0), ("miss", 1)] and len(cache) == 1
+
+
+def test_for_classifier_takes_q_counts_and_deadlines_from_the_folder_and_settings(tiny_classifier):
+    policy = parse_policy(POLICY_YAML)
+    settings = Settings(estimator=False, deadline_ms=None, micro_batch_max_size=8)
+    router = Router.for_classifier(policy, CountingScorer(), tiny_classifier, settings)
+    assert router.default_q == tiny_classifier.manifest.escalation_q
+    assert router.deadline_ms == POLICY_YAML["deadline_ms"] and router.texts_per_deadline == 8
+    assert router.estimator is None and router.cache is None
+    words = [ClassifierInput.plain("hello please write the email")]
+    assert router.count_tokens(words) == tiny_classifier.count_tokens(words) == [5]
+    faster = Router.for_classifier(policy, CountingScorer(), tiny_classifier, Settings(deadline_ms=120))
+    assert faster.deadline_ms == 120
+
+
+def test_route_or_fail_upward_turns_any_routing_failure_into_top_tier_decisions():
+    class RouterWithABug(Router):
+        async def route(self, requests):
+            raise RuntimeError("a bug in routing")
+
+    router = RouterWithABug(parse_policy(POLICY_YAML), CountingScorer(), 0.7)
+    requests = [RoutingInput(text="hi"), RoutingInput(text="write an email", min_tier="balanced")]
+    routed = asyncio.run(router.route_or_fail_upward(requests))
+    assert [d.tier for d in routed.decisions] == ["frontier", "frontier"]
+    assert all(d.decided_by == DECIDED_BY_FALLBACK for d in routed.decisions)
+    assert routed.classifier_error == "RuntimeError: a bug in routing"
+    healthy = asyncio.run(make_router(CountingScorer()).route_or_fail_upward([RoutingInput(text="hi")]))
+    assert healthy.decisions[0].tier == "fast" and healthy.classifier_error is None

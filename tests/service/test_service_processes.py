@@ -9,8 +9,8 @@ import sys
 
 import pytest
 from tierwise.service import worker_sync
-from tierwise.service.app import DRAIN_LIMIT_FACTOR, RequestContextMiddleware
 from tierwise.service.metrics import ServiceMetrics
+from tierwise.service.middleware import DRAIN_LIMIT_FACTOR, RequestContextMiddleware
 
 from tests.helpers.tiny_model import write_model_folder
 from tools import reliability
@@ -24,6 +24,7 @@ def model_dir(tmp_path_factory):
 # -- 413 for oversized bodies -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_oversized_bodies_get_a_413_whether_sent_fast_or_slowly(model_dir, tmp_path):
     result = reliability.oversize_case(model_dir, tmp_path, repeats=2)
     print(result)
@@ -89,6 +90,7 @@ def test_a_client_waiting_for_100_continue_is_answered_without_reading():
 # -- metrics across workers -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_scrape_counts_the_requests_of_every_worker(model_dir, tmp_path):
     result = reliability.metrics_case(model_dir, tmp_path, requests=120, workers=2)
     print(result)
@@ -123,6 +125,7 @@ print([l for l in after.splitlines() if l.startswith("tierwise_decisions_total")
 # -- admin reload across workers --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_admin_reload_reaches_every_worker_and_model_lists_them(model_dir, tmp_path):
     result = reliability.admin_reload_workers_case(model_dir, tmp_path, workers=2, requests=40)
     print(result)

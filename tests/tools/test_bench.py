@@ -5,12 +5,12 @@ from tierwise.core.policy import load_policy
 from tierwise.ops.shadow_config import load_shadow_config
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tools.bench import (
-    LoadRow,
+from tools.bench.http_load import LoadRow
+from tools.bench.report import markdown_report
+from tools.bench.shadow import (
     ShadowLevel,
     ShadowOverhead,
     label_value,
-    markdown_report,
     metric_samples,
     pair_order,
     paired_difference,

@@ -58,6 +58,7 @@ def test_out_of_source_logits_score_each_row_without_its_source():
     )
 
 
+@pytest.mark.slow
 def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     folder = write_model_folder(tmp_path / "model")
     splits = {s: rows(s) for s in ("train", "val", "test", "heldout")}
@@ -78,6 +79,7 @@ def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     assert "| test | estimator, bare |" in markdown and "| heldout | encoder, bare |" in markdown
 
 
+@pytest.mark.slow
 def test_the_command_adds_the_estimator_to_the_manifest(tmp_path, capsys):
     folder = write_model_folder(tmp_path / "model")
     data = tmp_path / "data"

@@ -1,5 +1,6 @@
 import numpy as np
-from tierwise.training.evaluation import classification_metrics, reference_tiers
+from tierwise.core.scoring import reference_tiers
+from tierwise.training.evaluation import classification_metrics
 
 # Rows: allowed [fast], [fast, balanced], [frontier], [balanced]
 LOW = np.array([0, 0, 2, 1])

@@ -27,8 +27,9 @@ def test_logs_to_labels_to_a_trained_model(tmp_path):
         code = tierwise(
             [
                 "label",
+                "--input",
                 str(logs),
-                "--out",
+                "--output",
                 str(labeled),
                 "--base-url",
                 server.base_url,

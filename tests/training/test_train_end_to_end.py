@@ -38,6 +38,7 @@ def trained_folder(tmp_path_factory, fixture_jsonl) -> Path:
     return run(config)
 
 
+@pytest.mark.slow
 def test_folder_describes_itself(trained_folder):
     assert {"model.onnx", "tokenizer.json", "manifest.json"} <= {p.name for p in trained_folder.iterdir()}
     m = json.loads((trained_folder / "manifest.json").read_text())
@@ -56,6 +57,7 @@ def test_folder_describes_itself(trained_folder):
     assert isinstance(m["gate"]["passed"], bool) and isinstance(m["gate"]["failures"], list)
 
 
+@pytest.mark.slow
 def test_report_has_every_artefact(trained_folder):
     report = trained_folder / "report"
     for name in (
@@ -74,6 +76,7 @@ def test_report_has_every_artefact(trained_folder):
     assert "What this model has not seen" in text and "trivia" in text
 
 
+@pytest.mark.slow
 def test_serving_classifier_matches_manifest_calibration(trained_folder):
     clf = TierClassifier(trained_folder)
     texts = ["What is the capital of peru?", "Prove the four colour theorem. " * 100]
@@ -88,6 +91,7 @@ def test_serving_classifier_matches_manifest_calibration(trained_folder):
         assert p.escalated == (p.tier != p.predicted_tier)
 
 
+@pytest.mark.slow
 def test_classify_cli_output_schema(trained_folder, tmp_path, capsys):
     src = tmp_path / "requests.jsonl"
     src.write_text(

@@ -1,10 +1,11 @@
 """The decision log: every routing decision and its feedback, in SQLite or any SQLAlchemy database.
 
-`DecisionStore` owns the engine and the queries; its schema is managed by the Alembic migrations in
-`serving/tierwise/ops/migrations` (`DecisionStore.upgrade()`, run at service start-up and by `tierwise db
-upgrade`). `DecisionRecorder` is what the service uses on the request path: `submit()` only puts a
-record on a bounded queue (a full queue drops the record and counts it), and one background thread
-writes batches, so a slow or broken database never delays or fails a `/classify` answer.
+`DecisionStore` owns the engine and the queries; its schema (tierwise.ops.decision_schema) is managed
+by the Alembic migrations in `serving/tierwise/ops/migrations` (`DecisionStore.upgrade()`, run at
+service start-up and by `tierwise db upgrade`). `DecisionRecorder` is what the service uses on the
+request path: `submit()` only puts a record on a bounded queue (a full queue drops the record and
+counts it), and one background thread writes batches, so a slow or broken database never delays or
+fails a `/classify` answer.
 
 SQLAlchemy and Alembic are the `feedback` extra (`pip install 'tierwise[feedback]'`).
 """
@@ -27,54 +28,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from tierwise.ops.decision_schema import ALEMBIC_VERSION_TABLE, decisions_table, feedback_table
+
 logger = logging.getLogger("tierwise.decision_log")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-ALEMBIC_VERSION_TABLE = "tierwise_alembic_version"
-
-metadata = sa.MetaData()
-
-decisions_table = sa.Table(
-    "decisions",
-    metadata,
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("model_version", sa.String(200), nullable=False, index=True),
-    sa.Column("tier", sa.String(64), nullable=False),
-    sa.Column("predicted_tier", sa.String(64), nullable=True),
-    sa.Column("confidence", sa.Float(), nullable=False),
-    sa.Column("probabilities", sa.JSON(), nullable=False),
-    sa.Column("reasons", sa.JSON(), nullable=False),
-    sa.Column("escalated", sa.Boolean(), nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("token_count", sa.Integer(), nullable=True),
-    sa.Column("text_chars", sa.Integer(), nullable=False),
-    sa.Column("route", sa.String(200), nullable=True),
-    sa.Column("prompt_sha256", sa.String(64), nullable=False),
-    sa.Column("prompt_text", sa.Text(), nullable=True),
-    sa.Column("latency_ms", sa.Float(), nullable=True),
-)
-
-feedback_table = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column(
-        "request_id",
-        sa.String(128),
-        sa.ForeignKey("decisions.request_id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("needed_tier", sa.String(64), nullable=True),
-    sa.Column("passed", sa.Boolean(), nullable=True),
-    sa.Column("source", sa.String(64), nullable=True),
-    sa.Column("low_tier", sa.String(64), nullable=True),
-    sa.Column("high_tier", sa.String(64), nullable=True),
-    sa.Column("evidence", sa.JSON(), nullable=True),  # e.g. a shadow judge's verdicts, models and cost
-    sa.Index("ix_feedback_source_created_at", "source", "created_at"),
-)
 
 
 class DecisionLogError(RuntimeError):

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 
 from tierwise.core.policy import Decision, Policy
 from tierwise.service.settings import Settings
+from tierwise.service.state import Services
 
 logger = logging.getLogger("tierwise.feedback")
 
@@ -186,15 +187,9 @@ FEEDBACK_OPENAPI: dict[str, Any] = {
 }
 
 
-class ServicesLike(Protocol):
-    settings: Settings
-    metrics: Any
-    classifier: Any
-
-
 def submit_decision(
     recorder: Any,
-    services: ServicesLike,
+    services: Services,
     request_id: str,
     route: str | None,
     text: str,

@@ -1,6 +1,6 @@
 """The LLM judge: its prompts, the parsing of its verdicts, and how verdicts become a tier label.
 
-Used by `tierwise label` (serving/tierwise/ops/label.py) and the service's shadow evaluation (serving/tierwise/ops/shadow.py),
+Used by `tierwise label` (serving/tierwise/ops/labeler.py) and the service's shadow evaluation (serving/tierwise/ops/shadow.py),
 so both judge alike. Two modes:
 
 - **pairwise**: the judge sees the request, the reference answer (the strongest tier's) and a

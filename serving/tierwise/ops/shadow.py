@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierwise.core.policy import Decision, Policy
+from tierwise.core.scoring import request_cost_usd
 from tierwise.ops import judge
 from tierwise.ops.llm_api import ChatClient, RetryPolicy, api_key_from_env
 from tierwise.ops.shadow_config import ShadowConfig
@@ -235,9 +236,9 @@ class ShadowEvaluator:
 
     def cost(self, model: str, completion: Any) -> float:
         price_in, price_out = self.price(model)
-        return (
-            (completion.prompt_tokens or 0) * price_in + (completion.completion_tokens or 0) * price_out
-        ) / 1e6
+        return request_cost_usd(
+            completion.prompt_tokens or 0, completion.completion_tokens or 0, price_in, price_out
+        )
 
     async def _evaluate(self, client: ChatClient, job: ShadowJob) -> None:
         if not self.spend.allows():

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tierwise.ops.decision_log import as_utc, decisions_table, feedback_table
+from tierwise.ops.decision_log import as_utc
+from tierwise.ops.decision_schema import decisions_table, feedback_table
 from tierwise.ops.shadow import wilson_interval
 
 SHADOW_SOURCE = "shadow"

@@ -1,6 +1,6 @@
-"""`python -m tierwise.service`: start the HTTP service with the TIERWISE_* settings."""
+"""`python -m tierwise.service`: start the HTTP service (options: serving/tierwise/service/server.py)."""
 
-from tierwise.service.app import serve
+from tierwise.service.server import main
 
 if __name__ == "__main__":
-    serve()
+    raise SystemExit(main())

@@ -5,6 +5,9 @@ the share, so the split is deterministic: a retried request id meets the same mo
 replica splits alike. The candidate has its own classifier, scorer (no micro-batching: it sees a
 slice of the traffic) and router under the same policy and deadline; when it fails, its requests
 fail upward exactly as the primary's would.
+
+The canary is part of the service's state (`Services.canary`, serving/tierwise/service/state.py),
+which builds it with `build_canary`; nothing here needs that state, so the import goes one way.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any
 
 from tierwise.core.policy import CanaryConfig, Decision, Policy, RoutingInput
 from tierwise.service.batcher import DirectScorer
+from tierwise.service.classifier import ClassifierFactory, ClassifierLike
+from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.routing import Router
 from tierwise.service.settings import Settings
 
 logger = logging.getLogger("tierwise.canary")
 
-PrimaryDecider = Callable[[Any, list[RoutingInput]], Awaitable[tuple[list[Decision], str | None]]]
+# Decisions for a batch and the classifier error, if any; never raises (fails upward instead).
+Decider = Callable[[list[RoutingInput]], Awaitable[tuple[list[Decision], str | None]]]
 
 
 def canary_fraction(request_id: str) -> float:
@@ -40,7 +46,7 @@ def goes_to_canary(request_id: str, share: float) -> bool:
 @dataclass
 class Canary:
     config: CanaryConfig
-    classifier: Any
+    classifier: ClassifierLike
     scorer: DirectScorer
     router: Router
 
@@ -48,9 +54,23 @@ class Canary:
     def version(self) -> str:
         return str(self.classifier.version)
 
+    async def decide(self, batch: list[RoutingInput]) -> tuple[list[Decision], str | None]:
+        """The candidate's decisions; when it fails, the batch routes upward (its router has the
+        service's policy: build_canary gives it the same)."""
+        routed = await self.router.route_or_fail_upward(batch)
+        return routed.decisions, routed.classifier_error
+
+    def info(self) -> dict[str, Any]:
+        """What GET /model says about the canary."""
+        return {
+            "model_version": self.version,
+            "model_dir": str(self.config.model_dir),
+            "share": self.config.share,
+        }
+
 
 def build_canary(
-    policy: Policy, settings: Settings, classifier_factory: Callable[[Settings], Any], metrics: Any
+    policy: Policy, settings: Settings, classifier_factory: ClassifierFactory, metrics: ServiceMetrics
 ) -> Canary | None:
     """Load the policy's candidate model (blocking; run in a thread), or None without a canary.
 
@@ -77,38 +97,29 @@ def build_canary(
 
 
 async def decide_split(
-    services: Any,
+    canary: Canary | None,
     requests: list[RoutingInput],
     request_ids: Sequence[str],
-    decide_primary: PrimaryDecider,
+    decide_primary: Decider,
+    primary_version: str,
 ) -> tuple[list[Decision], list[str], str | None]:
     """Decisions, the deciding model version per request, and the classifier error (if any).
 
-    Without a canary every request goes to `decide_primary(services, requests)`.
+    Without a canary every request goes to `decide_primary(requests)`.
     """
-    primary_version = str(services.classifier.version)
-    canary: Canary | None = getattr(services, "canary", None)
     if canary is None:
-        decisions, error = await decide_primary(services, requests)
+        decisions, error = await decide_primary(requests)
         return decisions, [primary_version] * len(requests), error
     chosen = [goes_to_canary(rid, canary.config.share) for rid in request_ids]
     primary_index = [i for i, c in enumerate(chosen) if not c]
     canary_index = [i for i, c in enumerate(chosen) if c]
 
-    async def on_canary(batch: list[RoutingInput]) -> tuple[list[Decision], str | None]:
-        try:
-            routed = await canary.router.route(batch)
-            return routed.decisions, routed.classifier_error
-        except Exception as err:
-            logger.error("canary routing failed, routing upward", exc_info=err)
-            return [services.policy.unavailable_decision(r) for r in batch], f"{type(err).__name__}: {err}"
-
     async def nothing() -> tuple[list[Decision], str | None]:
         return [], None
 
     (primary_decisions, primary_error), (canary_decisions, canary_error) = await asyncio.gather(
-        decide_primary(services, [requests[i] for i in primary_index]) if primary_index else nothing(),
-        on_canary([requests[i] for i in canary_index]) if canary_index else nothing(),
+        decide_primary([requests[i] for i in primary_index]) if primary_index else nothing(),
+        canary.decide([requests[i] for i in canary_index]) if canary_index else nothing(),
     )
     decisions: list[Decision | None] = [None] * len(requests)
     versions = [primary_version] * len(requests)
@@ -118,14 +129,3 @@ async def decide_split(
         decisions[i] = decision
         versions[i] = canary.version
     return [d for d in decisions if d is not None], versions, primary_error or canary_error
-
-
-def canary_info(services: Any) -> dict[str, Any] | None:
-    canary: Canary | None = getattr(services, "canary", None)
-    if canary is None:
-        return None
-    return {
-        "model_version": canary.version,
-        "model_dir": str(canary.config.model_dir),
-        "share": canary.config.share,
-    }

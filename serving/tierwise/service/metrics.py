@@ -200,7 +200,13 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # Three groups, registered in this order (the order of the exposition).
+        self._add_request_metrics(self.registry)
+        self._add_classifier_metrics(self.registry)
+        self._add_operations_metrics(self.registry)
+
+    def _add_request_metrics(self, r: CollectorRegistry) -> None:
+        """HTTP requests and what was decided for them."""
         self.http_requests = Counter(
             "tierwise_http_requests_total",
             "HTTP requests by endpoint and status",
@@ -224,6 +230,9 @@ class ServiceMetrics:
         self.escalations = Counter(
             "tierwise_escalations_total", "Decisions above the predicted tier", registry=r
         )
+
+    def _add_classifier_metrics(self, r: CollectorRegistry) -> None:
+        """Latency, the classifier's batches and time, and the loaded model."""
         self.latency = Histogram(
             "tierwise_request_latency_seconds",
             "Request latency by endpoint",
@@ -244,6 +253,9 @@ class ServiceMetrics:
             registry=r,
         )
         self.model = Info("tierwise_model", "The loaded model", r)
+
+    def _add_operations_metrics(self, r: CollectorRegistry) -> None:
+        """Decisions per model version (canary), the decision log, feedback and shadow evaluation."""
         self.version_decisions = Counter(
             "tierwise_decisions_by_version_total",
             "Routing decisions by the model version that decided (canary included) and tier",

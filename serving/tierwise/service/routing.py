@@ -146,6 +146,16 @@ class Router:
                 self.cache.store([texts[i] for i in missing], scored.scores)
         return found, scored.error, scored.overloaded
 
+    async def route_or_fail_upward(self, requests: list[RoutingInput]) -> RoutedBatch:
+        """`route`, but never raises: a failure anywhere in routing (a bug) sends the batch to the
+        top tier with reason `classifier_unavailable`, the one fail-upward catch of the service."""
+        try:
+            return await self.route(requests)
+        except Exception as err:
+            logger.error("routing failed, routing upward", exc_info=err)
+            decisions = [self.policy.unavailable_decision(r) for r in requests]
+            return RoutedBatch(decisions, f"{type(err).__name__}: {err}")
+
     async def route(self, requests: list[RoutingInput]) -> RoutedBatch:
         """Decisions in request order. Validate the requests first (`policy.validate_request`)."""
         texts = [r.classifier_input for r in requests]

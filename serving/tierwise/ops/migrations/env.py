@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from tierwise.ops.decision_log import ALEMBIC_VERSION_TABLE, metadata
+from tierwise.ops.decision_schema import ALEMBIC_VERSION_TABLE, metadata
 
 config = context.config
 

@@ -1,0 +1,38 @@
+"""The `feedback` tag: POST /feedback, the outcome of a routed request (serving/tierwise/ops/feedback.py
+checks and stores it in the decision log)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+
+from tierwise.ops.feedback import FEEDBACK_OPENAPI, FeedbackError, FeedbackResponse, record_feedback
+from tierwise.service.dependencies import ApiKeyDep, RecorderDep, ServicesDep
+from tierwise.service.errors import api_error, error_responses
+
+router = APIRouter(tags=["feedback"])
+
+
+# The body is read raw and checked by `record_feedback`, which needs the policy's tiers to check and
+# name them; FEEDBACK_OPENAPI puts its schema into the OpenAPI document.
+@router.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+    dependencies=[ApiKeyDep],
+    openapi_extra=FEEDBACK_OPENAPI,
+)
+async def feedback(request: Request, services: ServicesDep, recorder: RecorderDep) -> FeedbackResponse:
+    """Record the outcome of a routed request: the tier that was needed, or whether it passed."""
+    try:
+        raw = json.loads(await request.body() or b"null")
+    except json.JSONDecodeError as err:
+        message = f"body is not valid JSON: {err.msg} at character {err.pos}"
+        raise api_error(400, "invalid_json", message, "body") from err
+    try:
+        response = await record_feedback(raw, services.policy, recorder)
+    except FeedbackError as err:
+        raise api_error(err.status, err.error_type, err.message, err.field) from err
+    services.metrics.feedback.inc("needed_tier" if response.needed_tier else "passed")
+    return response

@@ -1,0 +1,48 @@
+"""The privacy rule on the adversarial set of tests/helpers/privacy_cases.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tools.harness import REPO_DIR
+from tools.reliability.report import CaseResult
+
+PRIVACY_CASES_FILE = REPO_DIR / "tests" / "helpers" / "privacy_cases.py"
+
+PRIVACY_MIN_RECALL = 0.97  # of the adversarial set's personal data and secrets
+
+PRIVACY_MAX_FALSE_POSITIVE_RATE = 0.02  # of its ordinary prompts
+
+
+def privacy_case(cases_file: Path = PRIVACY_CASES_FILE) -> CaseResult:
+    """The privacy rule on the adversarial set (tests/helpers/privacy_cases.py): recall on obfuscated
+    card numbers, e-mails, IBANs, keys and phones; false positives on ordinary look-alike prompts."""
+    import importlib.util
+
+    from tierwise.core.privacy import detect_private_data
+
+    spec = importlib.util.spec_from_file_location("tierwise_privacy_cases", cases_file)
+    if spec is None or spec.loader is None or not cases_file.is_file():
+        return CaseResult("privacy: adversarial set", 0, 1, "", [f"{cases_file} is missing"])
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    missed = [(text, kind) for text, kind in cases.PRIVATE if kind not in detect_private_data(text)]
+    flagged = [text for text in cases.ORDINARY if detect_private_data(text)]
+    recall = 1 - len(missed) / len(cases.PRIVATE)
+    false_positive_rate = len(flagged) / len(cases.ORDINARY)
+    per_kind = Counter(kind for _, kind in cases.PRIVATE)
+    missed_kind = Counter(kind for _, kind in missed)
+    figures = (
+        f"recall {recall:.1%} ({len(cases.PRIVATE) - len(missed)} of {len(cases.PRIVATE)}: "
+        + ", ".join(f"{kind} {n - missed_kind[kind]}/{n}" for kind, n in sorted(per_kind.items()))
+        + f"); false positives {false_positive_rate:.1%} ({len(flagged)} of {len(cases.ORDINARY)} "
+        f"ordinary prompts); thresholds: recall >= {PRIVACY_MIN_RECALL:.0%}, "
+        f"false positives <= {PRIVACY_MAX_FALSE_POSITIVE_RATE:.0%}"
+    )
+    problems = [f"missed {kind}: {text[:60]!r}" for text, kind in missed]
+    problems += [f"flagged: {text[:60]!r}" for text in flagged]
+    failures = int(recall < PRIVACY_MIN_RECALL) + int(false_positive_rate > PRIVACY_MAX_FALSE_POSITIVE_RATE)
+    return CaseResult(
+        "privacy: adversarial set", len(cases.PRIVATE) + len(cases.ORDINARY), failures, figures, problems
+    )

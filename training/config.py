@@ -1,0 +1,53 @@
+"""`TrainConfig`: every setting of one `make train` run, shared by the pipeline (train.py) and the
+model-folder writer (packaging.py) without either importing the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tierwise.core.model_folder import Truncation
+from tierwise.training import paths
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    base_model: str = "all-MiniLM-L6-v2"  # or "tiny-random" for tests
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs (smoke runs)
+    batch_size: int = 32
+    learning_rate: float = 8e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 13
+    max_length: int = 256  # tokens the encoder sees, [CLS] and [SEP] included
+    head_tokens: int = 190  # a long task keeps its first 190 and last 64 content tokens
+    tail_tokens: int = 64
+    context_tokens: int = 64  # the context sketch's share when the task would fill everything
+    consistency_weight: float = 1.0  # KL(plain || wrapped) next to the allowed-set loss
+    invariance_rows: int = 400  # rows per split scored under every evaluation wrapper
+    target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
+    max_train_rows: int | None = None  # cap for smoke runs
+    data_dir: Path = field(default_factory=paths.processed_dir)
+    output_dir: Path | None = None  # default models/<name>
+    work_dir: Path | None = None  # default runs/<name>
+
+    def __post_init__(self) -> None:
+        if self.head_tokens + self.tail_tokens + 2 > self.max_length:
+            raise ValueError("head_tokens + tail_tokens + 2 must be <= max_length")
+        if not 0 <= self.context_tokens < self.head_tokens + self.tail_tokens:
+            raise ValueError("context_tokens must be in [0, head_tokens + tail_tokens)")
+        if not 0 <= self.target_under_routing <= 1:
+            raise ValueError("target_under_routing must be in [0, 1]")
+        self.output_dir = Path(self.output_dir or paths.models_dir() / self.name)
+        self.work_dir = Path(self.work_dir or paths.runs_dir() / self.name)
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation(
+            head_tokens=self.head_tokens,
+            tail_tokens=self.tail_tokens,
+            strategy="task_first",
+            context_tokens=self.context_tokens,
+        )
