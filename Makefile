@@ -84,17 +84,17 @@ serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/defau
 	$(PY) -m tierwise.service
 
 bench: install bench-requests ## Latency, HTTP throughput, memory, then classified capacity vs models/$(COMPARE) (runs/bench.md, runs/capacity.md)
-	$(PY) -m tools.bench --out runs/bench.md
-	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+	$(PY) -m tools.bench --output runs/bench.md
+	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --output runs/capacity.md
 
 bench-requests: install ## Build the bench's request bodies from the test split, half bare, half wrapped (data/processed/bench_requests.jsonl)
 	$(PY) -m tierwise.training.bench_requests
 
 capacity: install bench-requests ## Classified capacity: closed + open loop, how each answer was decided, estimator on vs off [COMPARE=previous]
-	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --out runs/capacity.md
+	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --output runs/capacity.md
 
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
-	$(PY) -m tools.reliability --model-dir models/$(MODEL) --out runs/reliability.md
+	$(PY) -m tools.reliability --model models/$(MODEL) --output runs/reliability.md
 
 classify: install-serve ## Route a JSONL file with the model and policy: make classify INPUT=requests.jsonl OUTPUT=routed.jsonl [RAW=1]
 	$(VENV)/bin/tierwise classify --input $(INPUT) --output $(OUTPUT) --model models/$(MODEL) $(if $(RAW),--raw)

@@ -345,7 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--score-cache", action="store_true", help="keep the service's score cache on (off: bodies repeat)"
     )
-    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
     return parser.parse_args(argv)
 
 
@@ -385,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = markdown_report(runs, tier_prices(policy, policy.expected_output_tokens), args.duration, note)
     print(report)
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
+    if args.output:
+        args.output.write_text(report, encoding="utf-8")
     return 0
 
 

@@ -1,8 +1,8 @@
 """`make bench`: classifier latency, HTTP load with micro-batching on and off, PyTorch eager beside it.
 
-    python -m tools.bench [--duration 20] [--concurrency 1,8,32,64] [--model-dir models/default]
+    python -m tools.bench [--duration 20] [--concurrency 1,8,32,64] [--model models/default]
 
-Prints a markdown table (and writes it to --out if given). The HTTP runs start the real service
+Prints a markdown table (and writes it to --output if given). The HTTP runs start the real service
 (`python -m tierwise.service`) through tools/harness.py and drive it with its keep-alive HTTP/1.1
 client. The shadow evaluation overhead (serving/tierwise/ops/shadow.py) on /classify: a service whose
 policy has a `shadow` section at share 0.1, calling tools/fake_llm.py, against one without, driven in

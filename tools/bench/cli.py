@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=tools.bench.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--model", type=Path, default=settings.model_dir, help="model folder to measure")
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL with a `text` field")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per HTTP load level")
     parser.add_argument("--warm-up", type=float, default=2.0, help="unmeasured seconds before each level")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--shadow-latency-ms", type=float, default=20.0, help="the fake LLM server's answer latency"
     )
-    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--serve-torch", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     pool, prompt_note = read_prompts(args.prompts)
     bodies = [json.dumps({"text": text}).encode() for text in pool]
     with (
-        model_under_test(Path(args.model_dir), settings) as (model_dir, model_note),
+        model_under_test(Path(args.model), settings) as (model_dir, model_note),
         tempfile.TemporaryDirectory(prefix="tierwise-bench-logs-") as log_dir,
     ):
         latency: list[LatencyRow] = []
@@ -185,6 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             shadow = shadow_overhead(args, model_dir, settings.policy_file, bodies)
     report = markdown_report(model_note, prompt_note, latency, runs, args.duration, torch_note, shadow)
     print(report)
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
+    if args.output:
+        args.output.write_text(report, encoding="utf-8")
     return 0

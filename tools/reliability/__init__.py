@@ -1,7 +1,7 @@
 """`make reliability`: fuzz, load, start-up faults, hot reload, hangs, SIGTERM drain and security.
 
-    python -m tools.reliability [--model-dir models/default] [--fuzz-cases 1000] [--requests 20000]
-        [--concurrency 64] [--workers 2] [--out runs/reliability.md]
+    python -m tools.reliability [--model models/default] [--fuzz-cases 1000] [--requests 20000]
+        [--concurrency 64] [--workers 2] [--output runs/reliability.md]
 
 Each check returns a `CaseResult` (case, tried, failures, figures); the runner (`cli`) prints a
 markdown table and exits 1 when any case has failures. The servers are started and measured through

@@ -75,7 +75,7 @@ def server_cases(
 
 
 def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list[CaseResult]:
-    model_dir = Path(args.model_dir).resolve()
+    model_dir = Path(args.model).resolve()
     prompts, _ = read_prompts(Path(args.prompts)) if args.prompts else (FALLBACK_PROMPTS, "")
     results: list[CaseResult] = []
     server_logs: list[tuple[str, str]] = []  # (log text, canary word) of the load run
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model-dir", default=str(Settings().model_dir), help="model folder (TIERWISE_MODEL_DIR)"
+        "--model", default=str(Settings().model_dir), help="model folder (TIERWISE_MODEL_DIR)"
     )
     parser.add_argument(
         "--prompts", default=str(DEFAULT_PROMPTS), help="JSONL with 'text' fields for the load"
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients in the load run")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers for the server runs")
     parser.add_argument("--reload-seconds", type=float, default=20.0, help="load duration around a reload")
-    parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--output", help="also write the table to this file")
     parser.add_argument("--keep-logs", help="copy the server logs to this folder")
     parser.add_argument(
         "--serve-slow-classifier",
@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_slow_classifier is not None:
         serve_slow_classifier(args.serve_slow_classifier)
         return 0
-    model_dir = Path(args.model_dir)
+    model_dir = Path(args.model)
     if not (model_dir / MANIFEST_FILE).is_file():
-        print(f"no model in {model_dir}; run `make train` or pass --model-dir", file=sys.stderr)
+        print(f"no model in {model_dir}; run `make train` or pass --model", file=sys.stderr)
         return 2
     started = time.perf_counter()
     results = run_suite(args, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = markdown_table(results, header)
     print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table, encoding="utf-8")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(table, encoding="utf-8")
     return 0 if all(result.passed for result in results) else 1
