@@ -17,6 +17,7 @@ from tierwise.core.model_folder import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE
 from tierwise.core.text_encoding import TextEncoder
 from tierwise.training import paths
 from tierwise.training.assessment import batched_logits
+from tierwise.training.base_model import base_model_version, tokenizer_path
 from tierwise.training.build_dataset import row_input
 from tierwise.training.config import TrainConfig
 from tierwise.training.evaluation import allowed_bounds, classification_metrics
@@ -27,7 +28,6 @@ from tierwise.training.export_onnx import (
     parity_max_diff,
     quantize_int8,
 )
-from tierwise.training.finetune import base_model_version, tokenizer_path
 from tierwise.training.labels import TIER_CLASSES, TIERS
 
 if TYPE_CHECKING:

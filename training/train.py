@@ -34,6 +34,7 @@ from tierwise.training.assessment import (
     fitted_baselines,
     headline_metrics,
 )
+from tierwise.training.base_model import tokenizer_path
 from tierwise.training.build_dataset import row_input
 from tierwise.training.calibration import TemperatureScaler
 from tierwise.training.config import TrainConfig
@@ -45,7 +46,6 @@ from tierwise.training.finetune import (
     TierDataset,
     class_balance_weights,
     load_model,
-    tokenizer_path,
 )
 from tierwise.training.invariance import evaluate_invariance
 from tierwise.training.labels import allowed_mask

@@ -1,8 +1,12 @@
-"""The fine-tuning losses and the twin batches (no training here: the end-to-end test trains)."""
+"""The fine-tuning losses and the twin batches (no training here: the end-to-end test trains).
+
+Slow as a whole: importing torch alone takes seconds, so the fast loop does not import this module."""
 
 import pytest
 import torch
 from tierwise.training.finetune import PaddingCollator, TierDataset, allowed_set_loss, consistency_loss
+
+pytestmark = pytest.mark.slow
 
 
 def test_allowed_set_loss_rewards_probability_anywhere_in_the_set():

@@ -6,7 +6,6 @@ import pytest
 from tierwise.cli.main import main as tierwise
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 from tierwise.training import build_dataset
-from tierwise.training.train import main as train_main
 
 from tools.fake_llm import FakeScript, fake_server, policy_strengths
 
@@ -54,6 +53,8 @@ def test_logs_to_labels_to_a_trained_model(tmp_path):
     )
     summary = json.loads((data / "dataset.json").read_text())
     assert sum(summary["counts"].values()) == 60 and summary["malformed_rows"] == []
+
+    from tierwise.training.train import main as train_main  # torch: imported only when the test runs
 
     model = tmp_path / "model"
     args = ["--base-model", "tiny-random", "--max-steps", "2", "--batch-size", "8", "--name", "judged"]

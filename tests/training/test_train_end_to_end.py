@@ -9,11 +9,12 @@ import pytest
 from tierwise.cli.main import main as tierwise_main
 from tierwise.core.classifier import TierClassifier
 from tierwise.training.build_dataset import BuildConfig, build
-from tierwise.training.train import TrainConfig, run
 
 
 @pytest.fixture(scope="module")
 def trained_folder(tmp_path_factory, fixture_jsonl) -> Path:
+    from tierwise.training.train import TrainConfig, run  # torch: imported only when a test trains
+
     root = tmp_path_factory.mktemp("e2e")
     build(
         root / "data",

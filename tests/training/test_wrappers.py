@@ -45,7 +45,7 @@ def raw_splits() -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
     tokenizers = pytest.importorskip("tokenizers")
-    from tierwise.training.finetune import tokenizer_path
+    from tierwise.training.base_model import tokenizer_path
 
     try:
         path = tokenizer_path("all-MiniLM-L6-v2")

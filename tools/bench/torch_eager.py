@@ -21,7 +21,7 @@ class TorchEagerClassifier:
 
     def __init__(self, model_dir: Path, checkpoint: Path | None, threads: int = 0) -> None:
         import torch
-        from tierwise.training.finetune import base_model_path
+        from tierwise.training.base_model import base_model_path
         from transformers import AutoModelForSequenceClassification
 
         if threads > 0:
@@ -74,8 +74,8 @@ def serve_torch(checkpoint: Path | None) -> None:
 def build_stand_in_model(folder: Path, tiers: Sequence[str]) -> Path:
     """An untrained-head MiniLM-L6 exported as training does (tierwise.training.export_onnx: fp32,
     opset 17, eager attention): the same cost as a trained model, no skill."""
+    from tierwise.training.base_model import base_model_path
     from tierwise.training.export_onnx import export_fp32
-    from tierwise.training.finetune import base_model_path
     from transformers import AutoModelForSequenceClassification
 
     folder.mkdir(parents=True, exist_ok=True)
