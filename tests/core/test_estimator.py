@@ -110,11 +110,10 @@ class FakeClassifier:
 
 
 def test_the_setting_turns_it_off(tmp_path, tiny_model_dir):
-    from tests.helpers.tiny_model import make_settings
 
     folder, raw = write_folder(tmp_path / "m", SECTION, np.ones((N, 3), np.float32), np.zeros(3))
-    assert estimator_for(FakeClassifier(folder, raw), make_settings(tiny_model_dir)) is not None
-    assert estimator_for(FakeClassifier(folder, raw), make_settings(tiny_model_dir, estimator=False)) is None
+    assert estimator_for(FakeClassifier(folder, raw), tiny_model_dir) is not None
+    assert estimator_for(FakeClassifier(folder, raw), tiny_model_dir, enabled=False) is None
     assert json.dumps(SECTION)  # the section is plain JSON, as the manifest stores it
 
 

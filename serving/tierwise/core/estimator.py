@@ -27,7 +27,6 @@ import numpy as np
 
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.core.request_text import ClassifierInput
-from tierwise.service.settings import Settings
 
 ESTIMATOR_FILE = "estimator.npz"
 DEFAULT_FEATURES = 2**18
@@ -140,10 +139,11 @@ class Estimator:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def estimator_for(classifier: Any, settings: Settings) -> Estimator | None:
-    """The estimator of the classifier's model folder; None when `settings.estimator` is off or the
-    folder was trained before estimators existed (then overload falls back to the top tier)."""
-    if not settings.estimator:
+def estimator_for(classifier: Any, default_model_dir: Path, enabled: bool = True) -> Estimator | None:
+    """The estimator of the classifier's model folder (`default_model_dir` for a classifier that does
+    not say which); None when not `enabled` (TIERWISE_ESTIMATOR=false) or the folder was trained
+    before estimators existed (then overload falls back to the top tier)."""
+    if not enabled:
         return None
-    model_dir = Path(getattr(classifier, "model_dir", settings.model_dir))
+    model_dir = Path(getattr(classifier, "model_dir", default_model_dir))
     return Estimator.load(model_dir, classifier.manifest.raw)

@@ -95,7 +95,7 @@ class Router:
             default_q=classifier.manifest.escalation_q,
             deadline_ms=settings.deadline_ms,
             texts_per_deadline=settings.micro_batch_max_size,
-            estimator=estimator_for(classifier, settings),
+            estimator=estimator_for(classifier, settings.model_dir, settings.estimator),
             count_tokens=getattr(classifier, "count_tokens", None),
             cache=cache,
         )
