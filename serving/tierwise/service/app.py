@@ -31,10 +31,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tierwise.ops.feedback import close_recorder, open_recorder
 from tierwise.ops.shadow import close_shadow, start_shadow
 from tierwise.service.classifier import ClassifierFactory, load_tier_classifier
 from tierwise.service.errors import add_error_handlers
+from tierwise.service.feedback import close_recorder, open_recorder
 from tierwise.service.metrics import ServiceMetrics, mark_dead_workers, mark_this_worker_dead
 from tierwise.service.middleware import RequestContextMiddleware
 from tierwise.service.reloader import ModelReloader

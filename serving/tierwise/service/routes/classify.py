@@ -15,7 +15,6 @@ from fastapi import APIRouter
 
 from tierwise.core.policy import Decision, RoutingInput, UnknownTierError, with_private_data
 from tierwise.core.request_text import RequestTextError, request_input
-from tierwise.ops.feedback import submit_decision
 from tierwise.ops.shadow import ShadowEvaluator, offer_shadow
 from tierwise.service.canary import decide_split
 from tierwise.service.dependencies import (
@@ -27,6 +26,7 @@ from tierwise.service.dependencies import (
     TracingDep,
 )
 from tierwise.service.errors import api_error, error_responses
+from tierwise.service.feedback import submit_decision
 from tierwise.service.schemas import (
     BatchClassifyRequest,
     BatchClassifyResponse,

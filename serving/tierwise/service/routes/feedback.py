@@ -1,4 +1,4 @@
-"""The `feedback` tag: POST /feedback, the outcome of a routed request (serving/tierwise/ops/feedback.py
+"""The `feedback` tag: POST /feedback, the outcome of a routed request (serving/tierwise/service/feedback.py
 checks and stores it in the decision log)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 
 from fastapi import APIRouter, Request
 
-from tierwise.ops.feedback import FEEDBACK_OPENAPI, FeedbackError, FeedbackResponse, record_feedback
 from tierwise.service.dependencies import ApiKeyDep, RecorderDep, ServicesDep
 from tierwise.service.errors import api_error, error_responses
+from tierwise.service.feedback import FEEDBACK_OPENAPI, FeedbackError, FeedbackResponse, record_feedback
 
 router = APIRouter(tags=["feedback"])
 
