@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tierwise.core.policy import DECIDED_BY, Policy, load_policy
+from tierwise.core.scoring import request_cost_usd
 from tierwise.service.settings import get_settings
 
 from tools.harness import REPO_DIR, KeepAliveConnection, percentile, raw_request, served_service, tree_rss_kib
@@ -260,10 +261,9 @@ def tier_prices(policy: Policy, output_tokens: int) -> dict[str, float]:
     """USD per request at each tier (the private one too) for the same blended request."""
     tiers = [*policy.tiers, *([policy.private_tier] if policy.private_tier is not None else [])]
     return {
-        t.name: (
-            BLENDED_PROMPT_TOKENS * t.input_price_per_million + output_tokens * t.output_price_per_million
+        t.name: request_cost_usd(
+            BLENDED_PROMPT_TOKENS, output_tokens, t.input_price_per_million, t.output_price_per_million
         )
-        / 1e6
         for t in tiers
     }
 

@@ -302,7 +302,7 @@ def build(
     deduped, dedup = deduplicate(rows)
     splits = split_rows(deduped, config)
     if not splits["train"] or not splits["val"]:
-        raise ValueError("train or val is empty: add rows or lower --heldout sources")
+        raise ValueError("train or val is empty: add rows or hold out fewer sources (--heldout-sources)")
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, records in splits.items():
         write_jsonl(out_dir / f"{split}.jsonl", records)
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default data/processed)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="output folder (default data/processed)")
     parser.add_argument("--data-dir", type=Path, default=None, help="public data (default TIERWISE_DATA_DIR)")
     parser.add_argument("--no-public", action="store_true", help="use only --user-data files")
     parser.add_argument("--user-data", type=Path, nargs="*", default=[], help="your labeled JSONL files")
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     config = BuildConfig(seed=args.seed, max_rows_per_source=args.max_rows_per_source)
     if args.heldout_sources is not None:
         config.heldout_sources = tuple(args.heldout_sources)
-    out = args.out or paths.processed_dir()
+    out = args.out_dir or paths.processed_dir()
     data_dir = None if args.no_public else (args.data_dir or paths.data_dir())
     try:
         summary = build(out, config, data_dir, args.user_data, args.skip_malformed)

@@ -151,18 +151,3 @@ class AllowedSetTrainer(Trainer):
             loss = (loss + allowed_set_loss(twin, allowed, weight)) / 2
             loss = loss + self.consistency_weight * consistency_loss(outputs.logits, twin, weight)
         return (loss, outputs) if return_outputs else loss
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 64
-) -> np.ndarray:
-    """PyTorch logits (N, K), for parity checks against the exported graph."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(ids), batch_size):
-        batch_ids, attention = pad_ids(ids[start : start + batch_size], pad_id)
-        logits = model(input_ids=batch_ids.to(device), attention_mask=attention.to(device)).logits
-        out.append(logits.float().cpu().numpy())
-    return np.concatenate(out).astype(np.float64)

@@ -85,10 +85,6 @@ def lowest_tier(allowed: frozenset[str] | Sequence[str]) -> str:
     return min(allowed, key=TIER_INDEX.__getitem__)
 
 
-def highest_tier(allowed: frozenset[str] | Sequence[str]) -> str:
-    return max(allowed, key=TIER_INDEX.__getitem__)
-
-
 def validate_allowed(allowed: Sequence[str]) -> frozenset[str]:
     """Check tier names; allowed sets must be contiguous ranges of ordered tiers."""
     unknown = [t for t in allowed if t not in TIER_INDEX]

@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         kind = type(default) if default is not None else int
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
-    parser.add_argument("--output-dir", type=Path, default=None, help="model folder (default models/<name>)")
+    parser.add_argument(
+        "--out-dir", dest="output_dir", type=Path, default=None, help="model folder (default models/<name>)"
+    )
     parser.add_argument(
         "--reuse-checkpoint",
         action="store_true",

@@ -80,7 +80,7 @@ def test_malformed_rows_are_reported_with_file_and_line(tmp_path, fixture_jsonl)
 
 
 def test_cli_exits_nonzero_with_a_message_for_missing_public_data(tmp_path, caplog):
-    assert main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")]) == 2
     assert "TIERWISE_DATA_DIR" in caplog.text
 
 

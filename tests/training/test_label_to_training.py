@@ -47,7 +47,7 @@ def test_logs_to_labels_to_a_trained_model(tmp_path):
     data = tmp_path / "data"
     assert (
         build_dataset.main(
-            ["--no-public", "--user-data", str(labeled), "--out", str(data), "--heldout-sources"]
+            ["--no-public", "--user-data", str(labeled), "--out-dir", str(data), "--heldout-sources"]
         )
         == 0
     )
@@ -58,6 +58,6 @@ def test_logs_to_labels_to_a_trained_model(tmp_path):
 
     model = tmp_path / "model"
     args = ["--base-model", "tiny-random", "--max-steps", "2", "--batch-size", "8", "--name", "judged"]
-    assert train_main([*args, "--data-dir", str(data), "--output-dir", str(model)]) == 0
+    assert train_main([*args, "--data-dir", str(data), "--out-dir", str(model)]) == 0
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["tiers"] == ["fast", "balanced", "frontier"]

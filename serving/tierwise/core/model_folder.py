@@ -127,7 +127,7 @@ def load_manifest(model_dir: Path) -> Manifest:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelFolderError(
-            f"Model folder {model_dir} does not exist; set TIERWISE_MODEL_DIR or run `make train`."
+            f"Model folder {model_dir} does not exist; pass --model or set TIERWISE_MODEL_DIR, or run `make train`."
         )
     for needed in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
         if not (model_dir / needed).is_file():

@@ -405,7 +405,7 @@ def load_policy(path: Path) -> Policy:
     """Read and validate a policy YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise PolicyError(f"policy file {path} does not exist; set TIERWISE_POLICY_FILE to a policy YAML")
+        raise PolicyError(f"policy file {path} does not exist; pass --policy or set TIERWISE_POLICY_FILE")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

@@ -1,2 +1,2 @@
-"""The operations loop around the service: the decision log and its migrations, feedback, reports,
-audits of logged traffic, shadow evaluation and labeling with LLM judges."""
+"""The operations loop around the service: the decision log and its migrations, the feedback report
+and export, audits of logged traffic, shadow evaluation and labeling with LLM judges."""
