@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tierwise.core.policy import load_policy
+from tierwise.core.policy import DEFAULT_POLICY_FILE, load_policy, parse_policy
 from tierwise.core.scoring import (
     classification_metrics,
     confusion_matrix,
@@ -13,8 +13,8 @@ from tierwise.core.scoring import (
     request_cost_usd,
     score_routing,
     tier_cost_usd,
+    tier_serving,
 )
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 TIERS = ("fast", "balanced", "frontier")
 # Rows allow: [fast], [fast, balanced], [frontier], [balanced]
@@ -103,3 +103,14 @@ def test_tier_cost_uses_the_policy_prices_and_falls_back_to_the_top_tier():
 def test_rates_and_ratios_without_a_denominator_are_zero():
     assert rate(1, 4) == 0.25 and rate(3, 0) == 0.0
     assert cost_ratio(1.0, 4.0) == 0.25 and cost_ratio(1.0, 0.0) == 0.0
+
+
+def test_tier_serving_finds_the_tier_of_a_model_private_included():
+    policy = parse_policy(
+        {
+            "tiers": [{"name": "cheap", "models": ["m1", "m1b"]}, {"name": "top", "models": ["m2"]}],
+            "private_tier": {"name": "private", "models": ["local"]},
+        }
+    )
+    assert [tier_serving(policy, m).name for m in ("m1b", "m2", "local")] == ["cheap", "top", "private"]
+    assert tier_serving(policy, "unknown-model") is None

@@ -165,6 +165,15 @@ def request_cost_usd(
     ) / TOKENS_PER_PRICE_UNIT
 
 
+def tier_serving(policy: Policy, model: str) -> TierConfig | None:
+    """The tier (ordered or private) whose models include `model`; None for a model the policy does
+    not name (callers choose their own fallback price)."""
+    for tier in (*policy.tiers, *([policy.private_tier] if policy.private_tier is not None else [])):
+        if model in tier.models:
+            return tier
+    return None
+
+
 def priced_tier(policy: Policy, tier_name: str) -> TierConfig:
     """The tier whose prices a served tier name is charged at: an ordered tier, the private tier, or
     (for a name the policy no longer has) the top tier, so an estimate errs on the dear side."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.core.policy import Policy, TierConfig
-from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, request_cost_usd
+from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, request_cost_usd, tier_serving
 from tierwise.ops import judge
 from tierwise.ops.label_journal import Journal, call_key
 from tierwise.ops.request_logs import AuditError, Chunk, chunk_requests, plan_chunks
@@ -168,11 +168,8 @@ class LabelPlan:
 
 
 def price_of(policy: Policy, model: str, fallback: Price) -> Price:
-    tiers = [*policy.tiers, *([policy.private_tier] if policy.private_tier else [])]
-    for tier in tiers:
-        if model in tier.models:
-            return Price(tier.input_price_per_million, tier.output_price_per_million)
-    return fallback
+    tier = tier_serving(policy, model)
+    return fallback if tier is None else tier_price(tier)
 
 
 def tier_price(tier: TierConfig) -> Price:

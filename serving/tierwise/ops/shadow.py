@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierwise.core.policy import Decision, Policy
-from tierwise.core.scoring import request_cost_usd
+from tierwise.core.scoring import request_cost_usd, tier_serving
 from tierwise.ops import judge
 from tierwise.ops.llm_api import ChatClient, RetryPolicy, api_key_from_env
 from tierwise.ops.shadow_config import ShadowConfig
@@ -228,11 +228,8 @@ class ShadowEvaluator:
     # --- one evaluation -------------------------------------------------------------------
 
     def price(self, model: str) -> tuple[float, float]:
-        for tier in (*self.policy.tiers, *([self.policy.private_tier] if self.policy.private_tier else [])):
-            if model in tier.models:
-                return tier.input_price_per_million, tier.output_price_per_million
-        top = self.policy.tiers[-1]
-        return top.input_price_per_million, top.output_price_per_million
+        tier = tier_serving(self.policy, model) or self.policy.tiers[-1]  # unknown model: the dear side
+        return tier.input_price_per_million, tier.output_price_per_million
 
     def cost(self, model: str, completion: Any) -> float:
         price_in, price_out = self.price(model)

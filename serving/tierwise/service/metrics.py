@@ -23,6 +23,8 @@ from pathlib import Path
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from tierwise.service.worker_sync import process_alive
+
 # Read when prometheus_client decides, at its import, whether values go to files: from then on fixed.
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
@@ -171,7 +173,7 @@ def mark_dead_workers() -> None:
         return
     for path in Path(MULTIPROC_DIR).glob("gauge_live*_*.db"):
         match = _DB_PID.search(path.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             multiprocess.mark_process_dead(int(match.group(1)), MULTIPROC_DIR)
 
 
@@ -179,16 +181,6 @@ def mark_this_worker_dead() -> None:
     """In a stopping worker: its live gauges leave the scrape; its counters stay in the totals."""
     if MULTIPROC_DIR:
         multiprocess.mark_process_dead(os.getpid(), MULTIPROC_DIR)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -95,7 +95,8 @@ def remove_worker_status(folder: Path) -> None:
         (folder / "workers" / f"{os.getpid()}.json").unlink()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (someone else's counts: signal 0 only asks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +114,7 @@ def worker_statuses(folder: Path) -> list[dict[str, Any]]:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not _alive(int(record.get("pid", 0))):
+        if not process_alive(int(record.get("pid", 0))):
             with contextlib.suppress(OSError):
                 path.unlink()
             continue
