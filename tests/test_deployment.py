@@ -15,7 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 
 from tools.reliability import lock_versions
 

@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tierwise.core.policy import DECIDED_BY, Policy, load_policy
+from tierwise.core.policy import DECIDED_BY, Policy
+from tierwise.core.policy_file import load_policy
 from tierwise.core.scoring import request_cost_usd
 from tierwise.service.settings import get_settings
 

@@ -192,7 +192,7 @@ def fake_server(script: FakeScript) -> Iterator[FakeServer]:
 
 def policy_strengths(policy_file: Any) -> dict[str, int]:
     """Every model of a policy's tiers, with its tier index as strength."""
-    from tierwise.core.policy import load_policy
+    from tierwise.core.policy_file import load_policy
 
     policy = load_policy(policy_file)
     return {model: index for index, tier in enumerate(policy.tiers) for model in tier.models}

@@ -84,7 +84,7 @@ class TierPrices:
 
 
 def load_prices(policy: Policy) -> TierPrices:
-    """The training tiers' prices from a policy read by `tierwise.core.policy.load_policy`."""
+    """The training tiers' prices from a policy read by `tierwise.core.policy_file.load_policy`."""
     tiers = {t.name: t for t in policy.tiers}
     missing = [t for t in TIERS if t not in tiers]
     if missing:

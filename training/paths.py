@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tierwise.core.policy import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 
 
 def _setting(name: str, default: Path) -> Path:

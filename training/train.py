@@ -23,7 +23,7 @@ import numpy as np
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.escalation import choose_q
 from tierwise.core.model_folder import ONNX_FILE
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.text_encoding import TextEncoder
 from tierwise.training import paths

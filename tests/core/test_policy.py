@@ -15,9 +15,8 @@ from tierwise.core.policy import (
     PolicyError,
     RoutingInput,
     UnknownTierError,
-    load_policy,
-    parse_policy,
 )
+from tierwise.core.policy_file import load_policy, parse_policy
 from tierwise.service.batcher import DirectScorer
 from tierwise.service.routing import Router
 from tierwise.service.settings import DEFAULT_POLICY_FILE

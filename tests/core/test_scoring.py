@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tierwise.core.policy import DEFAULT_POLICY_FILE, load_policy, parse_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy, parse_policy
 from tierwise.core.scoring import (
     classification_metrics,
     confusion_matrix,

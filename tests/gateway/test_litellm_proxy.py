@@ -24,7 +24,7 @@ import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 from tierwise.core.privacy import detect_private_data
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE

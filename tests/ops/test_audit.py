@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy import RoutingInput, load_policy
+from tierwise.core.policy import RoutingInput
+from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import RequestTextError
 from tierwise.ops.audit import AuditOptions, run_audit
 from tierwise.ops.audit_report import summarize, write_audit

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy import TierConfig, load_policy
+from tierwise.core.policy import TierConfig
+from tierwise.core.policy_file import load_policy
 from tierwise.core.scoring import request_cost_usd
 from tierwise.ops.decision_log import (
     DecisionRecord,

@@ -17,8 +17,8 @@ from tierwise.core.policy import (
     ESTIMATED,
     LONG_CONTEXT,
     RoutingInput,
-    parse_policy,
 )
+from tierwise.core.policy_file import parse_policy
 from tierwise.core.request_text import ClassifierInput
 from tierwise.service.batcher import DirectScorer, Score
 from tierwise.service.routing import Router, approximate_token_counts

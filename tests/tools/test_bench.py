@@ -1,7 +1,7 @@
 """The pure helpers of the shadow overhead comparison in `make bench` (no load is run here)."""
 
 import pytest
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 from tierwise.ops.shadow_config import load_shadow_config
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.capacity_bench import (

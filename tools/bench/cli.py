@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def model_under_test(model_dir: Path, settings: Settings) -> Iterator[tuple[Path, str]]:
     """(the folder to measure, how the report names it): `model_dir`, or an untrained stand-in of the
     same architecture when it holds no model (removed afterwards)."""
-    from tierwise.core.policy import load_policy
+    from tierwise.core.policy_file import load_policy
 
     if (model_dir / "manifest.json").is_file():
         shown = model_dir.relative_to(REPO_DIR) if model_dir.is_relative_to(REPO_DIR) else model_dir

@@ -214,7 +214,7 @@ def run_shadow_overhead(
 ) -> ShadowOverhead:
     """Two services side by side, shadow off and shadow on (at `share`, against the fake LLM server in
     its own process), driven in turn with the same load: `pairs` alternated pairs of runs per level."""
-    from tierwise.core.policy import load_policy
+    from tierwise.core.policy_file import load_policy
 
     below_top = load_policy(policy_file).tier_names[:-1]
     result = ShadowOverhead(share, pairs, seconds, fake_latency_ms, [])

@@ -54,7 +54,7 @@ def window_edge(flag: str, value: str | None) -> datetime | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tierwise.core.policy import load_policy
+    from tierwise.core.policy_file import load_policy
     from tierwise.ops.feedback_report import build_report, load_training_metrics, write_report
     from tierwise.ops.shadow_report import shadow_outcomes, shadow_summary
 
@@ -89,7 +89,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export_feedback(args: argparse.Namespace) -> int:
-    from tierwise.core.policy import load_policy
+    from tierwise.core.policy_file import load_policy
     from tierwise.ops.feedback_report import feedback_rows
 
     since = window_edge("--since", args.since)

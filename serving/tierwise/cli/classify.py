@@ -25,7 +25,8 @@ from typing import IO, Any
 
 from tierwise.cli.options import UsageError, add_input_file, add_model, add_output_file, add_policy
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.policy import Decision, Policy, RoutingInput, UnknownTierError, load_policy
+from tierwise.core.policy import Decision, Policy, RoutingInput, UnknownTierError
+from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, RequestTextError, request_input
 
 

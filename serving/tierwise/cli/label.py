@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.cli.options import add_input_files, add_output_file, add_policy
-from tierwise.core.policy import load_policy
+from tierwise.core.policy_file import load_policy
 from tierwise.ops import judge
 from tierwise.ops.label import RunOptions, label_all, resolve_base_url, summary_message, write_rows
 from tierwise.ops.label_journal import Journal

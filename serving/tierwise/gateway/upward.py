@@ -36,7 +36,7 @@ def upward_route(
     if upward_tier and upward_models and private is not None:
         return UpwardRoute(upward_tier, tuple(upward_models), *private)
     # Imported here: a client given its tiers needs no policy file (nor PyYAML's parse of one).
-    from tierwise.core.policy import DEFAULT_POLICY_FILE, load_policy
+    from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 
     policy = load_policy(policy_file or DEFAULT_POLICY_FILE)
     top = policy.tiers[-1]

@@ -19,7 +19,8 @@ from typing import Any
 
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.model_folder import load_manifest
-from tierwise.core.policy import Policy, RoutingInput, load_policy
+from tierwise.core.policy import Policy, RoutingInput
+from tierwise.core.policy_file import load_policy
 from tierwise.ops.audit_report import summarize
 from tierwise.ops.audit_totals import MAX_ERRORS_KEPT, AuditTotals, token_bin
 from tierwise.ops.progress import progress_bar

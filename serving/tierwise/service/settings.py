@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tierwise.core.policy import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 
 # Locations are relative to the working directory (the repository checkout for `make serve`, the
 # container's WORKDIR in the image), never to where the package is installed.

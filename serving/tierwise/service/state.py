@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tierwise.core.policy import Policy, PolicyError, load_policy
+from tierwise.core.policy import Policy, PolicyError
+from tierwise.core.policy_file import load_policy
 from tierwise.service.batcher import DirectScorer, MicroBatcher, Scorer
 from tierwise.service.canary import Canary, build_canary
 from tierwise.service.classifier import ClassifierFactory, ClassifierLike, warm_up
