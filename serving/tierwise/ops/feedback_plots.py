@@ -30,6 +30,14 @@ def _share(counts: list[int]) -> list[float]:
     return [c / total if total else 0.0 for c in counts]
 
 
+def _saved(plt: Any, fig: Any, path: Path) -> Path:
+    """Write the figure as a PNG and free it (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion(report: dict[str, Any], path: Path) -> Path:
     """The classifier's confusion and the policy's routing errors, side by side."""
     plt = _pyplot()
@@ -52,10 +60,7 @@ def plot_confusion(report: dict[str, Any], path: Path) -> Path:
                 ax.text(j, i, str(value), ha="center", va="center", color=color)
     axes[0].set_title("live confusion (classifier)")
     axes[1].set_title("routing errors (policy)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def plot_drift(report: dict[str, Any], path: Path) -> Path:
@@ -82,10 +87,7 @@ def plot_drift(report: dict[str, Any], path: Path) -> Path:
     axes[1].set_xlabel("top probability")
     axes[1].set_title("confidence")
     axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def plot_spend(report: dict[str, Any], path: Path) -> Path:
@@ -100,10 +102,7 @@ def plot_spend(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("USD")
     ax.set_title(f"spend: {_pct(spend['cost_ratio'])} of all-frontier")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def plot_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
