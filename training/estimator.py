@@ -38,6 +38,7 @@ from tierwise.core.estimator import (
 )
 from tierwise.core.model_folder import MANIFEST_FILE
 from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.core.scoring import percent
 from tierwise.training import paths
 from tierwise.training.assessment import allowed_matrix
 from tierwise.training.build_dataset import row_input
@@ -195,10 +196,6 @@ def build_estimator(
     }
 
 
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def render_markdown(section: dict[str, Any]) -> str:
     """The model report's estimator section: estimator beside the encoder, per split and shape."""
     lines = [
@@ -217,16 +214,16 @@ def render_markdown(section: dict[str, Any]) -> str:
             if shape not in result:
                 continue
             m = result[shape]
-            mix = " / ".join(pct(m["tier_mix"][t]) for t in ("fast", "balanced", "frontier"))
-            flip = pct(m["flip_rate"]) if "flip_rate" in m else "-"
+            mix = " / ".join(percent(m["tier_mix"][t]) for t in ("fast", "balanced", "frontier"))
+            flip = percent(m["flip_rate"]) if "flip_rate" in m else "-"
             agree = (
-                pct(result["agreement_with_encoder"])
+                percent(result["agreement_with_encoder"])
                 if shape == "bare" and "agreement_with_encoder" in result
                 else "-"
             )
             name = "encoder, bare" if shape == "encoder_bare" else f"estimator, {shape}"
             lines.append(
-                f"| {split} | {name} | {m['macro_f1']:.3f} | {pct(m['under_routing_after'])} | {mix} | {flip} | {agree} |"
+                f"| {split} | {name} | {m['macro_f1']:.3f} | {percent(m['under_routing_after'])} | {mix} | {flip} | {agree} |"
             )
     return "\n".join(lines) + "\n"
 

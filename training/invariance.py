@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.escalation import route_upward
 from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.core.scoring import percent
 from tierwise.training import paths
 from tierwise.training.assessment import fitted_baselines
 from tierwise.training.baselines import Predictor
@@ -203,7 +204,7 @@ def evaluate_invariance(
 
 
 def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if value is None else percent(value)
 
 
 def num(value: float | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from string import Template
 from typing import Any
 
+from tierwise.core.scoring import percent
 from tierwise.training.estimator import render_markdown as render_estimator
 from tierwise.training.invariance import render_markdown as render_invariance
 from tierwise.training.labels import TIERS
@@ -103,10 +104,6 @@ PER_TIER_ROW = Template("| $tier | $precision | $recall | $f1 | $support |")
 SOURCE_ROW = Template("| $source | $n | $accuracy | $under_before | $under_after | $over_after | $mix |")
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def metrics_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "| model | macro-F1 | "
@@ -125,8 +122,8 @@ def metrics_table(res: dict[str, Any]) -> list[str]:
                 model=name,
                 macro_f1=f"{m['macro_f1']:.3f}",
                 recalls=" | ".join(f"{m['per_tier'][t]['recall']:.3f}" for t in TIERS),
-                under=pct(m["under_routing"]),
-                over=pct(m["over_routing"]),
+                under=percent(m["under_routing"]),
+                over=percent(m["over_routing"]),
                 cost=f"{cost['cost_ratio']:.3f}" if cost else "-",
             )
         )
@@ -161,9 +158,9 @@ def source_table(rows: list[dict]) -> list[str]:
                 source=r["source"],
                 n=r["n"],
                 accuracy=f"{r['accuracy']:.3f}",
-                under_before=pct(r["under_routing_before"]),
-                under_after=pct(r["under_routing_after"]),
-                over_after=pct(r["over_routing_after"]),
+                under_before=percent(r["under_routing_before"]),
+                under_after=percent(r["under_routing_after"]),
+                over_after=percent(r["over_routing_after"]),
                 mix="/".join(f"{100 * r['tier_mix_after'][t]:.0f}" for t in TIERS),
             )
         )
@@ -223,7 +220,7 @@ def _gate_outcome(export: dict[str, Any]) -> tuple[str, str]:
     trials = "; ".join(
         GATE_TRIAL.substitute(
             graph=t["graph"],
-            agreement=pct(t["argmax_agreement"]),
+            agreement=percent(t["argmax_agreement"]),
             macro_f1=f"{t['macro_f1_int8']:.3f}",
             outcome="passed" if t["passed"] else "failed",
         )
@@ -245,9 +242,9 @@ def split_row(split: str, res: dict[str, Any]) -> str:
         ece=f"{res['ece_before']:.3f} -> {res['ece_after']:.3f}",
         ece_single=f"{res['ece_single_label_before']:.3f} -> {res['ece_single_label_after']:.3f}",
         ece_served=f"{res['ece_sufficiency_before']:.3f} -> {res['ece_sufficiency_after']:.3f}",
-        under_before=pct(res["before"]["under_routing"]),
-        under_after=pct(res["after"]["under_routing"]),
-        over_after=pct(res["after"]["over_routing"]),
+        under_before=percent(res["before"]["under_routing"]),
+        under_after=percent(res["after"]["under_routing"]),
+        over_after=percent(res["after"]["over_routing"]),
         cost=f"{res['cost']['cost_ratio']:.3f}",
     )
 
@@ -262,10 +259,10 @@ def render_calibration(manifest: dict[str, Any], evaluation: dict[str, Any]) -> 
         nll_before=f"{manifest['metrics']['val_nll_before']:.4f}",
         nll_after=f"{manifest['metrics']['val_nll_after']:.4f}",
         q=f"{evaluation['q']:.4f}",
-        target_under_routing=pct(manifest["escalation"]["target_under_routing"]),
+        target_under_routing=percent(manifest["escalation"]["target_under_routing"]),
         parity=f"{export['parity_max_abs_logit_diff']:.2e}",
         fusion="on" if export["fused"] else "off",
-        min_agreement=pct(gate["min_agreement"]),
+        min_agreement=percent(gate["min_agreement"]),
         max_f1_drop=f"{100 * gate['max_f1_drop']:.0f}",
         macro_f1_fp32=f"{gate['macro_f1_fp32']:.3f}",
         trials=trials,

@@ -198,3 +198,8 @@ def tier_cost_usd(policy: Policy, tier_name: str, input_tokens: int, requests: i
 def cost_ratio(routed_usd: float, baseline_usd: float) -> float:
     """Routed spend as a share of the baseline's (everything on the top tier); 0 without a baseline."""
     return rate(routed_usd, baseline_usd)
+
+
+def percent(share: float) -> str:
+    """A share as the reports write it: 0.1234 -> "12.3%"."""
+    return f"{100 * share:.1f}%"

@@ -14,7 +14,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE
+from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent
 from tierwise.ops.drift import DRIFT_PSI_ALERT, DRIFT_TVD_ALERT
 from tierwise.ops.shadow_report import render_shadow
 
@@ -108,10 +108,6 @@ $images"""
 )
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _matrix_table(matrix: list[list[int]], tiers: Sequence[str], column_label: str) -> str:
     lines = [
         f"| outcome \\ {column_label} | " + " | ".join(tiers) + " | total |",
@@ -123,7 +119,7 @@ def _matrix_table(matrix: list[list[int]], tiers: Sequence[str], column_label: s
 
 
 def _percent_cells(mix: dict[str, float], tiers: Sequence[str]) -> str:
-    return " | ".join(_pct(mix.get(t, 0.0)) for t in tiers)
+    return " | ".join(percent(mix.get(t, 0.0)) for t in tiers)
 
 
 def render_drift(drift: dict[str, Any], tiers: Sequence[str]) -> str:
@@ -134,7 +130,7 @@ def render_drift(drift: dict[str, Any], tiers: Sequence[str]) -> str:
         reference_n=drift["reference_n"],
         tier_header=" | ".join(tiers),
         tier_alignment="---:|" * len(tiers),
-        predicted_live=" | ".join(_pct(drift["predicted_mix_live"][t]) for t in tiers),
+        predicted_live=" | ".join(percent(drift["predicted_mix_live"][t]) for t in tiers),
         predicted_train=_percent_cells(drift["predicted_mix_train"], tiers),
         routed_live=_percent_cells(drift["routed_mix_live"], tiers),
         routed_train=_percent_cells(drift["routed_mix_train"], tiers),
@@ -150,11 +146,11 @@ def render_drift(drift: dict[str, Any], tiers: Sequence[str]) -> str:
 def _model_cells(version: str, v: dict[str, Any]) -> dict[str, str]:
     return {
         "version": version,
-        "accuracy": _pct(v["accuracy_predicted"]),
-        "under": _pct(v["under_routing"]),
-        "over": _pct(v["over_routing"]),
-        "escalation": _pct(v["escalation_rate"]),
-        "cost": _pct(v["cost_ratio"]),
+        "accuracy": percent(v["accuracy_predicted"]),
+        "under": percent(v["under_routing"]),
+        "over": percent(v["over_routing"]),
+        "escalation": percent(v["escalation_rate"]),
+        "cost": percent(v["cost_ratio"]),
     }
 
 
@@ -205,24 +201,24 @@ def render_body(report: dict[str, Any]) -> str:
         with_feedback=report["with_feedback"],
         feedback_unplaceable=report["feedback_unplaceable"],
         predicted_matrix=_matrix_table(quality["confusion_predicted"], tiers, "predicted"),
-        accuracy=_pct(quality["accuracy_predicted"]),
+        accuracy=percent(quality["accuracy_predicted"]),
         labeled=quality["labeled"],
-        recalls=", ".join(f"{t} {_pct(v)}" for t, v in quality["recall_predicted"].items()),
+        recalls=", ".join(f"{t} {percent(v)}" for t, v in quality["recall_predicted"].items()),
         routed_matrix=_matrix_table(quality["confusion_routed"], tiers, "served"),
-        under_routing=_pct(quality["under_routing"]),
+        under_routing=percent(quality["under_routing"]),
         under_routing_count=quality["under_routing_count"],
-        over_routing=_pct(quality["over_routing"]),
+        over_routing=percent(quality["over_routing"]),
         over_routing_count=quality["over_routing_count"],
         routed_labeled=quality["routed_labeled"],
-        escalation_rate=_pct(report["escalation_rate"]),
+        escalation_rate=percent(report["escalation_rate"]),
         escalations=report["escalations"],
-        classifier_unavailable_rate=_pct(report["classifier_unavailable_rate"]),
+        classifier_unavailable_rate=percent(report["classifier_unavailable_rate"]),
         reasons=", ".join(f"{k} {v}" for k, v in report["reasons"].items()) or "none",
         spend_rows=render_spend_rows(spend),
         routed_usd=f"{spend['routed_usd']:.4f}",
         frontier_tier=spend["frontier_tier"],
         all_frontier_usd=f"{spend['all_frontier_usd']:.4f}",
-        cost_ratio=_pct(spend["cost_ratio"]),
+        cost_ratio=percent(spend["cost_ratio"]),
         savings_usd=f"{spend['savings_usd']:.4f}",
         estimate_note=(
             ESTIMATE_NOTE.substitute(count=estimated, chars_per_token=CHARS_PER_TOKEN_ESTIMATE)

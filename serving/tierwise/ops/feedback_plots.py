@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tierwise.core.scoring import percent
 from tierwise.ops.drift import CONFIDENCE_BINS
 
 
@@ -19,10 +20,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def _share(counts: list[int]) -> list[float]:
@@ -100,7 +97,7 @@ def plot_spend(report: dict[str, Any], path: Path) -> Path:
     ax.axhline(spend["all_frontier_usd"], color="red", linestyle="--", label=f"all {spend['frontier_tier']}")
     ax.axhline(spend["routed_usd"], color="green", linestyle=":", label="routed total")
     ax.set_ylabel("USD")
-    ax.set_title(f"spend: {_pct(spend['cost_ratio'])} of all-frontier")
+    ax.set_title(f"spend: {percent(spend['cost_ratio'])} of all-frontier")
     ax.legend()
     return _saved(plt, fig, path)
 

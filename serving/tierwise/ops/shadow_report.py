@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tierwise.core.scoring import percent
 from tierwise.ops.decision_log import as_utc
 from tierwise.ops.decision_schema import decisions_table, feedback_table
 from tierwise.ops.shadow import wilson_interval
@@ -101,14 +102,10 @@ def shadow_summary(outcomes: Sequence[ShadowOutcome], tiers: Sequence[str]) -> d
     }
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _row(label: str, cell: dict[str, Any]) -> str:
     return (
-        f"| {label} | {cell['judged']} | {cell['under_routed']} | **{_pct(cell['rate'])}** | "
-        f"{_pct(cell['low'])} - {_pct(cell['high'])} |"
+        f"| {label} | {cell['judged']} | {cell['under_routed']} | **{percent(cell['rate'])}** | "
+        f"{percent(cell['low'])} - {percent(cell['high'])} |"
     )
 
 
@@ -117,13 +114,14 @@ def render_shadow(summary: dict[str, Any] | None) -> list[str]:
     if not summary or not summary["judged"]:
         return []
     header = ["| {} | judged | under-routed | rate | 95% interval (Wilson) |", "|---|---:|---:|---:|---|"]
+    overall = summary["overall"]
     lines = [
         "",
         "## Shadow evaluation: judge-estimated under-routing",
         "",
         f"{summary['judged']} sampled requests served below the top tier were also sent to the top tier, and a "
         "judge compared the answers (both orders). Under-routed: the served tier's answer was worse. Overall "
-        f"**{_pct(summary['overall']['rate'])}** ({_pct(summary['overall']['low'])} - {_pct(summary['overall']['high'])}).",
+        f"**{percent(overall['rate'])}** ({percent(overall['low'])} - {percent(overall['high'])}).",
         "",
         header[0].format("served tier"),
         header[1],
