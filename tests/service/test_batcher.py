@@ -179,6 +179,21 @@ def test_a_short_request_is_scored_before_a_long_one_in_the_same_batch():
     assert finished["short"] < finished["long"] - 0.03  # answered before the long call ran
 
 
+def test_a_long_group_whose_caller_gave_up_during_the_short_group_is_not_scored():
+    model = RecordingModel(delay=0.1)
+    long_text = "x" * 18_000 + "-1"
+
+    async def body(batcher):
+        short = asyncio.ensure_future(batcher.score(["short-2"]))
+        with pytest.raises(TimeoutError):  # gives up while the short group is in the classifier
+            await asyncio.wait_for(batcher.score([long_text]), timeout=0.05)
+        await short
+        await batcher.score(["next-3"])
+
+    asyncio.run(with_batcher(model, body, max_batch_size=8, max_wait_ms=20))
+    assert model.batches == [["short-2"], ["next-3"]]  # the abandoned long text never ran
+
+
 def test_length_groups_bound_count_times_longest():
     from tierwise.service.batcher import _Pending, length_groups
 

@@ -269,7 +269,11 @@ class MicroBatcher:
             try:
                 seconds = 0.0
                 for group in length_groups(batch, self.max_batch_chars):
-                    seconds += await self._score_group(group)
+                    # A caller whose deadline passed while an earlier group ran has its answer
+                    # already: scoring its text would only delay everyone queued behind it.
+                    live = [pending for pending in group if not pending.future.done()]
+                    if live:
+                        seconds += await self._score_group(live)
                 # A batch every caller gave up on while it ran (a hung classifier) says nothing about
                 # ordinary batch time; learning from it would shed requests long after the hang.
                 if not all(pending.future.cancelled() for pending in batch):
