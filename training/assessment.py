@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from tierwise.core.classifier import TierClassifier, softmax
-from tierwise.core.escalation import route_upward
+from tierwise.core.escalation import TierOffsets, most_likely_tier, route_upward
 from tierwise.training.baselines import Predictor, fit_baselines
 from tierwise.training.build_dataset import row_input
 from tierwise.training.calibration import TemperatureScaler
@@ -69,12 +69,17 @@ def per_source(rows: list[dict], before: np.ndarray, after: np.ndarray) -> list[
 
 
 def cost_curve(
-    probs: np.ndarray, counts: np.ndarray, low: np.ndarray, high: np.ndarray, prices: TierPrices
+    probs: np.ndarray,
+    counts: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    prices: TierPrices,
+    offsets: TierOffsets = None,
 ) -> list[dict]:
     """Cost relative to always-frontier and routing errors for each q on a grid."""
     points = []
     for q in Q_GRID:
-        chosen = route_upward(probs, float(q))
+        chosen = route_upward(probs, float(q), offsets)
         m = classification_metrics(chosen, low, high)
         points.append(
             {
@@ -96,12 +101,13 @@ def evaluate_split(
     q: float,
     prices: TierPrices,
     baselines: dict,
+    offsets: TierOffsets = None,
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
     raw, calibrated = softmax(logits), scaler.transform(logits)
     single = low == high  # rows with exactly one allowed tier
-    before = calibrated.argmax(axis=1)
-    after = route_upward(calibrated, q)
+    before = most_likely_tier(calibrated, offsets)
+    after = route_upward(calibrated, q, offsets)
     return {
         "n": len(rows),
         "before": classification_metrics(before, low, high),
@@ -115,7 +121,7 @@ def evaluate_split(
         "reliability_before": reliability_curve(raw, low, high),
         "reliability_after": reliability_curve(calibrated, low, high),
         "cost": cost_summary(after, counts, prices),
-        "cost_curve": cost_curve(calibrated, counts, low, high, prices),
+        "cost_curve": cost_curve(calibrated, counts, low, high, prices, offsets),
         "per_source": per_source(rows, before, after),
         "baselines": {
             name: classification_metrics(predict(rows, counts), low, high)
@@ -135,13 +141,19 @@ def evaluate_all(
     prices: TierPrices,
     baselines: dict[str, Predictor],
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"q": q, "temperature": scaler.temperature_, "splits": {}}
+    offsets = classifier.manifest.tier_offsets
+    results: dict[str, Any] = {
+        "q": q,
+        "tier_offsets": list(offsets),
+        "temperature": scaler.temperature_,
+        "splits": {},
+    }
     for split in EVAL_SPLITS:
         rows = splits.get(split) or []
         if not rows:
             continue
         logits, counts = batched_logits(classifier, rows)
-        results["splits"][split] = evaluate_split(rows, logits, counts, scaler, q, prices, baselines)
+        results["splits"][split] = evaluate_split(rows, logits, counts, scaler, q, prices, baselines, offsets)
     return results
 
 

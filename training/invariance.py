@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import route_upward
+from tierwise.core.escalation import TierOffsets, most_likely_tier, route_upward
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.scoring import percent
 from tierwise.training import paths
@@ -72,10 +72,16 @@ def ranking_auc(probs: np.ndarray, low: np.ndarray) -> float | None:
 
 
 def condition_metrics(
-    probs: np.ndarray, chosen: np.ndarray, plain_chosen: np.ndarray, low: np.ndarray, high: np.ndarray
+    probs: np.ndarray,
+    chosen: np.ndarray,
+    plain_chosen: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    offsets: TierOffsets = None,
 ) -> dict[str, Any]:
-    """probs (N, K) calibrated; chosen (N,) tiers after escalation; plain_chosen the bare requests'."""
-    before = classification_metrics(probs.argmax(axis=1), low, high)
+    """probs (N, K) calibrated; chosen (N,) tiers after escalation; plain_chosen the bare requests'.
+    Macro-F1 is that of the most likely tier (with the model's tier offsets), before escalation."""
+    before = classification_metrics(most_likely_tier(probs, offsets), low, high)
     after = classification_metrics(chosen, low, high)
     return {
         "n": int(len(chosen)),
@@ -105,10 +111,11 @@ def evaluate_split(
     seed: int,
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
+    offsets = classifier.manifest.tier_offsets
     plain_probs, plain_counts = classifier.predict_proba([row_input(r) for r in rows])
-    plain_chosen = route_upward(plain_probs, q)
+    plain_chosen = route_upward(plain_probs, q, offsets)
     result: dict[str, Any] = {
-        "plain": condition_metrics(plain_probs, plain_chosen, plain_chosen, low, high),
+        "plain": condition_metrics(plain_probs, plain_chosen, plain_chosen, low, high, offsets),
         "conditions": {},
     }
     pooled: dict[str, list[np.ndarray]] = {"probs": [], "chosen": [], "plain": [], "low": [], "high": []}
@@ -117,15 +124,15 @@ def evaluate_split(
     for condition in CONDITIONS:
         inputs = wrapped_inputs(rows, library, condition, seed)
         probs, counts = classifier.predict_proba(inputs)
-        chosen = route_upward(probs, q)
-        result["conditions"][condition] = condition_metrics(probs, chosen, plain_chosen, low, high)
+        chosen = route_upward(probs, q, offsets)
+        result["conditions"][condition] = condition_metrics(probs, chosen, plain_chosen, low, high, offsets)
         for key, value in zip(pooled, (probs, chosen, plain_chosen, low, high), strict=True):
             pooled[key].append(value)
         wrapped_rows += [{**r, "text": i.text} for r, i in zip(rows, inputs, strict=True)]
         wrapped_counts += counts
     stacked = {k: np.concatenate(v) for k, v in pooled.items()}
     result["wrapped"] = condition_metrics(
-        stacked["probs"], stacked["chosen"], stacked["plain"], stacked["low"], stacked["high"]
+        stacked["probs"], stacked["chosen"], stacked["plain"], stacked["low"], stacked["high"], offsets
     )
     result["baselines"] = {
         "plain": baseline_f1(baselines, rows, np.array(plain_counts)),
@@ -227,7 +234,8 @@ def render_markdown(section: dict[str, Any], title: str = "Wrapper invariance") 
         f"Each split: {section['rows_per_split']} seeded rows (or all), bare and under each evaluation-only "
         "wrapper condition (`data/wrappers/eval.yaml`, never trained on). Flip: the routed tier (after "
         "escalation) differs from the bare request's. Mix: routed fast / balanced / frontier. Macro-F1 of "
-        "the argmax; under-routing after escalation; AUC of P(tier > fast) against 'fast does not suffice'.",
+        "the most likely tier (argmax with the model's tier offsets); under-routing after escalation; "
+        "AUC of P(tier > fast) against 'fast does not suffice'.",
         "",
     ]
     for split, res in section["splits"].items():

@@ -50,8 +50,10 @@ CALIBRATION = Template(
     """## Calibration and escalation
 
 - Temperature T = $temperature, fitted on `val` (allowed-set NLL $nll_before -> $nll_after).
-- Upward rule: route to the lowest tier t with P(true tier <= t) >= q; q = $q, the cheapest q whose \
-under-routing on `val` is at most $target_under_routing.
+- Most likely tier: argmax(log P + offsets), tier offsets $tier_offsets (fast / balanced / frontier), chosen \
+for macro-F1 on `val` bare and under the training wrappers; zeros are the plain argmax.
+- Upward rule: route to the lowest tier t with P(true tier <= t) >= q, never below the most likely tier; \
+q = $q, the cheapest q whose under-routing on `val` is at most $target_under_routing.
 - Export: ONNX parity max |dlogit| = $parity (tolerance 1e-4); BERT fusion $fusion. int8 gate (argmax \
 agreement with fp32 >= $min_agreement on test and macro-F1 drop <= $max_f1_drop point; fp32 macro-F1 \
 $macro_f1_fp32): $trials$kept
@@ -87,7 +89,7 @@ SPLIT_SECTION = Template(
 
 $metrics_table
 
-Per tier (argmax, before escalation):
+Per tier (most likely tier, before escalation):
 
 $per_tier_table
 
@@ -112,7 +114,7 @@ def metrics_table(res: dict[str, Any]) -> list[str]:
         "|---|---:|" + "---:|" * (len(TIERS) + 3),
     ]
     rows = [
-        ("tierwise (argmax)", res["before"], None),
+        ("tierwise (most likely tier)", res["before"], None),
         ("tierwise (after escalation)", res["after"], res["cost"]),
     ]
     rows += [(name, m, res["baseline_costs"][name]) for name, m in res["baselines"].items()]
@@ -148,7 +150,7 @@ def per_tier_table(m: dict[str, Any]) -> list[str]:
 
 def source_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| source | n | accuracy (argmax) | under-routing before | under-routing after | over-routing after |"
+        "| source | n | accuracy (most likely tier) | under-routing before | under-routing after | over-routing after |"
         " mix after (fast/balanced/frontier) |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
@@ -259,6 +261,7 @@ def render_calibration(manifest: dict[str, Any], evaluation: dict[str, Any]) -> 
         nll_before=f"{manifest['metrics']['val_nll_before']:.4f}",
         nll_after=f"{manifest['metrics']['val_nll_after']:.4f}",
         q=f"{evaluation['q']:.4f}",
+        tier_offsets=" / ".join(f"{o:+.2f}" for o in evaluation.get("tier_offsets") or [0.0, 0.0, 0.0]),
         target_under_routing=percent(manifest["escalation"]["target_under_routing"]),
         parity=f"{export['parity_max_abs_logit_diff']:.2e}",
         fusion="on" if export["fused"] else "off",

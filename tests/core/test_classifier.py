@@ -42,3 +42,28 @@ def test_a_corrupt_onnx_file_is_reported(tiny_model_dir, tmp_path):
     (folder / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelFolderError, match="make train"):
         TierClassifier(folder)
+
+
+def _with_offsets(tiny_model_dir, tmp_path, offsets):
+    folder = tmp_path / "offsets"
+    shutil.copytree(tiny_model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["escalation"]["tier_offsets"] = offsets
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_manifest_tier_offsets_move_the_predicted_tier_not_the_probabilities(tiny_model_dir, tmp_path):
+    plain = TierClassifier(tiny_model_dir, intra_op_threads=1)
+    assert plain.manifest.tier_offsets == (0.0, 0.0, 0.0)  # a folder without offsets: plain argmax
+    favoured = TierClassifier(_with_offsets(tiny_model_dir, tmp_path, [0.0, 50.0, 0.0]), intra_op_threads=1)
+    for a, b in zip(plain.classify(TEXTS, q=0.0), favoured.classify(TEXTS, q=0.0), strict=True):
+        assert a.probabilities == pytest.approx(b.probabilities)
+        assert b.predicted_tier == b.tier == "balanced"  # +50 in log space wins every row
+        assert b.confidence == pytest.approx(a.probabilities["fast"] + a.probabilities["balanced"])
+
+
+@pytest.mark.parametrize("offsets", [[0.0, 1.0], [0.0, "nan", 0.0], [0.0, float("inf"), 0.0]])
+def test_bad_tier_offsets_are_refused_with_the_field_named(tiny_model_dir, tmp_path, offsets):
+    with pytest.raises(ModelFolderError, match="tier_offsets"):
+        TierClassifier(_with_offsets(tiny_model_dir, tmp_path, offsets))

@@ -1,6 +1,13 @@
 import numpy as np
 import pytest
-from tierwise.core.escalation import choose_q, cumulative_confidence, route_upward, under_routing_rate
+from tierwise.core.escalation import (
+    choose_q,
+    choose_tier_offsets,
+    cumulative_confidence,
+    most_likely_tier,
+    route_upward,
+    under_routing_rate,
+)
 
 PROBS = np.array(
     [
@@ -47,3 +54,44 @@ def test_choose_q_is_the_cheapest_meeting_the_target():
 def test_invalid_q_is_rejected():
     with pytest.raises(ValueError):
         route_upward(PROBS, 1.5)
+
+
+def test_offsets_move_the_most_likely_tier_without_touching_probabilities():
+    probs = np.array([[0.55, 0.40, 0.05], [0.30, 0.25, 0.45]])
+    assert most_likely_tier(probs).tolist() == [0, 2]
+    # +0.5 on balanced: 0.40 e^0.5 = 0.66 > 0.55, so row 0 becomes balanced; row 1 stays frontier.
+    assert most_likely_tier(probs, [0.0, 0.5, 0.0]).tolist() == [1, 2]
+    assert most_likely_tier(probs, np.zeros(3)).tolist() == probs.argmax(axis=1).tolist()
+    assert route_upward(probs, 0.0, [0.0, 0.5, 0.0]).tolist() == [1, 2]
+    # The upward rule still never goes below the (offset) most likely tier, nor below q's tier.
+    assert route_upward(probs, 0.96, [0.0, 0.5, 0.0]).tolist() == [2, 2]
+
+
+def test_offsets_of_the_wrong_length_are_rejected():
+    with pytest.raises(ValueError, match="2 tier offsets for 3 tiers"):
+        most_likely_tier(PROBS, [0.0, 1.0])
+
+
+def test_chosen_offsets_recover_a_tier_the_argmax_never_picks():
+    # Balanced rows whose balanced probability is always second: the argmax never says balanced.
+    rng = np.random.default_rng(0)
+    fast_rows = np.column_stack([rng.uniform(0.7, 0.9, 60), rng.uniform(0.05, 0.1, 60)])
+    balanced_rows = np.column_stack([rng.uniform(0.5, 0.6, 30), rng.uniform(0.3, 0.4, 30)])
+    two = np.vstack([fast_rows, balanced_rows])
+    probs = np.column_stack([two, 1.0 - two.sum(axis=1)])
+    low = high = np.array([0] * 60 + [1] * 30)
+    tiers = ("fast", "balanced", "frontier")
+    assert (most_likely_tier(probs) == 1).sum() == 0
+    offsets = choose_tier_offsets(probs, low, high, tiers)
+    assert offsets[0] == 0.0
+    chosen = most_likely_tier(probs, offsets)
+    assert (chosen == low).mean() == 1.0  # the two groups separate once balanced is favoured
+    # Nothing to gain: the offsets stay at zero (ties keep the offset nearest 0).
+    assert choose_tier_offsets(probs[:60], low[:60], high[:60], tiers).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_choose_q_honours_the_offsets():
+    probs = np.array([[0.55, 0.40, 0.05]])
+    # Needs balanced: with the offsets the most likely tier already is balanced, so q may stay 0.
+    assert choose_q(probs, np.array([1]), 0.0, offsets=[0.0, 0.5, 0.0]) == 0.0
+    assert choose_q(probs, np.array([1]), 0.0) == pytest.approx(0.95)

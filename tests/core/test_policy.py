@@ -241,3 +241,12 @@ def test_a_prompt_too_long_for_a_stronger_tier_goes_to_the_tier_that_can_hold_it
     assert held.tier == "balanced" and LONG_CONTEXT in held.reasons
     assert decide(policy, CONFIDENT_FAST, tokens=150_000).tier == "balanced"  # upward first
     assert decide(policy, frontier, tokens=5_000_000).tier == "frontier"  # nothing holds it: the top tier
+
+
+def test_tier_offsets_pick_the_most_likely_tier_before_the_upward_rule(policy):
+    probs = [0.5, 0.45, 0.05]
+    request = RoutingInput(text="hello")
+    assert policy.decide(request, probs, 20, default_q=0.0).tier == "fast"
+    favoured = policy.decide(request, probs, 20, default_q=0.0, tier_offsets=[0.0, 0.3, 0.0])
+    assert (favoured.tier, favoured.predicted_tier, favoured.escalated) == ("balanced", "balanced", False)
+    assert favoured.probabilities["fast"] == pytest.approx(0.5)  # the calibrated scores are untouched

@@ -279,16 +279,34 @@ def test_encoder_decisions_escalate_with_the_router_q_estimated_ones_with_the_es
     assert estimated.queue_wait_ms is None
 
 
+def test_the_encoder_tier_offsets_apply_to_encoder_scores_only():
+    close_call = [0.5, 0.45, 0.05]
+    estimator = constant_estimator(close_call, escalation_q=0.0)
+    offsets = [0.0, 0.3, 0.0]  # balanced x e^0.3: 0.61 > 0.5
+    encoder = make_router(QueueScorer(0.0, close_call), default_q=0.0, deadline_ms=500, tier_offsets=offsets)
+    [decision] = asyncio.run(encoder.route([RoutingInput(text="hi")])).decisions
+    assert (decision.tier, decision.predicted_tier, decision.decided_by) == (
+        "balanced",
+        "balanced",
+        DECIDED_BY_ENCODER,
+    )
+    busy = make_router(
+        BusyScorer(), default_q=0.0, deadline_ms=500, estimator=estimator, tier_offsets=offsets
+    )
+    [estimated] = asyncio.run(busy.route([RoutingInput(text="hi")])).decisions
+    assert (estimated.tier, estimated.decided_by) == ("fast", DECIDED_BY_ESTIMATOR)  # its own plain argmax
+
+
 def test_a_policy_that_raises_routes_that_request_upward_and_says_so():
     class PolicyWithABug:
         def __init__(self) -> None:
             self.policy = parse_policy(POLICY_YAML)
             self.deadline_ms = self.policy.deadline_ms
 
-        def decide(self, request, probabilities, token_count, default_q):
+        def decide(self, request, probabilities, token_count, default_q, tier_offsets=None):
             if request.text == "trigger":
                 raise KeyError("bug")
-            return self.policy.decide(request, probabilities, token_count, default_q)
+            return self.policy.decide(request, probabilities, token_count, default_q, tier_offsets)
 
         def unavailable_decision(self, request):
             return self.policy.unavailable_decision(request)
@@ -331,6 +349,7 @@ def test_for_classifier_takes_q_counts_and_deadlines_from_the_folder_and_setting
     settings = Settings(estimator=False, deadline_ms=None, micro_batch_max_size=8)
     router = Router.for_classifier(policy, CountingScorer(), tiny_classifier, settings)
     assert router.default_q == tiny_classifier.manifest.escalation_q
+    assert router.tier_offsets == tiny_classifier.manifest.tier_offsets
     assert router.deadline_ms == POLICY_YAML["deadline_ms"] and router.texts_per_deadline == 8
     assert router.estimator is None and router.cache is None
     words = [ClassifierInput.plain("hello please write the email")]

@@ -106,8 +106,9 @@ def routed_fields(
     """The policy's decision for each request, with the classifier's calibrated probabilities."""
     probabilities, counts = classifier.predict_proba([r.classifier_input for r in requests])
     default_q = classifier.manifest.escalation_q  # the policy's own escalation_q wins, as in the service
+    offsets = classifier.manifest.tier_offsets
     return [
-        decision_fields(policy.decide(request, probs, int(tokens), default_q), classifier.version)
+        decision_fields(policy.decide(request, probs, int(tokens), default_q, offsets), classifier.version)
         for request, probs, tokens in zip(requests, probabilities, counts, strict=True)
     ]
 

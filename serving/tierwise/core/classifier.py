@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tierwise.core.escalation import cumulative_confidence, route_upward
+from tierwise.core.escalation import cumulative_confidence, most_likely_tier, route_upward
 from tierwise.core.model_folder import ONNX_FILE, TOKENIZER_FILE, Manifest, ModelFolderError, load_manifest
 from tierwise.core.request_text import ClassifierInput
 from tierwise.core.text_encoding import TextEncoder
@@ -18,7 +18,7 @@ from tierwise.core.text_encoding import TextEncoder
 @dataclass(frozen=True)
 class TierPrediction:
     probabilities: dict[str, float]  # calibrated, per tier, in tier order
-    predicted_tier: str  # argmax, before escalation
+    predicted_tier: str  # most likely tier (argmax with the manifest's tier offsets), before escalation
     tier: str  # after the upward rule with the manifest's q
     confidence: float  # calibrated P(true tier <= tier)
     escalated: bool
@@ -109,12 +109,14 @@ class TierClassifier:
     def classify(
         self, texts: Sequence[ClassifierInput | str], q: float | None = None
     ) -> list[TierPrediction]:
-        """Tier per text with the upward rule; q defaults to the one calibrated in training."""
+        """Tier per text with the upward rule; q defaults to the one calibrated in training, the
+        tier offsets are the manifest's."""
         q = self.manifest.escalation_q if q is None else q
+        offsets = self.manifest.tier_offsets
         probs, counts = self.predict_proba(texts)
-        chosen = route_upward(probs, q)
+        chosen = route_upward(probs, q, offsets)
         cum = cumulative_confidence(probs)
-        predicted = probs.argmax(axis=-1)
+        predicted = most_likely_tier(probs, offsets)
         return [
             TierPrediction(
                 probabilities={t: float(p) for t, p in zip(self.tiers, row, strict=True)},

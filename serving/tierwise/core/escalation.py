@@ -1,13 +1,27 @@
-"""The upward routing rule over ordered tiers, shared by training (to choose q) and serving.
+"""The upward routing rule over ordered tiers, shared by training (to choose it) and serving.
 
-The classifier's calibrated probabilities are the routing *score*; q is the *threshold*.
-Route to the lowest tier t with P(true tier <= t) >= q: a larger q escalates more often.
-The rule only ever moves a request up: the result is never below the most likely tier.
+The classifier's calibrated probabilities are the routing *score*; the decision has two parameters,
+both chosen on `val` by training and read from the manifest by serving:
+- per-tier *offsets*: the most likely tier is argmax(log P + offsets). A fine-tuned argmax under-uses
+  a tier whose rows are rare or whose label sets it shares with a cheaper tier ("fast or balanced"
+  rows are satisfied by fast), so the middle tier can be never chosen at all; offsets (0 for the
+  cheapest tier) re-balance the decision without touching the calibrated probabilities the service
+  returns. All zeros is the plain argmax (models trained before offsets existed).
+- the *threshold* q: route to the lowest tier t with P(true tier <= t) >= q; a larger q escalates
+  more often. The rule only ever moves a request up: never below the (offset) most likely tier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from tierwise.core.scoring import score_routing
+
+TierOffsets = Sequence[float] | np.ndarray | None
+# Offsets searched by `choose_tier_offsets` (log-probability units): 0 to +4 favours a tier up to e^4 x.
+OFFSET_GRID = np.round(np.arange(-2.0, 4.0001, 0.1), 2)
 
 
 def cumulative_confidence(probabilities: np.ndarray) -> np.ndarray:
@@ -17,14 +31,25 @@ def cumulative_confidence(probabilities: np.ndarray) -> np.ndarray:
     return cum
 
 
-def route_upward(probabilities: np.ndarray, q: float) -> np.ndarray:
-    """max(argmax, lowest tier whose cumulative probability reaches q). (N, K) -> (N,)"""
+def most_likely_tier(probabilities: np.ndarray, offsets: TierOffsets = None) -> np.ndarray:
+    """argmax(log P + offsets) per row. (N, K) -> (N,); offsets None is the plain argmax."""
+    probabilities = np.atleast_2d(probabilities)
+    if offsets is None or not np.any(offsets):
+        return probabilities.argmax(axis=-1)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if offsets.shape != (probabilities.shape[-1],):
+        raise ValueError(f"got {offsets.size} tier offsets for {probabilities.shape[-1]} tiers")
+    return (np.log(np.clip(probabilities, 1e-12, None)) + offsets).argmax(axis=-1)
+
+
+def route_upward(probabilities: np.ndarray, q: float, offsets: TierOffsets = None) -> np.ndarray:
+    """max(most likely tier, lowest tier whose cumulative probability reaches q). (N, K) -> (N,)"""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
     probabilities = np.atleast_2d(probabilities)
     cum = cumulative_confidence(probabilities)
     by_confidence = np.argmax(cum >= q - 1e-12, axis=-1)
-    return np.maximum(by_confidence, probabilities.argmax(axis=-1))
+    return np.maximum(by_confidence, most_likely_tier(probabilities, offsets))
 
 
 def under_routing_rate(chosen: np.ndarray, lowest_allowed: np.ndarray) -> float:
@@ -32,7 +57,12 @@ def under_routing_rate(chosen: np.ndarray, lowest_allowed: np.ndarray) -> float:
     return float(np.mean(chosen < lowest_allowed)) if len(chosen) else 0.0
 
 
-def choose_q(probabilities: np.ndarray, lowest_allowed: np.ndarray, target_under_routing: float) -> float:
+def choose_q(
+    probabilities: np.ndarray,
+    lowest_allowed: np.ndarray,
+    target_under_routing: float,
+    offsets: TierOffsets = None,
+) -> float:
     """The smallest (cheapest) q whose under-routing on these rows is at most the target.
 
     Candidates are the observed cumulative probabilities themselves, so the search is exact.
@@ -42,6 +72,39 @@ def choose_q(probabilities: np.ndarray, lowest_allowed: np.ndarray, target_under
     cum = cumulative_confidence(np.atleast_2d(probabilities))
     candidates = np.unique(np.concatenate([[0.0], cum[:, :-1].ravel(), [1.0]]))
     for q in candidates:  # ascending: under-routing only falls as q rises
-        if under_routing_rate(route_upward(probabilities, float(q)), lowest_allowed) <= target_under_routing:
+        chosen = route_upward(probabilities, float(q), offsets)
+        if under_routing_rate(chosen, lowest_allowed) <= target_under_routing:
             return float(q)
     return 1.0
+
+
+def choose_tier_offsets(
+    probabilities: np.ndarray,
+    lowest_allowed: np.ndarray,
+    highest_allowed: np.ndarray,
+    tiers: Sequence[str],
+    rounds: int = 3,
+) -> np.ndarray:
+    """Offsets (K,) that maximise the macro-F1 of `most_likely_tier` on these rows (`val`), by
+    coordinate ascent over `OFFSET_GRID`; the cheapest tier's offset stays 0. Ties keep the offset
+    nearest 0, so a tier is only favoured when that measurably helps."""
+    probabilities = np.atleast_2d(probabilities)
+    offsets = np.zeros(probabilities.shape[-1])
+
+    def macro_f1(candidate: np.ndarray) -> float:
+        chosen = most_likely_tier(probabilities, candidate)
+        return float(np.mean(score_routing(chosen, lowest_allowed, highest_allowed, len(tiers)).f1))
+
+    best = macro_f1(offsets)
+    for _ in range(rounds):
+        improved = False
+        for k in range(1, len(offsets)):
+            for value in sorted(OFFSET_GRID, key=abs):
+                candidate = offsets.copy()
+                candidate[k] = value
+                score = macro_f1(candidate)
+                if score > best + 1e-9:
+                    best, offsets, improved = score, candidate, True
+        if not improved:
+            break
+    return offsets

@@ -1,13 +1,15 @@
 """The model folder contract: what `models/<name>/` holds and how its manifest is read.
 
 A folder holds `model.onnx`, `tokenizer.json` and `manifest.json`. The manifest describes
-everything serving needs (tiers in order, max length, truncation, temperature, escalation q);
+everything serving needs (tiers in order, max length, truncation, temperature, escalation q and
+tier offsets);
 training writes it, serving only reads it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,8 @@ class Manifest:
     temperature: float
     escalation_q: float
     target_under_routing: float
+    # argmax(log P + offsets) is the most likely tier (`tierwise.core.escalation`); zeros: plain argmax.
+    tier_offsets: tuple[float, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -110,6 +114,11 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Manifest:
     q = float(escalation["q"])
     if not 0.0 <= q <= 1.0:
         raise ModelFolderError(f"{path}: escalation.q must be in [0, 1], got {q}.")
+    offsets = tuple(float(o) for o in escalation.get("tier_offsets", [0.0] * len(tiers)))
+    if len(offsets) != len(tiers) or not all(math.isfinite(o) for o in offsets):
+        raise ModelFolderError(
+            f"{path}: escalation.tier_offsets must be {len(tiers)} finite numbers (one per tier), got {offsets}."
+        )
     return Manifest(
         name=str(raw.get("name", path.parent.name)),
         tiers=tiers,
@@ -118,6 +127,7 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Manifest:
         temperature=temperature,
         escalation_q=q,
         target_under_routing=float(escalation.get("target_under_routing", 0.05)),
+        tier_offsets=offsets,
         raw=raw,
     )
 

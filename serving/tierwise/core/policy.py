@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tierwise.core.escalation import cumulative_confidence, route_upward
+from tierwise.core.escalation import TierOffsets, cumulative_confidence, most_likely_tier, route_upward
 from tierwise.core.privacy import OFFLOAD_CHARS, detect_private_data, detect_private_data_async
 from tierwise.core.request_text import ClassifierInput
 
@@ -190,12 +190,13 @@ class Policy:
         probabilities: Sequence[float] | np.ndarray | None,
         token_count: int | None,
         default_q: float,
+        tier_offsets: TierOffsets = None,
     ) -> Decision:
         """The tier for one request; `probabilities` is None when the classifier is unavailable.
         The rules run in the order of this module's docstring; each may only raise the tier, except
         a route's pinned tier, the caller's `max_tier` cap and the context limit."""
         self.validate_request(request)
-        choice = self._classifier_choice(probabilities, default_q)
+        choice = self._classifier_choice(probabilities, default_q, tier_offsets)
         ceiling = self._apply_rules(choice, request, token_count)
         private_kinds = (
             tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
@@ -225,17 +226,18 @@ class Policy:
         )
 
     def _classifier_choice(
-        self, probabilities: Sequence[float] | np.ndarray | None, default_q: float
+        self, probabilities: Sequence[float] | np.ndarray | None, default_q: float, offsets: TierOffsets
     ) -> _TierChoice:
-        """Rule 1: the upward rule on the calibrated probabilities; the top tier without them."""
+        """Rule 1: the upward rule on the calibrated probabilities with the model's tier offsets;
+        the top tier without them."""
         if probabilities is None:
             return _TierChoice(chosen=len(self.tiers) - 1, reasons=[CLASSIFIER_UNAVAILABLE])
         probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)  # (1, tiers)
         if probs.shape[1] != len(self.tiers):
             raise PolicyError(f"got {probs.shape[1]} probabilities for {len(self.tiers)} tiers")
         q = self.escalation_q if self.escalation_q is not None else default_q
-        predicted = int(probs.argmax())
-        chosen = int(route_upward(probs, q)[0])
+        predicted = int(most_likely_tier(probs, offsets)[0])
+        chosen = int(route_upward(probs, q, offsets)[0])
         reasons = [LOW_CONFIDENCE] if chosen > predicted else []
         return _TierChoice(chosen, reasons, predicted, cumulative_confidence(probs)[0])
 

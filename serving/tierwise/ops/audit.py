@@ -50,9 +50,10 @@ class ChunkAuditor:
             return totals
         texts = [text for _, text in good]
         probabilities, counts = self.classifier.predict_proba(texts)
-        q = self.classifier.manifest.escalation_q
+        q, offsets = self.classifier.manifest.escalation_q, self.classifier.manifest.tier_offsets
         for text, probs, tokens in zip(texts, probabilities, counts, strict=True):
-            decision = self.policy.decide(RoutingInput(text=text.text, request=text), probs, int(tokens), q)
+            request = RoutingInput(text=text.text, request=text)
+            decision = self.policy.decide(request, probs, int(tokens), q, offsets)
             totals.requests += 1
             totals.routed[decision.tier] += 1
             if decision.predicted_tier is not None:

@@ -26,6 +26,7 @@ WARM_UP_TEXTS = [
 class ManifestLike(Protocol):
     raw: dict[str, Any]
     escalation_q: float
+    tier_offsets: tuple[float, ...]
     tiers: tuple[str, ...]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tierwise.core.escalation import TierOffsets
 from tierwise.core.estimator import Estimator, estimator_for
 from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from tierwise.core.request_text import ClassifierInput
@@ -67,8 +68,10 @@ class Router:
         estimator: Estimator | None = None,
         count_tokens: TokenCounter | None = None,
         cache: ScoreCache | None = None,
+        tier_offsets: TierOffsets = None,
     ) -> None:
         self.policy = policy
+        self.tier_offsets = tier_offsets  # the encoder's; the estimator's scores use the plain argmax
         self.cache = cache
         self.scorer = scorer
         self.default_q = default_q
@@ -87,8 +90,8 @@ class Router:
         settings: Settings,
         cache: ScoreCache | None = None,
     ) -> Router:
-        """The service's router for a loaded classifier: its calibrated q, its folder's estimator and
-        tokenizer count, the settings' deadline and batch size."""
+        """The service's router for a loaded classifier: its calibrated q and tier offsets, its folder's
+        estimator and tokenizer count, the settings' deadline and batch size."""
         return cls(
             policy,
             scorer,
@@ -98,6 +101,7 @@ class Router:
             estimator=estimator_for(classifier, settings.model_dir, settings.estimator),
             count_tokens=getattr(classifier, "count_tokens", None),
             cache=cache,
+            tier_offsets=classifier.manifest.tier_offsets,
         )
 
     def deadline_seconds(self, item_count: int) -> float:
@@ -181,9 +185,12 @@ class Router:
 
     def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
         """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
-        q = self.estimator.escalation_q if estimated and self.estimator is not None else self.default_q
+        if estimated and self.estimator is not None:
+            q, offsets = self.estimator.escalation_q, None
+        else:
+            q, offsets = self.default_q, self.tier_offsets
         try:
-            decision = self.policy.decide(request, score.probabilities, score.token_count, q)
+            decision = self.policy.decide(request, score.probabilities, score.token_count, q, offsets)
         except Exception as err:
             logger.error("policy failed, routing upward", exc_info=err)
             return None

@@ -61,6 +61,7 @@ async def model(request: Request, services: ServicesDep) -> dict[str, Any]:
         "escalation_q": policy.escalation_q
         if policy.escalation_q is not None
         else services.classifier.manifest.escalation_q,
+        "tier_offsets": list(services.classifier.manifest.tier_offsets),
         "deadline_ms": services.router.deadline_ms,
         "manifest": services.classifier.manifest.raw,
         "canary": services.canary.info() if services.canary is not None else None,
