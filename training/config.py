@@ -29,6 +29,14 @@ class TrainConfig:
     invariance_rows: int = 400  # rows per split scored under every evaluation wrapper
     target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
     max_train_rows: int | None = None  # cap for smoke runs
+    # A smaller, faster student: keep only the first `layers` encoder layers (None: all of them),
+    # start from `init_from` (a fine-tuned checkpoint folder, e.g. runs/<teacher>/checkpoint) instead
+    # of the base model, and learn the `teacher` model folder's calibrated probabilities beside the
+    # labels (KL(teacher || student) on the plain row, times `distill_weight`).
+    layers: int | None = None
+    init_from: Path | None = None
+    teacher: Path | None = None
+    distill_weight: float = 1.0
     data_dir: Path = field(default_factory=paths.processed_dir)
     output_dir: Path | None = None  # default models/<name>
     work_dir: Path | None = None  # default runs/<name>
@@ -40,6 +48,12 @@ class TrainConfig:
             raise ValueError("context_tokens must be in [0, head_tokens + tail_tokens)")
         if not 0 <= self.target_under_routing <= 1:
             raise ValueError("target_under_routing must be in [0, 1]")
+        if self.layers is not None and self.layers < 1:
+            raise ValueError("layers must be at least 1 (or unset for all of the base model's layers)")
+        if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():
+            raise ValueError(f"--init-from {self.init_from} holds no config.json: pass a checkpoint folder")
+        if self.teacher is not None and not (Path(self.teacher) / "manifest.json").is_file():
+            raise ValueError(f"--teacher {self.teacher} holds no manifest.json: pass a model folder")
         self.output_dir = Path(self.output_dir or paths.models_dir() / self.name)
         self.work_dir = Path(self.work_dir or paths.runs_dir() / self.name)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,21 @@ from transformers import (
 )
 
 
-def load_model(base_model: str, seed: int) -> BertForSequenceClassification:
+def load_model(
+    base_model: str, seed: int, layers: int | None = None, init_from: Path | None = None
+) -> BertForSequenceClassification:
+    """The base model (or the checkpoint `init_from`), cut to its first `layers` encoder layers."""
+    model = _load_full_model(base_model, seed, init_from)
+    if layers is not None:
+        encoder_layers = model.bert.encoder.layer
+        if layers > len(encoder_layers):
+            raise ValueError(f"layers={layers}, but the model has only {len(encoder_layers)}")
+        model.bert.encoder.layer = encoder_layers[:layers]
+        model.config.num_hidden_layers = layers  # saved with the checkpoint: the export rebuilds it
+    return model
+
+
+def _load_full_model(base_model: str, seed: int, init_from: Path | None) -> BertForSequenceClassification:
     """A sequence classifier with a new 3-tier head. It trains with SDPA attention (faster, less memory on
     a CPU); the export reloads the checkpoint with eager attention, the graph onnxruntime can fuse."""
     id2label = dict(enumerate(TIERS))
@@ -38,7 +53,7 @@ def load_model(base_model: str, seed: int) -> BertForSequenceClassification:
         )
         return BertForSequenceClassification(config)
     return AutoModelForSequenceClassification.from_pretrained(
-        str(base_model_path()),
+        str(init_from or base_model_path()),
         num_labels=len(TIERS),
         id2label=id2label,
         label2id=label2id,
@@ -62,22 +77,33 @@ class TierDataset(Dataset):
     would send it (its twin), allowed-tier mask, weight."""
 
     def __init__(
-        self, ids: list[list[int]], twin_ids: list[list[int]], masks: list[list[float]], weights: np.ndarray
+        self,
+        ids: list[list[int]],
+        twin_ids: list[list[int]],
+        masks: list[list[float]],
+        weights: np.ndarray,
+        teacher_probs: np.ndarray | None = None,
     ) -> None:
         if not len(ids) == len(twin_ids) == len(masks) == len(weights):
             raise ValueError("ids, twin ids, masks and weights must have one entry per row")
+        if teacher_probs is not None and len(teacher_probs) != len(ids):
+            raise ValueError("teacher probabilities must have one row per training row")
         self.ids, self.twin_ids, self.masks, self.weights = ids, twin_ids, masks, weights
+        self.teacher_probs = teacher_probs
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {
+        item = {
             "input_ids": self.ids[i],
             "twin_ids": self.twin_ids[i],
             "allowed_mask": self.masks[i],
             "weight": float(self.weights[i]),
         }
+        if self.teacher_probs is not None:
+            item["teacher_probs"] = self.teacher_probs[i].tolist()
+        return item
 
 
 def pad_ids(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +131,8 @@ class PaddingCollator:
             "allowed_mask": torch.tensor([r["allowed_mask"] for r in rows]),
             "weight": torch.tensor([r["weight"] for r in rows]),
         }
+        if "teacher_probs" in rows[0]:
+            batch["teacher_probs"] = torch.tensor([r["teacher_probs"] for r in rows], dtype=torch.float32)
         if "twin_ids" in rows[0]:
             batch["twin_ids"], batch["twin_attention_mask"] = pad_ids(
                 [r["twin_ids"] for r in rows], self.pad_id
@@ -128,12 +156,26 @@ def consistency_loss(plain: torch.Tensor, wrapped: torch.Tensor, weight: torch.T
     return (kl * weight).sum() / weight.sum()
 
 
-class AllowedSetTrainer(Trainer):
-    """Allowed-set loss on each row and on its wrapped twin, plus a consistency term between them."""
+def distillation_loss(
+    teacher_probs: torch.Tensor, student: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || student), weighted. teacher_probs (B, K) calibrated probabilities, student (B, K)
+    logits, weight (B,): the student learns where the teacher is unsure, not only its argmax."""
+    target = teacher_probs.clamp_min(1e-8)
+    kl = (target * (target.log() - torch.log_softmax(student, dim=-1))).sum(dim=-1)  # (B,)
+    return (kl * weight).sum() / weight.sum()
 
-    def __init__(self, *args: object, consistency_weight: float = 1.0, **kwargs: object) -> None:
+
+class AllowedSetTrainer(Trainer):
+    """Allowed-set loss on each row and on its wrapped twin, plus a consistency term between them,
+    plus (for a student) a distillation term towards the teacher's probabilities."""
+
+    def __init__(
+        self, *args: object, consistency_weight: float = 1.0, distill_weight: float = 1.0, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.consistency_weight = consistency_weight
+        self.distill_weight = distill_weight
 
     def compute_loss(
         self,
@@ -144,10 +186,13 @@ class AllowedSetTrainer(Trainer):
     ) -> torch.Tensor | tuple:
         allowed, weight = inputs.pop("allowed_mask"), inputs.pop("weight")
         twin_ids, twin_mask = inputs.pop("twin_ids", None), inputs.pop("twin_attention_mask", None)
+        teacher_probs = inputs.pop("teacher_probs", None)
         outputs = model(**inputs)
         loss = allowed_set_loss(outputs.logits, allowed, weight)
         if twin_ids is not None:
             twin = model(input_ids=twin_ids, attention_mask=twin_mask).logits
             loss = (loss + allowed_set_loss(twin, allowed, weight)) / 2
             loss = loss + self.consistency_weight * consistency_loss(outputs.logits, twin, weight)
+        if teacher_probs is not None:
+            loss = loss + self.distill_weight * distillation_loss(teacher_probs, outputs.logits, weight)
         return (loss, outputs) if return_outputs else loss

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import choose_q
+from tierwise.core.classifier import TierClassifier, softmax
+from tierwise.core.escalation import choose_q, choose_tier_offsets
 from tierwise.core.model_folder import ONNX_FILE
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
@@ -48,7 +48,7 @@ from tierwise.training.finetune import (
     load_model,
 )
 from tierwise.training.invariance import evaluate_invariance
-from tierwise.training.labels import allowed_mask
+from tierwise.training.labels import TIERS, allowed_mask
 from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from tierwise.training.report import write_report
 from tierwise.training.wrappers import WrapperLibrary
@@ -73,6 +73,19 @@ def wrapped_twins(train_rows: list[dict], seed: int) -> list[ClassifierInput]:
     return [request_input(library.sample(r["text"], rng)) for r in train_rows]
 
 
+def teacher_probabilities(config: TrainConfig, train_rows: list[dict]) -> np.ndarray | None:
+    """The teacher model folder's calibrated probabilities (N, K) on the plain training rows, through
+    the serving code path (its own encoding and temperature); None without a teacher."""
+    if config.teacher is None:
+        return None
+    teacher = TierClassifier(config.teacher)
+    if teacher.tiers != TIERS:
+        raise ValueError(f"the teacher {config.teacher} routes {teacher.tiers}, not {TIERS}")
+    log.info("teacher %s: scoring %d training rows", teacher.version, len(train_rows))
+    logits, _ = batched_logits(teacher, train_rows)
+    return softmax(logits / teacher.manifest.temperature)
+
+
 def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) -> Path:
     """Train and save a PyTorch checkpoint under work_dir/checkpoint; returns its path."""
     import torch
@@ -83,8 +96,9 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
     twin_ids, _ = encoder.encode_ids(wrapped_twins(train_rows, config.seed))
     weights = class_balance_weights([r["allowed_tiers"] for r in train_rows])
     weights *= np.array([r.get("weight", 1.0) for r in train_rows])
-    dataset = TierDataset(ids, twin_ids, [allowed_mask(r["allowed_tiers"]) for r in train_rows], weights)
-    model = load_model(config.base_model, config.seed)
+    masks = [allowed_mask(r["allowed_tiers"]) for r in train_rows]
+    dataset = TierDataset(ids, twin_ids, masks, weights, teacher_probabilities(config, train_rows))
+    model = load_model(config.base_model, config.seed, config.layers, config.init_from)
     args = TrainingArguments(
         output_dir=str(config.work_dir / "trainer"),
         num_train_epochs=config.epochs,
@@ -111,6 +125,7 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
         train_dataset=dataset,
         data_collator=PaddingCollator(encoder.pad_id),
         consistency_weight=config.consistency_weight,
+        distill_weight=config.distill_weight,
     )
     trainer.train()
     checkpoint = config.work_dir / "checkpoint"
@@ -140,10 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         "max_train_rows",
         "consistency_weight",
         "invariance_rows",
+        "max_length",
+        "head_tokens",
+        "tail_tokens",
+        "context_tokens",
+        "layers",
+        "distill_weight",
     ):
         default = defaults[name].default
         kind = type(default) if default is not None else int
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    parser.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint folder")
+    parser.add_argument("--teacher", type=Path, default=None, help="distil this model folder's probabilities")
     parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
     parser.add_argument(
         "--out-dir", dest="output_dir", type=Path, default=None, help="model folder (default models/<name>)"
@@ -176,7 +199,9 @@ def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
     checkpoint = config.work_dir / "checkpoint"
     if reuse_checkpoint and checkpoint.is_dir():
         train_seconds = recorded_train_seconds(config.work_dir)
-        log.info("reusing %s (fine-tuned in %.0f s)", checkpoint, train_seconds)
+        # The manifest records how the checkpoint was trained, not this command's --epochs.
+        config.epochs = recorded_epochs(config.work_dir) or config.epochs
+        log.info("reusing %s (%.2f epochs in %.0f s)", checkpoint, config.epochs, train_seconds)
     else:
         checkpoint = finetune(config, encoder, splits["train"])
         train_seconds = time.time() - started
@@ -184,13 +209,40 @@ def run(config: TrainConfig, reuse_checkpoint: bool = False) -> Path:
     return finish(config, encoder, splits, checkpoint, train_seconds, started)
 
 
-def recorded_train_seconds(work_dir: Path) -> float:
-    """The Trainer's own runtime for a kept checkpoint (0 when its log is gone)."""
+def _recorded(work_dir: Path, key: str) -> float:
+    """The last value of `key` in the Trainer's log of a kept checkpoint (0 when the log is gone)."""
     log_file = work_dir / "train_log.json"
     if not log_file.is_file():
         return 0.0
     entries = json.loads(log_file.read_text(encoding="utf-8"))
-    return float(next((e["train_runtime"] for e in reversed(entries) if "train_runtime" in e), 0.0))
+    return float(next((e[key] for e in reversed(entries) if key in e), 0.0))
+
+
+def recorded_train_seconds(work_dir: Path) -> float:
+    """The Trainer's own runtime for a kept checkpoint (0 when its log is gone)."""
+    return _recorded(work_dir, "train_runtime")
+
+
+def recorded_epochs(work_dir: Path) -> float:
+    """The epochs a kept checkpoint was trained for (0 when its log is gone)."""
+    return round(_recorded(work_dir, "epoch"), 2)
+
+
+def decision_offsets(
+    classifier: TierClassifier,
+    scaler: TemperatureScaler,
+    val_rows: list[dict],
+    val_probs: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Tier offsets (K,) for the most likely tier, chosen for macro-F1 on `val` bare and `val` under
+    the *training* wrappers (the evaluation-only wrappers stay unseen), so they suit wrapped traffic."""
+    wrapped_logits, _ = classifier.logits(wrapped_twins(val_rows, seed))
+    low, high = allowed_bounds(val_rows)
+    probs = np.concatenate([val_probs, scaler.transform(wrapped_logits)])
+    offsets = choose_tier_offsets(probs, np.tile(low, 2), np.tile(high, 2), TIERS)
+    log.info("tier offsets %s (macro-F1 on val, bare and wrapped)", offsets.round(2).tolist())
+    return offsets
 
 
 def finish(
@@ -215,18 +267,21 @@ def finish(
     manifest = base_manifest(config, export)
     assemble_folder(out, export["chosen_path"], tokenizer_path(config.base_model), manifest)
 
-    # Calibration and q use the exported graph through the serving code path.
+    # Calibration, tier offsets and q use the exported graph through the serving code path.
     classifier = TierClassifier(out)
     val_logits, _ = batched_logits(classifier, splits["val"])
     scaler = TemperatureScaler().fit(val_logits, allowed_matrix(splits["val"]))
+    val_probs = scaler.transform(val_logits)
+    offsets = decision_offsets(classifier, scaler, splits["val"], val_probs, config.seed)
     val_low, _ = allowed_bounds(splits["val"])
-    q = choose_q(scaler.transform(val_logits), val_low, config.target_under_routing)
+    q = choose_q(val_probs, val_low, config.target_under_routing, offsets)
     manifest["temperature"] = scaler.temperature_
     manifest["escalation"] = {
         "q": q,
         "target_under_routing": config.target_under_routing,
-        "rule": "lowest tier t with P(true tier <= t) >= q",
-        "chosen_on": "val",
+        "tier_offsets": [round(float(o), 2) for o in offsets],
+        "rule": "lowest tier t with P(true tier <= t) >= q, never below argmax(log P + tier_offsets)",
+        "chosen_on": "val (tier offsets: val bare and under training wrappers, for macro-F1; then q)",
     }
     write_manifest(out, manifest)
 

@@ -2,9 +2,17 @@
 
 Slow as a whole: importing torch alone takes seconds, so the fast loop does not import this module."""
 
+import numpy as np
 import pytest
 import torch
-from tierwise.training.finetune import PaddingCollator, TierDataset, allowed_set_loss, consistency_loss
+from tierwise.training.finetune import (
+    PaddingCollator,
+    TierDataset,
+    allowed_set_loss,
+    consistency_loss,
+    distillation_loss,
+    load_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,3 +50,30 @@ def test_collator_pads_rows_and_their_twins_separately():
 def test_dataset_refuses_misaligned_twins():
     with pytest.raises(ValueError, match="one entry per row"):
         TierDataset([[1]], [], [[1, 0, 0]], [1.0])
+
+
+def test_distillation_is_zero_at_the_teacher_and_pulls_the_student_towards_it():
+    teacher = torch.tensor([[0.6, 0.3, 0.1]])
+    matching = torch.log(teacher).clone().requires_grad_(True)
+    assert distillation_loss(teacher, matching, torch.ones(1)).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.tensor([[0.0, 0.0, 3.0]], requires_grad=True)  # sure of frontier, the teacher is not
+    loss = distillation_loss(teacher, student, torch.ones(1))
+    loss.backward()
+    assert loss.item() > 1.0
+    assert student.grad[0, 2] > 0 > student.grad[0, 0]  # a step lowers frontier and raises fast
+
+
+def test_teacher_probabilities_travel_with_their_rows():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    dataset = TierDataset([[101, 102], [101, 5, 102]], [[101, 102]] * 2, [[1, 0, 0]] * 2, [1.0, 1.0], probs)
+    batch = PaddingCollator(pad_id=0)([dataset[1], dataset[0]])
+    np.testing.assert_allclose(batch["teacher_probs"].numpy(), [[0.1, 0.1, 0.8], [0.7, 0.2, 0.1]], rtol=1e-6)
+    with pytest.raises(ValueError, match="one row per training row"):
+        TierDataset([[1]], [[1]], [[1, 0, 0]], [1.0], probs)
+
+
+def test_a_student_keeps_the_first_layers_and_says_so_in_its_config():
+    model = load_model("tiny-random", seed=1, layers=1)
+    assert len(model.bert.encoder.layer) == 1 and model.config.num_hidden_layers == 1
+    with pytest.raises(ValueError, match="only 1"):
+        load_model("tiny-random", seed=1, layers=2)

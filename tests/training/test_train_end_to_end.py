@@ -133,3 +133,63 @@ def test_classify_cli_reports_a_bad_model_folder(tmp_path, capsys):
         ]
     )
     assert code == 2 and "make train" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def student_folder(trained_folder) -> Path:
+    """A student: started from the trained checkpoint, cut to 1 layer, at a shorter max length,
+    learning the trained folder's probabilities beside the labels."""
+    from tierwise.training.train import TrainConfig, run
+
+    root = trained_folder.parent
+    config = TrainConfig(
+        name="student",
+        base_model="tiny-random",
+        init_from=root / "run" / "checkpoint",
+        teacher=trained_folder,
+        layers=1,
+        max_steps=2,
+        batch_size=8,
+        data_dir=root / "data",
+        output_dir=root / "student",
+        work_dir=root / "student-run",
+        head_tokens=20,
+        tail_tokens=10,
+        context_tokens=8,
+        max_length=32,
+        invariance_rows=6,
+    )
+    return run(config)
+
+
+@pytest.mark.slow
+def test_tier_offsets_are_chosen_on_val_and_recorded(trained_folder):
+    m = json.loads((trained_folder / "manifest.json").read_text())
+    offsets = m["escalation"]["tier_offsets"]
+    assert len(offsets) == 3 and offsets[0] == 0.0 and all(np.isfinite(offsets))
+    assert TierClassifier(trained_folder).manifest.tier_offsets == tuple(offsets)
+    assert "tier offsets" in (trained_folder / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_distilled_student_is_a_complete_model_folder_that_records_its_teacher(
+    student_folder, trained_folder
+):
+    m = json.loads((student_folder / "manifest.json").read_text())
+    assert m["training"]["teacher"] == str(trained_folder) and m["training"]["layers"] == 1
+    assert m["max_length"] == 32 and m["export"]["parity_max_abs_logit_diff"] <= 1e-4
+    student = TierClassifier(student_folder)
+    ids, _ = student.encoder.encode_ids(["prove that the algorithm terminates " * 20])
+    assert len(ids[0]) == 32
+    assert len(student.classify(["hi", "prove the theorem"])) == 2
+
+
+def test_a_student_with_a_missing_teacher_or_checkpoint_is_refused_before_training(tmp_path):
+    from tierwise.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="--teacher"):
+        TrainConfig(teacher=tmp_path / "nope")
+    with pytest.raises(ValueError, match="--init-from"):
+        TrainConfig(init_from=tmp_path / "nope")
+    with pytest.raises(ValueError, match="layers"):
+        TrainConfig(layers=0)
