@@ -15,7 +15,7 @@ TRAINING := ./training
 MODEL ?= default
 USER_DATA ?=
 
-.PHONY: help install install-serve lock data train export estimator invariance promote test test-fast lint format bench bench-requests capacity reliability serve classify clean
+.PHONY: help install install-serve lock data train export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -92,6 +92,12 @@ bench-requests: install ## Build the bench's request bodies from the test split,
 
 capacity: install bench-requests ## Classified capacity: closed + open loop, how each answer was decided, estimator on vs off [COMPARE=previous]
 	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) --output runs/capacity.md
+
+seq-length: install bench-requests ## Latency and routing quality of models/$(MODEL) served at shorter max lengths (runs/seq_length.md) [LENGTHS=256,192,128,96]
+	$(PY) -m tools.seq_length --model models/$(MODEL) $(if $(LENGTHS),--lengths $(LENGTHS)) --output runs/seq_length.md
+
+cache-replay: install bench-requests ## Score-cache hit rate on a replay of the bench's requests with a share of repeats (runs/cache_replay.md)
+	$(PY) -m tools.cache_replay --output runs/cache_replay.md
 
 reliability: install ## Fuzz, load (20k requests, 64 clients, 2 workers), faults, reload, drain, auth; table in runs/reliability.md
 	$(PY) -m tools.reliability --model models/$(MODEL) --output runs/reliability.md
