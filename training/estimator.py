@@ -28,7 +28,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import choose_q, route_upward
+from tierwise.core.escalation import TierOffsets, choose_q, most_likely_tier, route_upward
 from tierwise.core.estimator import (
     DEFAULT_FEATURES,
     ESTIMATOR_FILE,
@@ -109,13 +109,17 @@ def out_of_source_logits(train_rows: list[dict], n_features: int, seed: int) -> 
     return (np.concatenate(logits) if logits else np.zeros((0, len(TIER_INDEX)))), scored
 
 
-def routed_metrics(probs: np.ndarray, q: float, rows: list[dict]) -> dict[str, Any]:
+def routed_metrics(
+    probs: np.ndarray, q: float, rows: list[dict], offsets: TierOffsets = None
+) -> dict[str, Any]:
+    """Macro-F1 of the most likely tier, and the routed tiers' under-routing and mix. `offsets`: the
+    encoder's tier offsets (the estimator has none)."""
     low, high = allowed_bounds(rows)
-    chosen = route_upward(probs, q)
+    chosen = route_upward(probs, q, offsets)
     after = classification_metrics(chosen, low, high)
     return {
         "n": len(rows),
-        "macro_f1": classification_metrics(probs.argmax(axis=1), low, high)["macro_f1"],
+        "macro_f1": classification_metrics(most_likely_tier(probs, offsets), low, high)["macro_f1"],
         "under_routing_after": after["under_routing"],
         "tier_mix": after["tier_mix"],
         "chosen": chosen,
@@ -130,7 +134,8 @@ def judge_split(
     result: dict[str, Any] = {"bare": bare}
     if classifier is not None:
         encoder_probs, _ = classifier.predict_proba([row_input(r) for r in rows])
-        encoder = routed_metrics(encoder_probs, classifier.manifest.escalation_q, rows)
+        manifest = classifier.manifest
+        encoder = routed_metrics(encoder_probs, manifest.escalation_q, rows, manifest.tier_offsets)
         result["encoder_bare"] = encoder
         result["agreement_with_encoder"] = float(np.mean(bare["chosen"] == encoder["chosen"]))
     sample = sample_rows(rows, wrapped_rows, seed)

@@ -13,6 +13,7 @@ from tierwise.training.estimator import (
     main,
     out_of_source_logits,
     render_markdown,
+    routed_metrics,
 )
 
 from tests.helpers.tiny_model import write_model_folder
@@ -105,3 +106,12 @@ def test_every_tier_must_be_in_train(tmp_path, missing):
     splits["train"] = [r for r in splits["train"] if r["allowed_tiers"] != [missing]]
     with pytest.raises(ValueError, match="needs every tier"):
         build_estimator(folder, splits, 0.05, seed=1, n_features=N, wrapped_rows=6)
+
+
+def test_the_encoder_beside_the_estimator_is_scored_with_its_tier_offsets():
+    rows = [{"allowed_tiers": ["fast"]}, {"allowed_tiers": ["balanced"]}]
+    probs = np.array([[0.8, 0.15, 0.05], [0.55, 0.4, 0.05]])  # plain argmax: fast, fast
+    plain = routed_metrics(probs, 0.0, rows)
+    offset = routed_metrics(probs, 0.0, rows, offsets=[0.0, 0.5, 0.0])  # 0.4 e^0.5 = 0.66 > 0.55
+    assert plain["tier_mix"]["balanced"] == 0.0 and offset["tier_mix"]["balanced"] == 0.5
+    assert offset["macro_f1"] > plain["macro_f1"]
