@@ -5,11 +5,15 @@
 `make train` runs this after the encoder is calibrated. The estimator (serving/tierwise/core/estimator.py: hashed
 word 1-2 grams of the task, one linear layer) is fitted on the train split and its wrapped twins
 (training wrappers; it reads only the task, so a system prompt cannot move it, but a format rule
-inside the user turn can). Its temperature and escalation q are chosen by the same code as the
-encoder's, but on out-of-source predictions: the train sources are split into folds, each fold is
-scored by an estimator fitted on the other sources, and val rows (in-source) are added. A bag of
-n-grams is sharp on sources it has seen and near-blind on new ones; calibrating on val alone would
-leave it over-confident exactly on the traffic it has not seen. It is judged on test and held-out
+inside the user turn can). Its temperature is fitted on out-of-source predictions: the train sources
+are split into folds, each fold is scored by an estimator fitted on the other sources, and val rows
+(in-source) are added. A bag of n-grams is sharp on sources it has seen and near-blind on new ones;
+a temperature fitted on val alone would leave it over-confident exactly on the traffic it has not
+seen. Its escalation q is chosen like the encoder's (`--q-on val`, the default): the cheapest q whose
+under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
+`--q-on out-of-source` chooses q on the same rows as the temperature instead: safer on unseen sources,
+but it escalated most in-source traffic (on the public data, test over-routing 6.6% -> 57.5%), so an
+overloaded service paid far more than an unloaded one. It is judged on test and held-out
 sources, bare and under the evaluation-only wrappers, beside the encoder: macro-F1, under-routing
 after escalation, and agreement with the encoder's routed tier. Writes `estimator.npz` and the manifest's `estimator` section.
 """
@@ -53,6 +57,8 @@ log = logging.getLogger("tierwise.estimator")
 REGULARIZATION_C = 4.0
 SOURCE_FOLDS = 3
 JUDGED_SPLITS = ("test", "heldout")
+Q_CHOICES = ("val", "out-of-source")
+CALIBRATION_ROWS = f"out-of-source train predictions ({SOURCE_FOLDS} source folds) + val"
 
 
 def feature_matrix(inputs: list[ClassifierInput], n_features: int) -> csr_matrix:
@@ -165,8 +171,12 @@ def build_estimator(
     n_features: int = DEFAULT_FEATURES,
     wrapped_rows: int = 400,
     classifier: TierClassifier | None = None,
+    q_on: str = "val",
 ) -> dict[str, Any]:
-    """Fit, calibrate and judge; write estimator.npz into model_dir; return the manifest section."""
+    """Fit, calibrate and judge; write estimator.npz into model_dir; return the manifest section.
+    `q_on`: "val" (like the encoder) or "out-of-source" (the temperature's rows)."""
+    if q_on not in Q_CHOICES:
+        raise ValueError(f"q_on must be one of {', '.join(Q_CHOICES)}, got {q_on!r}")
     inputs, rows = training_inputs(splits["train"], seed)
     log.info("estimator: fitting on %d rows (%d bare + wrapped twins)", len(inputs), len(splits["train"]))
     weights, bias = fit_weights(inputs, rows, n_features, seed)
@@ -176,8 +186,11 @@ def build_estimator(
     calibration_rows = oos_rows + splits["val"]
     logits = np.concatenate([oos_logits, raw.logits([row_input(r) for r in splits["val"]])])
     scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
-    low, _ = allowed_bounds(calibration_rows)
-    q = choose_q(scaler.transform(logits), low, target_under_routing)
+    if q_on == "val":
+        val_probs = scaler.transform(logits[len(oos_rows) :])
+        q = choose_q(val_probs, allowed_bounds(splits["val"])[0], target_under_routing)
+    else:
+        q = choose_q(scaler.transform(logits), allowed_bounds(calibration_rows)[0], target_under_routing)
     settings = EstimatorSettings(n_features, float(scaler.temperature_), q)
     estimator = Estimator(weights, bias, settings)
     np.savez_compressed(model_dir / ESTIMATOR_FILE, weights=weights, bias=bias)
@@ -194,8 +207,9 @@ def build_estimator(
         "escalation": {
             "q": q,
             "target_under_routing": target_under_routing,
-            "chosen_on": f"out-of-source train predictions ({SOURCE_FOLDS} source folds) + val",
+            "chosen_on": "val, like the encoder" if q_on == "val" else CALIBRATION_ROWS,
         },
+        "temperature_fitted_on": CALIBRATION_ROWS,
         "trained_rows": len(inputs),
         "metrics": metrics,
     }
@@ -207,7 +221,8 @@ def render_markdown(section: dict[str, Any]) -> str:
         "## Estimator (answers when the encoder cannot make its deadline)",
         "",
         f"{section['features']}; {section['n_features']:,} slots; temperature "
-        f"{section['temperature']:.3f}; escalation q {section['escalation']['q']:.2f} "
+        f"{section['temperature']:.3f} (fitted on {section.get('temperature_fitted_on', CALIBRATION_ROWS)}); "
+        f"escalation q {section['escalation']['q']:.2f} "
         f"(chosen on {section['escalation']['chosen_on']}). "
         "Wrapped: a seeded sample under every evaluation-only wrapper condition.",
         "",
@@ -233,7 +248,9 @@ def render_markdown(section: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_to_folder(model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int) -> dict[str, Any]:
+def add_to_folder(
+    model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int, q_on: str = "val"
+) -> dict[str, Any]:
     """Fit the estimator for an existing model folder and record it in its manifest."""
     manifest_path = model_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -241,7 +258,7 @@ def add_to_folder(model_dir: Path, data_dir: Path, seed: int, wrapped_rows: int)
     splits = read_splits(data_dir)  # train, val, test, heldout
     target = float(manifest.get("escalation", {}).get("target_under_routing", 0.05))
     section = build_estimator(
-        model_dir, splits, target, seed, wrapped_rows=wrapped_rows, classifier=classifier
+        model_dir, splits, target, seed, wrapped_rows=wrapped_rows, classifier=classifier, q_on=q_on
     )
     manifest["estimator"] = section
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -256,11 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
     parser.add_argument("--wrapped-rows", type=int, default=400, help="rows per split under each wrapper")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--q-on", choices=Q_CHOICES, default="val", help="rows that choose the escalation q (see above)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         section = add_to_folder(
-            args.model, args.data_dir or paths.processed_dir(), args.seed, args.wrapped_rows
+            args.model, args.data_dir or paths.processed_dir(), args.seed, args.wrapped_rows, args.q_on
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

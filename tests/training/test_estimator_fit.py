@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import choose_q
 from tierwise.core.estimator import ESTIMATOR_FILE, Estimator
 from tierwise.core.request_text import request_input
+from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import (
     build_estimator,
     feature_matrix,
@@ -15,6 +17,7 @@ from tierwise.training.estimator import (
     render_markdown,
     routed_metrics,
 )
+from tierwise.training.evaluation import allowed_bounds
 
 from tests.helpers.tiny_model import write_model_folder
 
@@ -68,7 +71,8 @@ def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     )
     assert (folder / ESTIMATOR_FILE).is_file()
     assert section["n_features"] == N and 0.0 <= section["escalation"]["q"] <= 1.0
-    assert "source folds" in section["escalation"]["chosen_on"]
+    assert section["escalation"]["chosen_on"] == "val, like the encoder"
+    assert "source folds" in section["temperature_fitted_on"]
     test = section["metrics"]["test"]
     assert test["bare"]["macro_f1"] > 0.9  # the marker words are learnable
     assert test["wrapped"]["n"] > 0 and 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
@@ -115,3 +119,25 @@ def test_the_encoder_beside_the_estimator_is_scored_with_its_tier_offsets():
     offset = routed_metrics(probs, 0.0, rows, offsets=[0.0, 0.5, 0.0])  # 0.4 e^0.5 = 0.66 > 0.55
     assert plain["tier_mix"]["balanced"] == 0.0 and offset["tier_mix"]["balanced"] == 0.5
     assert offset["macro_f1"] > plain["macro_f1"]
+
+
+@pytest.mark.slow
+def test_q_is_chosen_like_the_encoders_on_val_unless_asked_for_out_of_source(tmp_path):
+    folder = write_model_folder(tmp_path / "model")
+    splits = {s: rows(s) for s in ("train", "val", "test", "heldout")}
+    # val rows that all need the top tier (2/3 of them under-routed at q = 0): a q chosen on val must
+    # escalate; on out-of-source + val rows (half of them val) 1/3 are under-routed, within the 0.4 target.
+    splits["val"] = [{**r, "allowed_tiers": ["frontier"], "tier": "frontier"} for r in splits["val"]]
+    by_val = build_estimator(folder, splits, 0.4, seed=1, n_features=N, wrapped_rows=2, q_on="val")
+    estimator = Estimator.load(folder, {"estimator": by_val})
+    low, _ = allowed_bounds(splits["val"])
+    val_probs = estimator.predict_proba([row_input(r) for r in splits["val"]])
+    assert by_val["escalation"]["q"] == choose_q(val_probs, low, 0.4)  # exactly the encoder's rule, on val
+    by_folds = build_estimator(
+        folder, splits, 0.4, seed=1, n_features=N, wrapped_rows=2, q_on="out-of-source"
+    )
+    assert "source folds" in by_folds["escalation"]["chosen_on"]
+    assert by_folds["escalation"]["q"] < by_val["escalation"]["q"]
+    assert by_folds["temperature"] == pytest.approx(by_val["temperature"])  # only q's rows differ
+    with pytest.raises(ValueError, match="q_on"):
+        build_estimator(folder, splits, 0.4, seed=1, n_features=N, wrapped_rows=2, q_on="test")
