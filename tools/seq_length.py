@@ -30,13 +30,17 @@ from typing import Any
 
 import numpy as np
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import route_upward
 from tierwise.core.model_folder import MANIFEST_FILE
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.training import paths
-from tierwise.training.build_dataset import row_input
 from tierwise.training.evaluation import allowed_bounds
-from tierwise.training.invariance import condition_metrics, read_splits, sample_rows, wrapped_inputs
+from tierwise.training.invariance import (
+    condition_metrics,
+    pooled_wrapped_metrics,
+    read_splits,
+    route_rows,
+    sample_rows,
+)
 from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 from tools.harness import REPO_DIR, percentile
@@ -84,25 +88,13 @@ def split_quality(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Bare and pooled-wrapped metrics of one split, and every routed tier (bare, then each condition)."""
     low, high = allowed_bounds(rows)
-    q, offsets = classifier.manifest.escalation_q, classifier.manifest.tier_offsets
-    plain_probs, _ = classifier.predict_proba([row_input(r) for r in rows])
-    plain = route_upward(plain_probs, q, offsets)
-    probs, chosen = [], []
-    for condition in CONDITIONS:
-        p, _ = classifier.predict_proba(wrapped_inputs(rows, library, condition, seed))
-        probs.append(p)
-        chosen.append(route_upward(p, q, offsets))
-    n = len(CONDITIONS)
-    wrapped = condition_metrics(
-        np.concatenate(probs),
-        np.concatenate(chosen),
-        np.tile(plain, n),
-        np.tile(low, n),
-        np.tile(high, n),
-        offsets,
+    offsets = classifier.manifest.tier_offsets
+    plain, conditions = route_rows(classifier, rows, library, classifier.manifest.escalation_q, seed)
+    wrapped = pooled_wrapped_metrics(plain, conditions, low, high, offsets)
+    bare = condition_metrics(plain.probs, plain.chosen, plain.chosen, low, high, offsets)
+    return {"bare": bare, "wrapped": wrapped}, np.concatenate(
+        [plain.chosen, *(r.chosen for r in conditions.values())]
     )
-    bare = condition_metrics(plain_probs, plain, plain, low, high, offsets)
-    return {"bare": bare, "wrapped": wrapped}, np.concatenate([plain, *chosen])
 
 
 def study(

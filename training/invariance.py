@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,46 @@ def baseline_f1(baselines: dict[str, Predictor], rows: list[dict], counts: np.nd
     }
 
 
+@dataclass(frozen=True)
+class Routed:
+    """One shape of a split's rows through the classifier: what it read, its calibrated
+    probabilities (N, K), full token counts and routed tiers (N,) after escalation."""
+
+    inputs: list[ClassifierInput]
+    probs: np.ndarray
+    counts: list[int]
+    chosen: np.ndarray
+
+
+def route_rows(
+    classifier: TierClassifier, rows: list[dict], library: WrapperLibrary, q: float, seed: int
+) -> tuple[Routed, dict[str, Routed]]:
+    """The rows bare, and under every evaluation-only wrapper condition, routed with the model's
+    q and tier offsets."""
+
+    def routed(inputs: list[ClassifierInput]) -> Routed:
+        probs, counts = classifier.predict_proba(inputs)
+        return Routed(inputs, probs, counts, route_upward(probs, q, classifier.manifest.tier_offsets))
+
+    plain = routed([row_input(r) for r in rows])
+    return plain, {c: routed(wrapped_inputs(rows, library, c, seed)) for c in CONDITIONS}
+
+
+def pooled_wrapped_metrics(
+    plain: Routed, conditions: dict[str, Routed], low: np.ndarray, high: np.ndarray, offsets: TierOffsets
+) -> dict[str, Any]:
+    """`condition_metrics` over every wrapped condition at once, flips against the bare tiers."""
+    n = len(conditions)
+    return condition_metrics(
+        np.concatenate([r.probs for r in conditions.values()]),
+        np.concatenate([r.chosen for r in conditions.values()]),
+        np.tile(plain.chosen, n),
+        np.tile(low, n),
+        np.tile(high, n),
+        offsets,
+    )
+
+
 def evaluate_split(
     classifier: TierClassifier,
     rows: list[dict],
@@ -112,30 +153,23 @@ def evaluate_split(
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)
     offsets = classifier.manifest.tier_offsets
-    plain_probs, plain_counts = classifier.predict_proba([row_input(r) for r in rows])
-    plain_chosen = route_upward(plain_probs, q, offsets)
+    plain, conditions = route_rows(classifier, rows, library, q, seed)
     result: dict[str, Any] = {
-        "plain": condition_metrics(plain_probs, plain_chosen, plain_chosen, low, high, offsets),
-        "conditions": {},
+        "plain": condition_metrics(plain.probs, plain.chosen, plain.chosen, low, high, offsets),
+        "conditions": {
+            c: condition_metrics(r.probs, r.chosen, plain.chosen, low, high, offsets)
+            for c, r in conditions.items()
+        },
     }
-    pooled: dict[str, list[np.ndarray]] = {"probs": [], "chosen": [], "plain": [], "low": [], "high": []}
-    wrapped_rows: list[dict] = []
-    wrapped_counts: list[int] = []
-    for condition in CONDITIONS:
-        inputs = wrapped_inputs(rows, library, condition, seed)
-        probs, counts = classifier.predict_proba(inputs)
-        chosen = route_upward(probs, q, offsets)
-        result["conditions"][condition] = condition_metrics(probs, chosen, plain_chosen, low, high, offsets)
-        for key, value in zip(pooled, (probs, chosen, plain_chosen, low, high), strict=True):
-            pooled[key].append(value)
-        wrapped_rows += [{**r, "text": i.text} for r, i in zip(rows, inputs, strict=True)]
-        wrapped_counts += counts
-    stacked = {k: np.concatenate(v) for k, v in pooled.items()}
-    result["wrapped"] = condition_metrics(
-        stacked["probs"], stacked["chosen"], stacked["plain"], stacked["low"], stacked["high"], offsets
-    )
+    result["wrapped"] = pooled_wrapped_metrics(plain, conditions, low, high, offsets)
+    wrapped_rows = [
+        {**row, "text": item.text}
+        for r in conditions.values()
+        for row, item in zip(rows, r.inputs, strict=True)
+    ]
+    wrapped_counts = [count for r in conditions.values() for count in r.counts]
     result["baselines"] = {
-        "plain": baseline_f1(baselines, rows, np.array(plain_counts)),
+        "plain": baseline_f1(baselines, rows, np.array(plain.counts)),
         "wrapped": baseline_f1(baselines, wrapped_rows, np.array(wrapped_counts)),
     }
     return result
