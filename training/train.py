@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tierwise.core.classifier import TierClassifier, softmax
+from tierwise.core.classifier import TierClassifier
 from tierwise.core.escalation import choose_q, choose_tier_offsets
 from tierwise.core.model_folder import ONNX_FILE
 from tierwise.core.policy_file import load_policy
@@ -82,8 +82,10 @@ def teacher_probabilities(config: TrainConfig, train_rows: list[dict]) -> np.nda
     if teacher.tiers != TIERS:
         raise ValueError(f"the teacher {config.teacher} routes {teacher.tiers}, not {TIERS}")
     log.info("teacher %s: scoring %d training rows", teacher.version, len(train_rows))
-    logits, _ = batched_logits(teacher, train_rows)
-    return softmax(logits / teacher.manifest.temperature)
+    probabilities, _ = teacher.predict_proba(
+        [row_input(r) for r in train_rows]
+    )  # length-sorted chunks inside
+    return probabilities
 
 
 def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) -> Path:
