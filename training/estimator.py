@@ -9,7 +9,9 @@ inside the user turn can). Its temperature is fitted on out-of-source prediction
 are split into folds, each fold is scored by an estimator fitted on the other sources, and val rows
 (in-source) are added. A bag of n-grams is sharp on sources it has seen and near-blind on new ones;
 a temperature fitted on val alone would leave it over-confident exactly on the traffic it has not
-seen. Its escalation q is chosen like the encoder's (`--q-on val`, the default): the cheapest q whose
+seen. Its tier offsets are chosen on val so that its most likely tier matches the encoder's routed
+tier (an overloaded service should route, and cost, about as an unloaded one), then its escalation q
+is chosen like the encoder's (`--q-on val`, the default): the cheapest q whose
 under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
 `--q-on out-of-source` chooses q on the same rows as the temperature instead: safer on unseen sources,
 but it escalated most in-source traffic (on the public data, test over-routing 6.6% -> 57.5%), so an
@@ -32,7 +34,13 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import TierOffsets, choose_q, most_likely_tier, route_upward
+from tierwise.core.escalation import (
+    TierOffsets,
+    choose_q,
+    choose_tier_offsets,
+    most_likely_tier,
+    route_upward,
+)
 from tierwise.core.estimator import (
     DEFAULT_FEATURES,
     ESTIMATOR_FILE,
@@ -49,7 +57,7 @@ from tierwise.training.build_dataset import row_input
 from tierwise.training.calibration import TemperatureScaler
 from tierwise.training.evaluation import allowed_bounds, classification_metrics
 from tierwise.training.invariance import read_splits, sample_rows, wrapped_inputs
-from tierwise.training.labels import TIER_INDEX
+from tierwise.training.labels import TIER_INDEX, TIERS
 from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 log = logging.getLogger("tierwise.estimator")
@@ -118,8 +126,8 @@ def out_of_source_logits(train_rows: list[dict], n_features: int, seed: int) -> 
 def routed_metrics(
     probs: np.ndarray, q: float, rows: list[dict], offsets: TierOffsets = None
 ) -> dict[str, Any]:
-    """Macro-F1 of the most likely tier, and the routed tiers' under-routing and mix. `offsets`: the
-    encoder's tier offsets (the estimator has none)."""
+    """Macro-F1 of the most likely tier, and the routed tiers' under-routing and mix, with the
+    scorer's own tier offsets."""
     low, high = allowed_bounds(rows)
     chosen = route_upward(probs, q, offsets)
     after = classification_metrics(chosen, low, high)
@@ -132,11 +140,28 @@ def routed_metrics(
     }
 
 
+def agreeing_offsets(
+    val_probs: np.ndarray, val_rows: list[dict], classifier: TierClassifier | None
+) -> tuple[np.ndarray, str]:
+    """The estimator's tier offsets (K,): those whose most likely tier best matches the encoder's
+    routed tier on val (macro-F1 with the encoder's decision as the label), so an overloaded service
+    routes, and costs, about as the unloaded one. Without an encoder to match: zeros (plain argmax).
+    Returns the offsets and what they were chosen for."""
+    if classifier is None:
+        return np.zeros(val_probs.shape[-1]), "none: no encoder to agree with (plain argmax)"
+    encoder_probs, _ = classifier.predict_proba([row_input(r) for r in val_rows])
+    manifest = classifier.manifest
+    encoder_tiers = route_upward(encoder_probs, manifest.escalation_q, manifest.tier_offsets)
+    offsets = choose_tier_offsets(val_probs, encoder_tiers, encoder_tiers, TIERS)
+    return offsets, "agreement with the encoder's routed tier on val (macro-F1)"
+
+
 def judge_split(
     estimator: Estimator, classifier: TierClassifier | None, rows: list[dict], wrapped_rows: int, seed: int
 ) -> dict[str, Any]:
     """Bare and wrapped figures for one split; agreement with the encoder's routed tier (bare)."""
-    bare = routed_metrics(estimator.predict_proba([row_input(r) for r in rows]), estimator.escalation_q, rows)
+    q, offsets = estimator.escalation_q, estimator.tier_offsets
+    bare = routed_metrics(estimator.predict_proba([row_input(r) for r in rows]), q, rows, offsets)
     result: dict[str, Any] = {"bare": bare}
     if classifier is not None:
         encoder_probs, _ = classifier.predict_proba([row_input(r) for r in rows])
@@ -146,15 +171,13 @@ def judge_split(
         result["agreement_with_encoder"] = float(np.mean(bare["chosen"] == encoder["chosen"]))
     sample = sample_rows(rows, wrapped_rows, seed)
     library = WrapperLibrary.load("eval")
-    sample_plain = route_upward(
-        estimator.predict_proba([row_input(r) for r in sample]), estimator.escalation_q
-    )
+    sample_plain = route_upward(estimator.predict_proba([row_input(r) for r in sample]), q, offsets)
     probs, flips = [], []
     for condition in CONDITIONS:
         condition_probs = estimator.predict_proba(wrapped_inputs(sample, library, condition, seed))
         probs.append(condition_probs)
-        flips.append(route_upward(condition_probs, estimator.escalation_q) != sample_plain)
-    wrapped = routed_metrics(np.concatenate(probs), estimator.escalation_q, sample * len(CONDITIONS))
+        flips.append(route_upward(condition_probs, q, offsets) != sample_plain)
+    wrapped = routed_metrics(np.concatenate(probs), q, sample * len(CONDITIONS), offsets)
     wrapped["flip_rate"] = float(np.mean(np.concatenate(flips)))
     result["wrapped"] = wrapped
     for shape in result.values():
@@ -186,12 +209,16 @@ def build_estimator(
     calibration_rows = oos_rows + splits["val"]
     logits = np.concatenate([oos_logits, raw.logits([row_input(r) for r in splits["val"]])])
     scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
+    val_probs = scaler.transform(logits[len(oos_rows) :])
+    offsets, offsets_for = agreeing_offsets(val_probs, splits["val"], classifier)
+    log.info("estimator: tier offsets %s (%s)", offsets.round(2).tolist(), offsets_for)
     if q_on == "val":
-        val_probs = scaler.transform(logits[len(oos_rows) :])
-        q = choose_q(val_probs, allowed_bounds(splits["val"])[0], target_under_routing)
+        q = choose_q(val_probs, allowed_bounds(splits["val"])[0], target_under_routing, offsets)
     else:
-        q = choose_q(scaler.transform(logits), allowed_bounds(calibration_rows)[0], target_under_routing)
-    settings = EstimatorSettings(n_features, float(scaler.temperature_), q)
+        oos_probs = scaler.transform(logits)
+        q = choose_q(oos_probs, allowed_bounds(calibration_rows)[0], target_under_routing, offsets)
+    rounded = tuple(round(float(o), 2) for o in offsets)
+    settings = EstimatorSettings(n_features, float(scaler.temperature_), q, rounded)
     estimator = Estimator(weights, bias, settings)
     np.savez_compressed(model_dir / ESTIMATOR_FILE, weights=weights, bias=bias)
     metrics = {
@@ -208,6 +235,8 @@ def build_estimator(
             "q": q,
             "target_under_routing": target_under_routing,
             "chosen_on": "val, like the encoder" if q_on == "val" else CALIBRATION_ROWS,
+            "tier_offsets": list(rounded),
+            "tier_offsets_chosen_for": offsets_for,
         },
         "temperature_fitted_on": CALIBRATION_ROWS,
         "trained_rows": len(inputs),
@@ -217,13 +246,18 @@ def build_estimator(
 
 def render_markdown(section: dict[str, Any]) -> str:
     """The model report's estimator section: estimator beside the encoder, per split and shape."""
+    escalation = section["escalation"]
+    offsets = escalation.get("tier_offsets") or "none (plain argmax)"
+    offsets_for = (
+        f" for {escalation['tier_offsets_chosen_for']}" if "tier_offsets_chosen_for" in escalation else ""
+    )
     lines = [
         "## Estimator (answers when the encoder cannot make its deadline)",
         "",
         f"{section['features']}; {section['n_features']:,} slots; temperature "
         f"{section['temperature']:.3f} (fitted on {section.get('temperature_fitted_on', CALIBRATION_ROWS)}); "
         f"escalation q {section['escalation']['q']:.2f} "
-        f"(chosen on {section['escalation']['chosen_on']}). "
+        f"(chosen on {escalation['chosen_on']}); tier offsets {offsets}{offsets_for}. "
         "Wrapped: a seeded sample under every evaluation-only wrapper condition.",
         "",
         "| split | shape | macro-F1 | under-routing after | mix f/b/F | flip vs bare | agrees with encoder |",

@@ -83,6 +83,14 @@ def test_load_reads_the_folder(tmp_path):
     assert estimator is not None and estimator.escalation_q == 0.6 and estimator.settings.temperature == 1.5
 
 
+def test_load_reads_the_estimators_own_tier_offsets(tmp_path):
+    section = {**SECTION, "escalation": {"q": 0.0, "tier_offsets": [0.0, 1.5, -0.5]}}
+    folder, raw = write_folder(tmp_path / "m", section, np.ones((N, 3), np.float32), np.zeros(3))
+    assert Estimator.load(folder, raw).tier_offsets == (0.0, 1.5, -0.5)
+    folder, raw = write_folder(tmp_path / "plain", SECTION, np.ones((N, 3), np.float32), np.zeros(3))
+    assert Estimator.load(folder, raw).tier_offsets is None  # fitted before offsets: the plain argmax
+
+
 def test_a_folder_without_an_estimator_has_none(tmp_path):
     folder, raw = write_folder(tmp_path / "m", None)
     assert Estimator.load(folder, raw) is None
@@ -95,6 +103,21 @@ def test_a_folder_without_an_estimator_has_none(tmp_path):
         ({"n_features": N, "temperature": 1.0}, np.ones((N, 3), np.float32), "lacks or mangles"),
         ({**SECTION, "temperature": -1}, np.ones((N, 3), np.float32), "out-of-range"),
         (SECTION, np.ones((N // 2, 3), np.float32), "mixes files from different runs"),
+        (
+            {**SECTION, "escalation": {"q": 0.5, "tier_offsets": [0.0, 1.0]}},
+            np.ones((N, 3), np.float32),
+            "do not match its 3 tiers",
+        ),
+        (
+            {**SECTION, "escalation": {"q": 0.5, "tier_offsets": [0.0, float("nan"), 0.0]}},
+            np.ones((N, 3), np.float32),
+            "must be finite numbers",
+        ),
+        (
+            {**SECTION, "escalation": {"q": 0.5, "tier_offsets": "high"}},
+            np.ones((N, 3), np.float32),
+            "lacks or mangles",
+        ),
     ],
 )
 def test_a_broken_estimator_says_what_to_fix(tmp_path, section, weights, message):

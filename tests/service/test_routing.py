@@ -217,10 +217,13 @@ def test_the_cache_is_bounded_and_keyed_by_what_the_classifier_reads():
 UNSURE_FAST = [0.5, 0.3, 0.2]  # cumulative 0.5, 0.8, 1.0: q picks the tier
 
 
-def constant_estimator(probabilities: list[float], escalation_q: float) -> Estimator:
+def constant_estimator(
+    probabilities: list[float], escalation_q: float, tier_offsets: tuple[float, ...] = ()
+) -> Estimator:
     """Answers `probabilities` for any text (zero weights, the bias is their log)."""
     bias = np.log(np.array(probabilities))
-    return Estimator(np.zeros((N, 3), np.float32), bias, EstimatorSettings(N, 1.0, escalation_q))
+    settings = EstimatorSettings(N, 1.0, escalation_q, tier_offsets)
+    return Estimator(np.zeros((N, 3), np.float32), bias, settings)
 
 
 class QueueScorer(CountingScorer):
@@ -295,6 +298,18 @@ def test_the_encoder_tier_offsets_apply_to_encoder_scores_only():
     )
     [estimated] = asyncio.run(busy.route([RoutingInput(text="hi")])).decisions
     assert (estimated.tier, estimated.decided_by) == ("fast", DECIDED_BY_ESTIMATOR)  # its own plain argmax
+
+
+def test_estimated_decisions_use_the_estimators_own_tier_offsets():
+    close_call = [0.5, 0.45, 0.05]
+    encoder_offsets = [0.0, 0.0, 0.0]
+    for estimator_offsets, tier in (((0.0, 0.3, 0.0), "balanced"), ((0.0, -0.3, 0.0), "fast")):
+        estimator = constant_estimator(close_call, escalation_q=0.0, tier_offsets=estimator_offsets)
+        busy = make_router(
+            BusyScorer(), default_q=0.0, deadline_ms=500, estimator=estimator, tier_offsets=encoder_offsets
+        )
+        [estimated] = asyncio.run(busy.route([RoutingInput(text="hi")])).decisions
+        assert (estimated.tier, estimated.decided_by) == (tier, DECIDED_BY_ESTIMATOR), estimator_offsets
 
 
 def test_a_policy_that_raises_routes_that_request_upward_and_says_so():

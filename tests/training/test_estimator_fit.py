@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import choose_q
+from tierwise.core.escalation import choose_q, most_likely_tier
 from tierwise.core.estimator import ESTIMATOR_FILE, Estimator
 from tierwise.core.request_text import request_input
 from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import (
+    agreeing_offsets,
     build_estimator,
     feature_matrix,
     main,
@@ -73,6 +74,8 @@ def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     assert section["n_features"] == N and 0.0 <= section["escalation"]["q"] <= 1.0
     assert section["escalation"]["chosen_on"] == "val, like the encoder"
     assert "source folds" in section["temperature_fitted_on"]
+    assert len(section["escalation"]["tier_offsets"]) == 3  # chosen to agree with the encoder
+    assert "agreement with the encoder" in section["escalation"]["tier_offsets_chosen_for"]
     test = section["metrics"]["test"]
     assert test["bare"]["macro_f1"] > 0.9  # the marker words are learnable
     assert test["wrapped"]["n"] > 0 and 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
@@ -119,6 +122,33 @@ def test_the_encoder_beside_the_estimator_is_scored_with_its_tier_offsets():
     offset = routed_metrics(probs, 0.0, rows, offsets=[0.0, 0.5, 0.0])  # 0.4 e^0.5 = 0.66 > 0.55
     assert plain["tier_mix"]["balanced"] == 0.0 and offset["tier_mix"]["balanced"] == 0.5
     assert offset["macro_f1"] > plain["macro_f1"]
+
+
+class DecidedEncoder:
+    """Stands in for the encoder: fixed calibrated probabilities, q 0, no offsets of its own."""
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        self.probabilities = probabilities
+        self.manifest = type("M", (), {"escalation_q": 0.0, "tier_offsets": ()})()
+
+    def predict_proba(self, inputs):
+        return self.probabilities[: len(inputs)], [5] * len(inputs)
+
+
+def test_estimator_offsets_are_chosen_to_agree_with_the_encoders_decisions():
+    val = rows("val")[:40]
+    # The estimator leans cheap: its argmax says fast where the encoder says balanced.
+    estimator_probs = np.tile([0.55, 0.40, 0.05], (40, 1))
+    estimator_probs[20:] = [0.8, 0.15, 0.05]
+    encoder_probs = np.tile([0.2, 0.7, 0.1], (40, 1))  # balanced for the first half
+    encoder_probs[20:] = [0.9, 0.05, 0.05]  # fast for the rest
+    offsets, chosen_for = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs))
+    assert "agreement with the encoder" in chosen_for and offsets[0] == 0.0
+    with_offsets = most_likely_tier(estimator_probs, offsets)
+    assert list(with_offsets[:20]) == [1] * 20 and list(with_offsets[20:]) == [0] * 20
+    assert list(most_likely_tier(estimator_probs)) == [0] * 40  # without them: fast for everyone
+    none, why = agreeing_offsets(estimator_probs, val, None)
+    assert not none.any() and "no encoder" in why
 
 
 @pytest.mark.slow

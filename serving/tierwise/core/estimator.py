@@ -69,6 +69,10 @@ class EstimatorSettings:
     n_features: int
     temperature: float
     escalation_q: float
+    # argmax(log P + tier_offsets), like the encoder's; chosen on val so that the estimator's decisions
+    # agree with the encoder's (an overloaded service then routes, and costs, as an unloaded one).
+    # Empty: the plain argmax (folders fitted before estimator offsets existed).
+    tier_offsets: tuple[float, ...] = ()
 
     @classmethod
     def from_manifest(cls, raw: dict[str, Any], path: Path) -> EstimatorSettings:
@@ -77,6 +81,7 @@ class EstimatorSettings:
                 n_features=int(raw["n_features"]),
                 temperature=float(raw["temperature"]),
                 escalation_q=float(raw["escalation"]["q"]),
+                tier_offsets=tuple(float(o) for o in raw["escalation"].get("tier_offsets", ())),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFolderError(
@@ -85,6 +90,11 @@ class EstimatorSettings:
             ) from err
         if settings.n_features < 1 or settings.temperature <= 0 or not 0.0 <= settings.escalation_q <= 1.0:
             raise ModelFolderError(f"{path}: manifest 'estimator' has out-of-range values {settings}.")
+        if not all(math.isfinite(o) for o in settings.tier_offsets):
+            raise ModelFolderError(
+                f"{path}: manifest 'estimator.escalation.tier_offsets' must be finite numbers, got "
+                f"{settings.tier_offsets}; re-fit it with `python -m tierwise.training.estimator --model <folder>`."
+            )
         return settings
 
 
@@ -96,6 +106,11 @@ class Estimator:
             raise ModelFolderError(
                 f"estimator weights {weights.shape} / bias {bias.shape} do not match "
                 f"n_features {settings.n_features}; the folder mixes files from different runs."
+            )
+        if settings.tier_offsets and len(settings.tier_offsets) != weights.shape[1]:
+            raise ModelFolderError(
+                f"estimator tier_offsets {settings.tier_offsets} do not match its {weights.shape[1]} tiers; "
+                "re-fit it with `python -m tierwise.training.estimator --model <folder>`."
             )
         self.weights = weights.astype(np.float32)
         self.bias = bias.astype(np.float64)
@@ -119,6 +134,11 @@ class Estimator:
     @property
     def escalation_q(self) -> float:
         return self.settings.escalation_q
+
+    @property
+    def tier_offsets(self) -> tuple[float, ...] | None:
+        """Offsets for the most likely tier (None: the plain argmax)."""
+        return self.settings.tier_offsets or None
 
     def logits(self, items: Sequence[ClassifierInput | str]) -> np.ndarray:
         """Uncalibrated logits (N, K)."""

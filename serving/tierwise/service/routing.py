@@ -71,7 +71,7 @@ class Router:
         tier_offsets: TierOffsets = None,
     ) -> None:
         self.policy = policy
-        self.tier_offsets = tier_offsets  # the encoder's; the estimator's scores use the plain argmax
+        self.tier_offsets = tier_offsets  # the encoder's; estimator scores use the estimator's own
         self.cache = cache
         self.scorer = scorer
         self.default_q = default_q
@@ -186,7 +186,7 @@ class Router:
     def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
         """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
         if estimated and self.estimator is not None:
-            q, offsets = self.estimator.escalation_q, None
+            q, offsets = self.estimator.escalation_q, self.estimator.tier_offsets
         else:
             q, offsets = self.default_q, self.tier_offsets
         try:
