@@ -9,8 +9,9 @@ inside the user turn can). Its temperature is fitted on out-of-source prediction
 are split into folds, each fold is scored by an estimator fitted on the other sources, and val rows
 (in-source) are added. A bag of n-grams is sharp on sources it has seen and near-blind on new ones;
 a temperature fitted on val alone would leave it over-confident exactly on the traffic it has not
-seen. Its tier offsets are chosen on val so that its most likely tier matches the encoder's routed
-tier (an overloaded service should route, and cost, about as an unloaded one), then its escalation q
+seen. Its tier offsets are chosen on val so that its most likely tier agrees with the encoder's routed
+tier as often as it can at no more than the encoder's cost (an overloaded service should route, and
+pay, about as an unloaded one), then its escalation q
 is chosen like the encoder's (`--q-on val`, the default): the cheapest q whose
 under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
 `--q-on out-of-source` chooses q on the same rows as the temperature instead: safer on unseen sources,
@@ -23,6 +24,7 @@ after escalation, and agreement with the encoder's routed tier. Writes `estimato
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import random
@@ -35,9 +37,9 @@ from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.escalation import (
+    OFFSET_GRID,
     TierOffsets,
     choose_q,
-    choose_tier_offsets,
     most_likely_tier,
     route_upward,
 )
@@ -49,15 +51,16 @@ from tierwise.core.estimator import (
     hashed_features,
 )
 from tierwise.core.model_folder import MANIFEST_FILE
+from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.scoring import percent
 from tierwise.training import paths
 from tierwise.training.assessment import allowed_matrix
 from tierwise.training.build_dataset import row_input
 from tierwise.training.calibration import TemperatureScaler
-from tierwise.training.evaluation import allowed_bounds, classification_metrics
+from tierwise.training.evaluation import TierPrices, allowed_bounds, classification_metrics, load_prices
 from tierwise.training.invariance import read_splits, sample_rows, wrapped_inputs
-from tierwise.training.labels import TIER_INDEX, TIERS
+from tierwise.training.labels import TIER_INDEX
 from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 log = logging.getLogger("tierwise.estimator")
@@ -141,19 +144,43 @@ def routed_metrics(
 
 
 def agreeing_offsets(
-    val_probs: np.ndarray, val_rows: list[dict], classifier: TierClassifier | None
+    val_probs: np.ndarray,
+    val_rows: list[dict],
+    classifier: TierClassifier | None,
+    prices: TierPrices,
+    target_under_routing: float,
 ) -> tuple[np.ndarray, str]:
-    """The estimator's tier offsets (K,): those whose most likely tier best matches the encoder's
-    routed tier on val (macro-F1 with the encoder's decision as the label), so an overloaded service
-    routes, and costs, about as the unloaded one. Without an encoder to match: zeros (plain argmax).
-    Returns the offsets and what they were chosen for."""
+    """The estimator's tier offsets (K,), searched over every combination of `OFFSET_GRID` on val: the
+    ones whose most likely tier agrees most often with the encoder's routed tier, among those that cost
+    no more than the encoder's decisions on the same rows and meet the under-routing target (so an
+    overloaded service routes, and pays, about as the unloaded one). Ties keep offsets nearest 0.
+    Without an encoder to agree with: zeros (plain argmax). Returns the offsets and what they were
+    chosen for."""
+    k = val_probs.shape[-1]
     if classifier is None:
-        return np.zeros(val_probs.shape[-1]), "none: no encoder to agree with (plain argmax)"
-    encoder_probs, _ = classifier.predict_proba([row_input(r) for r in val_rows])
+        return np.zeros(k), "none: no encoder to agree with (plain argmax)"
+    encoder_probs, counts = classifier.predict_proba([row_input(r) for r in val_rows])
     manifest = classifier.manifest
     encoder_tiers = route_upward(encoder_probs, manifest.escalation_q, manifest.tier_offsets)
-    offsets = choose_tier_offsets(val_probs, encoder_tiers, encoder_tiers, TIERS)
-    return offsets, "agreement with the encoder's routed tier on val (macro-F1)"
+    low, _ = allowed_bounds(val_rows)
+    counts = np.asarray(counts)
+    tier_costs = np.stack([prices.request_cost(np.full(len(counts), t), counts) for t in range(k)], axis=1)
+    rows = np.arange(len(counts))
+    budget = tier_costs[rows, encoder_tiers].sum() * (1 + 1e-9)
+    best, best_key = np.zeros(k), None
+    for combo in itertools.product(OFFSET_GRID, repeat=k - 1):
+        offsets = np.array([0.0, *combo])
+        chosen = most_likely_tier(val_probs, offsets)
+        feasible = tier_costs[rows, chosen].sum() <= budget and np.mean(chosen < low) <= target_under_routing
+        key = (feasible, float(np.mean(chosen == encoder_tiers)), -float(np.abs(offsets).sum()))
+        if best_key is None or key > best_key:
+            best, best_key = offsets, key
+    if best_key is not None and not best_key[0]:
+        return (
+            best,
+            "agreement with the encoder's routed tier on val (no offsets met its cost and the target)",
+        )
+    return best, "agreement with the encoder's routed tier on val, at no more than its cost"
 
 
 def judge_split(
@@ -195,6 +222,7 @@ def build_estimator(
     wrapped_rows: int = 400,
     classifier: TierClassifier | None = None,
     q_on: str = "val",
+    prices: TierPrices | None = None,
 ) -> dict[str, Any]:
     """Fit, calibrate and judge; write estimator.npz into model_dir; return the manifest section.
     `q_on`: "val" (like the encoder) or "out-of-source" (the temperature's rows)."""
@@ -210,7 +238,10 @@ def build_estimator(
     logits = np.concatenate([oos_logits, raw.logits([row_input(r) for r in splits["val"]])])
     scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
     val_probs = scaler.transform(logits[len(oos_rows) :])
-    offsets, offsets_for = agreeing_offsets(val_probs, splits["val"], classifier)
+    prices = prices or load_prices(load_policy(paths.policy_file()))
+    offsets, offsets_for = agreeing_offsets(
+        val_probs, splits["val"], classifier, prices, target_under_routing
+    )
     log.info("estimator: tier offsets %s (%s)", offsets.round(2).tolist(), offsets_for)
     if q_on == "val":
         q = choose_q(val_probs, allowed_bounds(splits["val"])[0], target_under_routing, offsets)

@@ -297,7 +297,12 @@ def finish(
     manifest["gate"] = evaluation["invariance"]["gate"]
     # The estimator the service answers from when the encoder cannot make its deadline.
     manifest["estimator"] = build_estimator(
-        out, splits, config.target_under_routing, config.seed, classifier=classifier
+        out,
+        splits,
+        config.target_under_routing,
+        config.seed,
+        classifier=classifier,
+        prices=load_prices(policy),
     )
     evaluation["estimator"] = manifest["estimator"]
     manifest["metrics"] = headline_metrics(evaluation, scaler)

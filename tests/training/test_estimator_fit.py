@@ -18,7 +18,7 @@ from tierwise.training.estimator import (
     render_markdown,
     routed_metrics,
 )
-from tierwise.training.evaluation import allowed_bounds
+from tierwise.training.evaluation import TierPrices, allowed_bounds
 
 from tests.helpers.tiny_model import write_model_folder
 
@@ -124,6 +124,12 @@ def test_the_encoder_beside_the_estimator_is_scored_with_its_tier_offsets():
     assert offset["macro_f1"] > plain["macro_f1"]
 
 
+PRICES = TierPrices(
+    {"fast": 0.15, "balanced": 2.0, "frontier": 15.0}, {"fast": 0.6, "balanced": 8.0, "frontier": 60.0}, 300
+)
+FREE = TierPrices({t: 0.0 for t in PRICES.input}, {t: 0.0 for t in PRICES.output}, 300)
+
+
 class DecidedEncoder:
     """Stands in for the encoder: fixed calibrated probabilities, q 0, no offsets of its own."""
 
@@ -142,13 +148,27 @@ def test_estimator_offsets_are_chosen_to_agree_with_the_encoders_decisions():
     estimator_probs[20:] = [0.8, 0.15, 0.05]
     encoder_probs = np.tile([0.2, 0.7, 0.1], (40, 1))  # balanced for the first half
     encoder_probs[20:] = [0.9, 0.05, 0.05]  # fast for the rest
-    offsets, chosen_for = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs))
-    assert "agreement with the encoder" in chosen_for and offsets[0] == 0.0
+    offsets, chosen_for = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.5)
+    assert "at no more than its cost" in chosen_for and offsets[0] == 0.0
     with_offsets = most_likely_tier(estimator_probs, offsets)
     assert list(with_offsets[:20]) == [1] * 20 and list(with_offsets[20:]) == [0] * 20
     assert list(most_likely_tier(estimator_probs)) == [0] * 40  # without them: fast for everyone
-    none, why = agreeing_offsets(estimator_probs, val, None)
+    none, why = agreeing_offsets(estimator_probs, val, None, PRICES, 0.5)
     assert not none.any() and "no encoder" in why
+
+
+def test_estimator_offsets_never_cost_more_than_the_encoders_decisions():
+    val = rows("val")[:40]
+    # Agreeing on the encoder's 10 frontier rows would mean sending 15 rows there: dearer than it.
+    estimator_probs = np.tile([0.5, 0.1, 0.4], (40, 1))
+    estimator_probs[15:] = [0.9, 0.05, 0.05]
+    encoder_probs = np.tile([0.9, 0.05, 0.05], (40, 1))
+    encoder_probs[:10] = [0.05, 0.05, 0.9]
+    offsets, _ = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 1.0)
+    chosen = most_likely_tier(estimator_probs, offsets)
+    assert (chosen == 2).sum() == 0  # within the encoder's budget (35 of 40 would agree, 30 do)
+    unbounded, _ = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), FREE, 1.0)
+    assert (most_likely_tier(estimator_probs, unbounded) == 2).sum() == 15  # all tiers free: agree most
 
 
 @pytest.mark.slow
