@@ -10,8 +10,8 @@ from tierwise.core.estimator import ESTIMATOR_FILE, Estimator
 from tierwise.core.request_text import request_input
 from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import (
-    agreeing_offsets,
     build_estimator,
+    cost_capped_offsets,
     feature_matrix,
     main,
     out_of_source_logits,
@@ -75,7 +75,7 @@ def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     assert section["escalation"]["chosen_on"] == "val, like the encoder"
     assert "source folds" in section["temperature_fitted_on"]
     assert len(section["escalation"]["tier_offsets"]) == 3  # chosen to agree with the encoder
-    assert "agreement with the encoder" in section["escalation"]["tier_offsets_chosen_for"]
+    assert "macro-F1 on val" in section["escalation"]["tier_offsets_chosen_for"]
     test = section["metrics"]["test"]
     assert test["bare"]["macro_f1"] > 0.9  # the marker words are learnable
     assert test["wrapped"]["n"] > 0 and 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
@@ -141,34 +141,39 @@ class DecidedEncoder:
         return self.probabilities[: len(inputs)], [5] * len(inputs)
 
 
-def test_estimator_offsets_are_chosen_to_agree_with_the_encoders_decisions():
-    val = rows("val")[:40]
-    # The estimator leans cheap: its argmax says fast where the encoder says balanced.
-    estimator_probs = np.tile([0.55, 0.40, 0.05], (40, 1))
-    estimator_probs[20:] = [0.8, 0.15, 0.05]
-    encoder_probs = np.tile([0.2, 0.7, 0.1], (40, 1))  # balanced for the first half
-    encoder_probs[20:] = [0.9, 0.05, 0.05]  # fast for the rest
-    offsets, chosen_for = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.5)
-    assert "at no more than its cost" in chosen_for and offsets[0] == 0.0
-    with_offsets = most_likely_tier(estimator_probs, offsets)
-    assert list(with_offsets[:20]) == [1] * 20 and list(with_offsets[20:]) == [0] * 20
-    assert list(most_likely_tier(estimator_probs)) == [0] * 40  # without them: fast for everyone
-    none, why = agreeing_offsets(estimator_probs, val, None, PRICES, 0.5)
+def leaning_cheap(n_fast: int, n_balanced: int) -> np.ndarray:
+    """Estimator probabilities whose plain argmax says fast for every row, balanced rows included."""
+    probs = np.tile([0.8, 0.15, 0.05], (n_fast + n_balanced, 1))
+    probs[n_fast:] = [0.55, 0.40, 0.05]
+    return probs
+
+
+def test_estimator_offsets_raise_macro_f1_within_the_encoders_cost():
+    val = rows("val")[:36]  # 18 fast rows, then 18 balanced ones
+    assert [r["allowed_tiers"] for r in val] == [["fast"]] * 18 + [["balanced"]] * 18
+    estimator_probs = leaning_cheap(18, 18)
+    encoder_probs = np.tile([0.9, 0.05, 0.05], (36, 1))
+    encoder_probs[18:] = [0.2, 0.7, 0.1]  # the encoder gets them right
+    offsets, chosen_for = cost_capped_offsets(
+        estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.05
+    )
+    assert "at no more than the encoder's routed cost" in chosen_for and offsets[0] == 0.0
+    assert list(most_likely_tier(estimator_probs, offsets)) == [0] * 18 + [1] * 18
+    assert list(most_likely_tier(estimator_probs)) == [0] * 36  # without them: fast for everyone
+    none, why = cost_capped_offsets(estimator_probs, val, None, PRICES, 0.05)
     assert not none.any() and "no encoder" in why
 
 
 def test_estimator_offsets_never_cost_more_than_the_encoders_decisions():
-    val = rows("val")[:40]
-    # Agreeing on the encoder's 10 frontier rows would mean sending 15 rows there: dearer than it.
-    estimator_probs = np.tile([0.5, 0.1, 0.4], (40, 1))
-    estimator_probs[15:] = [0.9, 0.05, 0.05]
-    encoder_probs = np.tile([0.9, 0.05, 0.05], (40, 1))
-    encoder_probs[:10] = [0.05, 0.05, 0.9]
-    offsets, _ = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 1.0)
-    chosen = most_likely_tier(estimator_probs, offsets)
-    assert (chosen == 2).sum() == 0  # within the encoder's budget (35 of 40 would agree, 30 do)
-    unbounded, _ = agreeing_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), FREE, 1.0)
-    assert (most_likely_tier(estimator_probs, unbounded) == 2).sum() == 15  # all tiers free: agree most
+    val = rows("val")[:36]
+    estimator_probs = leaning_cheap(18, 18)
+    encoder_probs = np.tile([0.9, 0.05, 0.05], (36, 1))  # the encoder sends everything to fast
+    offsets, _ = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 1.0)
+    assert (most_likely_tier(estimator_probs, offsets) == 0).all()  # balanced would beat its cost
+    free, _ = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), FREE, 1.0)
+    assert (most_likely_tier(estimator_probs, free)[18:] == 1).all()  # all tiers free: the best macro-F1
+    impossible, why = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.0)
+    assert "no offsets met" in why  # fast for everyone under-routes half of val: no offsets meet 0%
 
 
 @pytest.mark.slow
