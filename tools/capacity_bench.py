@@ -11,8 +11,10 @@ by the evaluation-only wrappers): closed-loop (N clients, each waiting for its a
 open-loop (a fixed arrival rate that does not slow down when the router does, as gateways do not;
 latency counts from the scheduled send). Per level: req/s, p50/p99, errors, the share of answers
 decided by the `encoder`, the `estimator` and the blind `fallback` (from each response's
-`decided_by`), the routed tier mix and its relative cost (tier prices from the policy, the same
-blended price per request for every tier; 1.00 = the same folder's mix at the lowest level).
+`decided_by`), the routed tier mix, and its cost against the unloaded decisions on the same bodies:
+before the levels, every body is sent once, one at a time, and its routed tier kept; a level's
+answers are priced (tier prices from the policy, the same blended request size at every tier) over
+the unloaded tiers of exactly the bodies it answered, so 1.00 = routes as an unloaded service does.
 
 **Classified capacity**: the highest open-loop rate at which >= 99% of answers come from the
 encoder, p99 is under the deadline and nothing failed; per core = that / the machine's cores. The
@@ -42,7 +44,7 @@ from tools.harness import REPO_DIR, KeepAliveConnection, percentile, raw_request
 
 DEFAULT_REQUESTS = REPO_DIR / "data" / "processed" / "bench_requests.jsonl"
 ENCODER_SHARE_FOR_CAPACITY = 0.99
-BLENDED_PROMPT_TOKENS = 500  # for the relative cost: the same request size at every tier
+BLENDED_PROMPT_TOKENS = 500  # for the cost vs unloaded: the same request size at every tier
 MAX_OPEN_CONNECTIONS = 512
 
 
@@ -58,6 +60,8 @@ class Level:
     latencies_ms: list[float] = field(default_factory=list)
     decided_by: Counter[str] = field(default_factory=Counter)
     tiers: Counter[str] = field(default_factory=Counter)
+    routed: list[tuple[int, str, str]] = field(default_factory=list)  # (body index, decided_by, tier)
+    failures: Counter[str] = field(default_factory=Counter)  # HTTP status or exception, per error
 
     @property
     def answered(self) -> int:
@@ -70,16 +74,29 @@ class Level:
     def share(self, decided_by: str) -> float:
         return self.decided_by[decided_by] / self.answered if self.answered else 0.0
 
-    def record(self, status: int, body: bytes, latency_ms: float) -> None:
+    def record(self, status: int, body: bytes, latency_ms: float, index: int = -1) -> None:
+        """One answer to the body at `index` of the request list."""
         self.latencies_ms.append(latency_ms)
         if status != 200:
-            self.errors += 1
+            self.fail(f"HTTP {status}")
             return
         answer = json.loads(body)
         # A service older than decided_by: a classifier_unavailable answer was the fallback.
         default = "fallback" if "classifier_unavailable" in answer.get("reasons", ()) else "encoder"
-        self.decided_by[answer.get("decided_by", default)] += 1
+        decided_by = answer.get("decided_by", default)
+        self.decided_by[decided_by] += 1
         self.tiers[answer["tier"]] += 1
+        self.routed.append((index, decided_by, answer["tier"]))
+
+    def fail(self, kind: str) -> None:
+        self.errors += 1
+        self.failures[kind] += 1
+
+    def describe_errors(self) -> str:
+        """`0`, or the count and what they were: `3 (HTTP 503 x2, TimeoutError x1)`."""
+        if not self.errors:
+            return "0"
+        return f"{self.errors} ({', '.join(f'{kind} x{n}' for kind, n in self.failures.most_common())})"
 
 
 def read_request_bodies(path: Path) -> list[bytes]:
@@ -102,14 +119,14 @@ async def closed_client(port: int, requests: list[bytes], start: int, stop: floa
     index = start
     try:
         while time.perf_counter() < stop:
-            request = requests[index % len(requests)]
+            body_index = index % len(requests)
             index += 1
             level.sent += 1
             sent = time.perf_counter()
-            status, body = await connection.send(request)
-            level.record(status, body, (time.perf_counter() - sent) * 1000)
+            status, body = await connection.send(requests[body_index])
+            level.record(status, body, (time.perf_counter() - sent) * 1000, body_index)
     except (OSError, asyncio.IncompleteReadError) as err:
-        level.errors += 1
+        level.fail(type(err).__name__)
         print(f"  client error: {err}", file=sys.stderr)
     finally:
         connection.close()
@@ -151,20 +168,23 @@ class ConnectionPool:
             connection.close()
 
 
-async def open_request(pool: ConnectionPool, request: bytes, scheduled: float, level: Level) -> None:
+async def open_request(
+    pool: ConnectionPool, requests: list[bytes], body_index: int, scheduled: float, level: Level
+) -> None:
     try:
         connection = await pool.get()
     except OSError:
-        level.errors += 1
+        level.fail(f"over {MAX_OPEN_CONNECTIONS} in flight (load generator cap)")
         return
     try:
-        status, body = await connection.send(request)
-    except (OSError, asyncio.IncompleteReadError):
-        level.errors += 1
+        status, body = await connection.send(requests[body_index])
+    except (OSError, asyncio.IncompleteReadError) as err:
+        level.fail(type(err).__name__)
         connection.close()
         pool.opened -= 1
         return
-    level.record(status, body, (time.perf_counter() - scheduled) * 1000)  # from the scheduled send
+    latency_ms = (time.perf_counter() - scheduled) * 1000  # from the scheduled send
+    level.record(status, body, latency_ms, body_index)
     pool.put(connection)
 
 
@@ -180,10 +200,28 @@ async def open_loop(port: int, requests: list[bytes], rate: float, seconds: floa
         if delay > 0:
             await asyncio.sleep(delay)
         level.sent += 1
-        tasks.append(asyncio.create_task(open_request(pool, requests[i % len(requests)], scheduled, level)))
+        tasks.append(asyncio.create_task(open_request(pool, requests, i % len(requests), scheduled, level)))
     await asyncio.gather(*tasks)
     level.seconds = max(seconds, time.perf_counter() - started)
     pool.close()
+    return level
+
+
+async def unloaded_pass(port: int, requests: list[bytes]) -> Level:
+    """Every body once, one at a time: the tiers an unloaded service routes them to."""
+    level = Level("unloaded", 1)
+    connection = KeepAliveConnection(port)
+    await connection.open()
+    started = time.perf_counter()
+    try:
+        for index, request in enumerate(requests):
+            level.sent += 1
+            sent = time.perf_counter()
+            status, body = await connection.send(request)
+            level.record(status, body, (time.perf_counter() - sent) * 1000, index)
+    finally:
+        connection.close()
+    level.seconds = time.perf_counter() - started
     return level
 
 
@@ -197,6 +235,13 @@ class FolderRun:
     closed: list[Level]
     open: list[Level]
     rss_mib: float
+    unloaded: Level | None = None  # every body once, one at a time
+
+    def unloaded_tiers(self) -> dict[int, str]:
+        """Body index -> the tier the encoder routed it to in the unloaded pass."""
+        if self.unloaded is None:
+            return {}
+        return {index: tier for index, decided_by, tier in self.unloaded.routed if decided_by == "encoder"}
 
     def classified_capacity(self) -> float:
         """The highest open-loop rate with >= 99% encoder answers, p99 under the deadline, no errors."""
@@ -239,16 +284,18 @@ def serve_and_drive(
     ):
         requests = [raw_request(server.port, "/classify", body) for body in bodies]
         asyncio.run(closed_loop(server.port, requests, 4, 2.0))  # warm-up, not measured
+        unloaded = asyncio.run(unloaded_pass(server.port, requests))
         closed = [drive_level(name, closed_loop(server.port, requests, c, seconds)) for c in clients]
         opened = [drive_level(name, open_loop(server.port, requests, r, seconds)) for r in rates]
-        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(server.pid) / 1024)
+        return FolderRun(name, deadline_ms, closed, opened, tree_rss_kib(server.pid) / 1024, unloaded)
 
 
 def drive_level(name: str, load: object) -> Level:
     level = asyncio.run(load)  # type: ignore[arg-type]
     print(
         f"  {name}: {level.mode} {level.load:g}: {level.rate:.0f} req/s, p99 "
-        f"{percentile(level.latencies_ms, 99):.0f} ms, encoder {100 * level.share('encoder'):.1f}%",
+        f"{percentile(level.latencies_ms, 99):.0f} ms, encoder {100 * level.share('encoder'):.1f}%, "
+        f"errors {level.describe_errors()}",
         file=sys.stderr,
     )
     time.sleep(1.0)  # let the queue drain between levels
@@ -269,23 +316,27 @@ def tier_prices(policy: Policy, output_tokens: int) -> dict[str, float]:
     }
 
 
-def mean_cost(level: Level, prices: dict[str, float]) -> float:
-    total = sum(level.tiers.values())
-    return sum(prices.get(t, 0.0) * n for t, n in level.tiers.items()) / total if total else 0.0
+def cost_vs_unloaded(level: Level, unloaded_tiers: dict[int, str], prices: dict[str, float]) -> float:
+    """The level's routed tiers priced over the unloaded tiers of the same bodies (those the unloaded
+    pass had an encoder decision for); nan when there are none."""
+    pairs = [(tier, unloaded_tiers[i]) for i, _, tier in level.routed if i in unloaded_tiers]
+    base = sum(prices.get(unloaded, 0.0) for _, unloaded in pairs)
+    return sum(prices.get(tier, 0.0) for tier, _ in pairs) / base if base else float("nan")
 
 
 def level_rows(run: FolderRun, levels: list[Level], prices: dict[str, float]) -> list[str]:
-    base = mean_cost(levels[0], prices) if levels else 0.0
+    unloaded_tiers = run.unloaded_tiers()
     rows = []
     for level in levels:
         load = f"{level.load:g} clients" if level.mode == "closed" else f"{level.load:g} req/s offered"
         shares = " / ".join(f"{100 * level.share(d):.1f}%" for d in DECIDED_BY)
         total = sum(level.tiers.values()) or 1
         mix = " / ".join(f"{100 * level.tiers[t] / total:.0f}%" for t in ("fast", "balanced", "frontier"))
-        cost = mean_cost(level, prices) / base if base else float("nan")
+        cost = cost_vs_unloaded(level, unloaded_tiers, prices)
         rows.append(
             f"| {run.name} | {load} | {level.rate:.0f} | {percentile(level.latencies_ms, 50):.1f} | "
-            f"{percentile(level.latencies_ms, 99):.1f} | {level.errors} | {shares} | {mix} | {cost:.2f} |"
+            f"{percentile(level.latencies_ms, 99):.1f} | {level.describe_errors()} | {shares} | {mix} | "
+            f"{cost:.2f} |"
         )
     return rows
 
@@ -297,7 +348,7 @@ def markdown_report(runs: list[FolderRun], prices: dict[str, float], seconds: fl
         "generator; micro-batching on)",
         "",
         "| server | load | answered req/s | p50 ms | p99 ms | errors | encoder / estimator / fallback | "
-        "mix f/b/F | relative cost |",
+        "mix f/b/F | cost vs unloaded |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for run in runs:
@@ -317,8 +368,16 @@ def markdown_report(runs: list[FolderRun], prices: dict[str, float], seconds: fl
         "",
         "Classified capacity: the highest offered rate (of those run) with >= 99% of answers from the encoder, "
         "p99 under the deadline and no errors; 0 when even the lowest rate missed it. Relative cost: the "
-        "level's routed tier mix priced per request, over the same server's first level of that kind.",
+        "level's routed tiers priced per request, over the tiers the same server gave the same bodies in an "
+        "unloaded pass (every body once, one at a time; only bodies the encoder decided there count).",
     ]
+    for run in runs:
+        if run.unloaded is not None:
+            lines.append(
+                f"Unloaded pass, {run.name}: {run.unloaded.answered} bodies, "
+                f"{100 * run.unloaded.share('encoder'):.1f}% decided by the encoder, "
+                f"p50 {percentile(run.unloaded.latencies_ms, 50):.1f} ms, errors {run.unloaded.describe_errors()}."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from tierwise.service.settings import DEFAULT_POLICY_FILE
 from tools.capacity_bench import (
     FolderRun,
     Level,
+    cost_vs_unloaded,
     main,
     markdown_report,
     read_request_bodies,
@@ -33,6 +34,7 @@ def test_a_level_counts_how_every_answer_was_decided():
     level.record(503, b"{}", 1.0)
     level.seconds = 2.0
     assert level.answered == 4 and level.errors == 1 and level.rate == 2.0
+    assert level.describe_errors() == "1 (HTTP 503 x1)" and Level("open", 1).describe_errors() == "0"
     assert (
         level.share("encoder") == 0.5 and level.share("estimator") == 0.25 and level.share("fallback") == 0.25
     )
@@ -64,17 +66,42 @@ def test_classified_capacity_is_the_highest_rate_held():
     assert FolderRun("m", 50.0, [], [level(50, 10, 0, 20, errors=1)], 1).classified_capacity() == 0
 
 
-def test_the_report_prices_the_mix_against_the_first_level(monkeypatch):
+def routed(mode: str, answers: list[tuple[int, str, str]]) -> Level:
+    out = Level(mode, 1, seconds=1.0)
+    for index, decided_by, tier in answers:
+        out.record(200, answer(decided_by, tier), 10.0, index)
+    return out
+
+
+def test_the_report_prices_each_level_against_the_unloaded_tiers_of_the_same_bodies(monkeypatch):
     monkeypatch.setattr("tools.capacity_bench.os.cpu_count", lambda: 2)
     prices = tier_prices(load_policy(DEFAULT_POLICY_FILE), 300)
     assert prices["fast"] < prices["balanced"] < prices["frontier"] and "private" in prices
-    cheap = level(50, 10, 0, 20)
-    dear = level(100, 10, 0, 20)
-    dear.tiers = type(dear.tiers)({"frontier": 10})
-    report = markdown_report([FolderRun("m", 50.0, [], [cheap, dear], 321)], prices, 5, "note")
-    assert "| m | 50 req/s offered |" in report and "| 1.00 |" in report
-    assert f"| {prices['frontier'] / prices['fast']:.2f} |" in report
-    assert "| m | 50 | 100 | 50.0 | 321 |" in report  # deadline, capacity, per core (2 cores), RSS
+    # Unloaded: body 0 fast, body 1 frontier; body 2 was answered by the estimator there, so it is not a
+    # reference and does not count.
+    unloaded = routed(
+        "unloaded", [(0, "encoder", "fast"), (1, "encoder", "frontier"), (2, "estimator", "fast")]
+    )
+    same = routed(
+        "open", [(1, "estimator", "frontier"), (0, "estimator", "fast"), (2, "estimator", "frontier")]
+    )
+    # Only bodies 0 answered, twice: a mix of cheap bodies is not "cheaper routing".
+    cheap_bodies = routed("open", [(0, "encoder", "fast"), (0, "encoder", "fast")])
+    upward = routed("open", [(0, "estimator", "frontier")])
+    run = FolderRun("m", 50.0, [], [same, cheap_bodies, upward], 321, unloaded)
+    assert run.unloaded_tiers() == {0: "fast", 1: "frontier"}
+    assert cost_vs_unloaded(same, run.unloaded_tiers(), prices) == 1.0
+    assert cost_vs_unloaded(cheap_bodies, run.unloaded_tiers(), prices) == 1.0
+    assert cost_vs_unloaded(upward, run.unloaded_tiers(), prices) == prices["frontier"] / prices["fast"]
+    report = markdown_report([run], prices, 5, "note")
+    rows = [line for line in report.splitlines() if line.startswith("| m | 1 req/s offered |")]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == [
+        "1.00",
+        "1.00",
+        f"{prices['frontier'] / prices['fast']:.2f}",
+    ]
+    assert "Unloaded pass, m: 3 bodies, 66.7% decided by the encoder" in report
+    assert "| m | 50 | 1 | 0.5 | 321 |" in report  # deadline, capacity (the all-encoder level), per core, RSS
 
 
 def test_missing_request_bodies_are_an_error_not_a_fallback(tmp_path, capsys):
@@ -107,6 +134,8 @@ def test_a_short_run_against_the_real_service(tmp_path, tiny_model_dir):
         {"TIERWISE_DEADLINE_MS": "5000"},
     )
     [closed], [opened] = run.closed, run.open
+    assert run.unloaded is not None and run.unloaded.answered == 2 and set(run.unloaded_tiers()) == {0, 1}
+    assert {i for i, _, _ in opened.routed} == {0, 1}  # each answer knows its body
     assert closed.answered > 0 and closed.errors == 0 and closed.share("encoder") == 1.0
     assert opened.answered == opened.sent == 20 and opened.share("encoder") == 1.0
     assert set(opened.tiers) <= {"fast", "frontier"} and run.classified_capacity() == 20.0
