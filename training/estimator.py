@@ -9,11 +9,10 @@ inside the user turn can). Its temperature is fitted on out-of-source prediction
 are split into folds, each fold is scored by an estimator fitted on the other sources, and val rows
 (in-source) are added. A bag of n-grams is sharp on sources it has seen and near-blind on new ones;
 a temperature fitted on val alone would leave it over-confident exactly on the traffic it has not
-seen. Its tier offsets are chosen on val for macro-F1 among those whose decisions cost no more than the
-encoder's routed tiers (an overloaded service should not pay more than an unloaded one), then its
-escalation q
-is chosen like the encoder's (`--q-on val`, the default): the cheapest q whose
-under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
+seen. Its tier offsets are chosen on val (bare and wrapped by training wrappers) for macro-F1 among
+those whose decisions cost within 5% of the encoder's routed tiers (an overloaded service should pay
+what an unloaded one does, neither more nor less), then its escalation q is chosen like the
+encoder's (`--q-on val`, the default): the cheapest q whose under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
 `--q-on out-of-source` chooses q on the same rows as the temperature instead: safer on unseen sources,
 but it escalated most in-source traffic (on the public data, test over-routing 6.6% -> 57.5%), so an
 overloaded service paid far more than an unloaded one. It is judged on test and held-out
@@ -69,6 +68,7 @@ REGULARIZATION_C = 4.0
 SOURCE_FOLDS = 3
 JUDGED_SPLITS = ("test", "heldout")
 Q_CHOICES = ("val", "out-of-source")
+COST_TOLERANCE = 0.05  # the estimator's routed cost on val, relative to the encoder's
 CALIBRATION_ROWS = f"out-of-source train predictions ({SOURCE_FOLDS} source folds) + val"
 
 
@@ -143,49 +143,60 @@ def routed_metrics(
     }
 
 
-def cost_capped_offsets(
+def val_inputs(val_rows: list[dict], seed: int) -> tuple[list[ClassifierInput], list[dict]]:
+    """Val rows bare and once wrapped by a training wrapper: the offsets are chosen on rows shaped like
+    traffic (long system prompts make the encoder's escalations dearer), never on evaluation wrappers."""
+    library = WrapperLibrary.load("train")
+    rng = random.Random(f"{seed}:val")
+    twins = [request_input(library.sample(r["text"], rng)) for r in val_rows]
+    return [row_input(r) for r in val_rows] + twins, val_rows + val_rows
+
+
+def cost_matched_offsets(
     val_probs: np.ndarray,
+    inputs: list[ClassifierInput],
     val_rows: list[dict],
     classifier: TierClassifier | None,
     prices: TierPrices,
     target_under_routing: float,
 ) -> tuple[np.ndarray, str]:
-    """The estimator's tier offsets (K,), searched over every combination of `OFFSET_GRID` on val: the
-    best macro-F1 against val's labels among the offsets whose decisions cost no more than the encoder's
-    routed tiers on the same rows and meet the under-routing target, so an overloaded service pays no
-    more than an unloaded one. (Most agreement with the encoder under the same bound was tried: it
-    bought agreement by never choosing `balanced`, macro-F1 0.58 on test against 0.84 for this rule.)
-    Ties keep offsets nearest 0. Without an encoder to price against: zeros (plain argmax). Returns
-    the offsets and what they were chosen for."""
+    """The estimator's tier offsets (K,), searched over every combination of `OFFSET_GRID`: the best
+    macro-F1 against the labels of `val_rows` (estimator probabilities `val_probs` (N, K) of `inputs`)
+    among the offsets whose decisions cost within `COST_TOLERANCE` of the encoder's routed tiers on
+    the same inputs and meet the under-routing target, so an overloaded service pays what an unloaded
+    one does: a cap alone let it buy macro-F1 by routing cheaper (0.73x the encoder's cost under load).
+    (Most agreement with the encoder was tried: it never chose `balanced`, test macro-F1 0.58 vs 0.84.)
+    When no offsets are within the band: the cost nearest the encoder's among those meeting the
+    target. Ties keep offsets nearest 0. Without an encoder to price against: zeros (plain argmax).
+    Returns the offsets and what they were chosen for."""
     k = val_probs.shape[-1]
     if classifier is None:
         return np.zeros(k), "none: no encoder to price against (plain argmax)"
-    encoder_probs, counts = classifier.predict_proba([row_input(r) for r in val_rows])
+    encoder_probs, counts = classifier.predict_proba(inputs)
     manifest = classifier.manifest
     encoder_tiers = route_upward(encoder_probs, manifest.escalation_q, manifest.tier_offsets)  # (N,)
     low, high = allowed_bounds(val_rows)
     counts = np.asarray(counts)
     tier_costs = np.stack([prices.request_cost(np.full(len(counts), t), counts) for t in range(k)], axis=1)
     rows = np.arange(len(counts))
-    budget = tier_costs[rows, encoder_tiers].sum() * (1 + 1e-9)
+    budget = tier_costs[rows, encoder_tiers].sum()
     best, best_key = np.zeros(k), None
     for combo in itertools.product(OFFSET_GRID, repeat=k - 1):
         offsets = np.array([0.0, *combo])
         chosen = most_likely_tier(val_probs, offsets)
-        feasible = tier_costs[rows, chosen].sum() <= budget and np.mean(chosen < low) <= target_under_routing
+        cost_gap = abs(tier_costs[rows, chosen].sum() / budget - 1.0) if budget > 0 else 0.0
+        within = cost_gap <= COST_TOLERANCE + 1e-9
+        meets_target = np.mean(chosen < low) <= target_under_routing
         macro_f1 = float(np.mean(score_routing(chosen, low, high, k).f1))
-        key = (feasible, macro_f1, -float(np.abs(offsets).sum()))
+        key = (meets_target, within, macro_f1 if within else -cost_gap, -float(np.abs(offsets).sum()))
         if best_key is None or key > best_key:
             best, best_key = offsets, key
+    band = f"within {COST_TOLERANCE:.0%} of the encoder's routed cost"
     if best_key is not None and not best_key[0]:
-        return (
-            best,
-            "macro-F1 on val (no offsets met the encoder's cost and the under-routing target)",
-        )
-    return (
-        best,
-        "macro-F1 on val, at no more than the encoder's routed cost and within the under-routing target",
-    )
+        return best, f"macro-F1 on val bare + wrapped (no offsets met the under-routing target {band})"
+    if best_key is not None and not best_key[1]:
+        return best, f"the cost nearest the encoder's on val bare + wrapped (none {band})"
+    return best, f"macro-F1 on val bare + wrapped, {band} and within the under-routing target"
 
 
 def judge_split(
@@ -244,8 +255,10 @@ def build_estimator(
     scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
     val_probs = scaler.transform(logits[len(oos_rows) :])
     prices = prices or load_prices(load_policy(paths.policy_file()))
-    offsets, offsets_for = cost_capped_offsets(
-        val_probs, splits["val"], classifier, prices, target_under_routing
+    offset_inputs, offset_rows = val_inputs(splits["val"], seed)
+    offset_probs = scaler.transform(raw.logits(offset_inputs))
+    offsets, offsets_for = cost_matched_offsets(
+        offset_probs, offset_inputs, offset_rows, classifier, prices, target_under_routing
     )
     log.info("estimator: tier offsets %s (%s)", offsets.round(2).tolist(), offsets_for)
     if q_on == "val":

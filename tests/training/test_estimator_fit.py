@@ -11,12 +11,13 @@ from tierwise.core.request_text import request_input
 from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import (
     build_estimator,
-    cost_capped_offsets,
+    cost_matched_offsets,
     feature_matrix,
     main,
     out_of_source_logits,
     render_markdown,
     routed_metrics,
+    val_inputs,
 )
 from tierwise.training.evaluation import TierPrices, allowed_bounds
 
@@ -75,7 +76,7 @@ def test_build_writes_a_folder_estimator_serving_can_load(tmp_path):
     assert section["escalation"]["chosen_on"] == "val, like the encoder"
     assert "source folds" in section["temperature_fitted_on"]
     assert len(section["escalation"]["tier_offsets"]) == 3  # chosen to agree with the encoder
-    assert "macro-F1 on val" in section["escalation"]["tier_offsets_chosen_for"]
+    assert "val bare + wrapped" in section["escalation"]["tier_offsets_chosen_for"]
     test = section["metrics"]["test"]
     assert test["bare"]["macro_f1"] > 0.9  # the marker words are learnable
     assert test["wrapped"]["n"] > 0 and 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
@@ -148,32 +149,59 @@ def leaning_cheap(n_fast: int, n_balanced: int) -> np.ndarray:
     return probs
 
 
-def test_estimator_offsets_raise_macro_f1_within_the_encoders_cost():
+def matched(estimator_probs, val, encoder, prices=PRICES, target=0.05):
+    inputs = [row_input(r) for r in val]
+    return cost_matched_offsets(estimator_probs, inputs, val, encoder, prices, target)
+
+
+def routed_cost(tiers: np.ndarray) -> float:
+    return float(PRICES.request_cost(tiers, np.full(len(tiers), 5)).sum())
+
+
+def test_estimator_offsets_raise_macro_f1_at_the_encoders_cost():
     val = rows("val")[:36]  # 18 fast rows, then 18 balanced ones
     assert [r["allowed_tiers"] for r in val] == [["fast"]] * 18 + [["balanced"]] * 18
     estimator_probs = leaning_cheap(18, 18)
     encoder_probs = np.tile([0.9, 0.05, 0.05], (36, 1))
     encoder_probs[18:] = [0.2, 0.7, 0.1]  # the encoder gets them right
-    offsets, chosen_for = cost_capped_offsets(
-        estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.05
-    )
-    assert "at no more than the encoder's routed cost" in chosen_for and offsets[0] == 0.0
+    offsets, chosen_for = matched(estimator_probs, val, DecidedEncoder(encoder_probs))
+    assert "within 5% of the encoder's routed cost" in chosen_for and offsets[0] == 0.0
     assert list(most_likely_tier(estimator_probs, offsets)) == [0] * 18 + [1] * 18
     assert list(most_likely_tier(estimator_probs)) == [0] * 36  # without them: fast for everyone
-    none, why = cost_capped_offsets(estimator_probs, val, None, PRICES, 0.05)
+    none, why = matched(estimator_probs, val, None)
     assert not none.any() and "no encoder" in why
 
 
-def test_estimator_offsets_never_cost_more_than_the_encoders_decisions():
+def test_estimator_offsets_cost_neither_more_nor_less_than_the_encoders_decisions():
     val = rows("val")[:36]
     estimator_probs = leaning_cheap(18, 18)
-    encoder_probs = np.tile([0.9, 0.05, 0.05], (36, 1))  # the encoder sends everything to fast
-    offsets, _ = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 1.0)
+    cheap_encoder = np.tile([0.9, 0.05, 0.05], (36, 1))  # the encoder sends everything to fast
+    offsets, _ = matched(estimator_probs, val, DecidedEncoder(cheap_encoder), target=1.0)
     assert (most_likely_tier(estimator_probs, offsets) == 0).all()  # balanced would beat its cost
-    free, _ = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), FREE, 1.0)
+    free, _ = matched(estimator_probs, val, DecidedEncoder(cheap_encoder), prices=FREE, target=1.0)
     assert (most_likely_tier(estimator_probs, free)[18:] == 1).all()  # all tiers free: the best macro-F1
-    impossible, why = cost_capped_offsets(estimator_probs, val, DecidedEncoder(encoder_probs), PRICES, 0.0)
-    assert "no offsets met" in why  # fast for everyone under-routes half of val: no offsets meet 0%
+    # The encoder escalates the balanced rows to frontier: routing them to balanced (the best macro-F1)
+    # would cost far less than the unloaded service, so the estimator matches its cost instead.
+    dear_encoder = cheap_encoder.copy()
+    dear_encoder[18:] = [0.1, 0.2, 0.7]
+    offsets, why = matched(estimator_probs, val, DecidedEncoder(dear_encoder))
+    chosen = most_likely_tier(estimator_probs, offsets)
+    encoder_cost = routed_cost(most_likely_tier(dear_encoder))
+    assert abs(routed_cost(chosen) / encoder_cost - 1) <= 0.05 and "within 5%" in why
+    # The under-routing target comes first: at 0% the balanced rows go up though that costs more.
+    safe, why = matched(estimator_probs, val, DecidedEncoder(cheap_encoder), target=0.0)
+    assert (most_likely_tier(estimator_probs, safe)[18:] >= 1).all() and "nearest" in why
+    same = np.tile([0.8, 0.15, 0.05], (36, 1))  # rows it cannot tell apart get one tier: the cheapest
+    blind, _ = matched(same, val, DecidedEncoder(cheap_encoder), target=0.0)  # that under-routes none
+    assert (most_likely_tier(same, blind) == 1).all()
+
+
+def test_offsets_are_chosen_on_val_bare_and_wrapped_by_training_wrappers():
+    val = rows("val")[:6]
+    inputs, labelled = val_inputs(val, seed=3)
+    assert labelled == val + val and [i.task for i in inputs[:6]] == [r["text"] for r in val]
+    assert all(i.sketch or i.task != r["text"] for i, r in zip(inputs[6:], val))  # each twin is wrapped
+    assert [i.text for i in val_inputs(val, seed=3)[0]] == [i.text for i in inputs]  # seeded
 
 
 @pytest.mark.slow
