@@ -12,12 +12,14 @@ a temperature fitted on val alone would leave it over-confident exactly on the t
 seen. Its tier offsets are chosen on val (bare and wrapped by training wrappers) for macro-F1 among
 those whose decisions cost within 5% of the encoder's routed tiers (an overloaded service should pay
 what an unloaded one does, neither more nor less), then its escalation q is chosen like the
-encoder's (`--q-on val`, the default): the cheapest q whose under-routing on val meets the target, so under load it routes the way the encoder does unloaded.
-`--q-on out-of-source` chooses q on the same rows as the temperature instead: safer on unseen sources,
-but it escalated most in-source traffic (on the public data, test over-routing 6.6% -> 57.5%), so an
-overloaded service paid far more than an unloaded one. It is judged on test and held-out
-sources, bare and under the evaluation-only wrappers, beside the encoder: macro-F1, under-routing
-after escalation, and agreement with the encoder's routed tier. Writes `estimator.npz` and the manifest's `estimator` section.
+encoder's (`--q-on val`, the default): the cheapest q whose under-routing on val meets the target,
+so under load it routes the way the encoder does unloaded. `--q-on out-of-source` chooses q on the
+same rows as the temperature instead: safer on unseen sources, but it escalated most in-source
+traffic (on the public data, test over-routing 6.6% -> 57.5%), so an overloaded service paid far
+more than an unloaded one. It is judged on test and held-out sources, bare and under the
+evaluation-only wrappers, beside the encoder: macro-F1, under-routing after escalation, and
+agreement with the encoder's routed tier. Writes `estimator.npz` and the manifest's `estimator`
+section.
 """
 
 from __future__ import annotations

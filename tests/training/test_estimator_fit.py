@@ -200,7 +200,7 @@ def test_offsets_are_chosen_on_val_bare_and_wrapped_by_training_wrappers():
     val = rows("val")[:6]
     inputs, labelled = val_inputs(val, seed=3)
     assert labelled == val + val and [i.task for i in inputs[:6]] == [r["text"] for r in val]
-    assert all(i.sketch or i.task != r["text"] for i, r in zip(inputs[6:], val))  # each twin is wrapped
+    assert all(i.sketch or i.task != r["text"] for i, r in zip(inputs[6:], val, strict=True))  # twins wrapped
     assert [i.text for i in val_inputs(val, seed=3)[0]] == [i.text for i in inputs]  # seeded
 
 
