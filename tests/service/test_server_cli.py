@@ -103,3 +103,18 @@ def test_main_checks_the_model_then_hands_the_options_to_the_workers(
 
     assert server.main(["--model", str(tiny_model_dir / "missing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_idle_keep_alive_connections_outlive_the_gateways_own_idle_timeout(environment, monkeypatch):
+    """At equal idle timeouts (httpx's and uvicorn's are both 5 s) a gateway reuses a connection the
+    service is closing and that request fails: the service keeps idle connections open longer."""
+    import uvicorn
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr("tierwise.service.app.create_app", lambda settings: "app")
+    server.serve(Settings())
+    assert seen["timeout_keep_alive"] == 75 > 5
+    environment["TIERWISE_KEEP_ALIVE_SECONDS"] = "120"
+    server.serve(Settings())
+    assert seen["timeout_keep_alive"] == 120

@@ -117,6 +117,7 @@ def serve(settings: Settings) -> None:
         "log_config": uvicorn_log_config(settings.log_level),
         "access_log": False,
         "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: int = Field(
         default=30, ge=1, description="on SIGTERM, how long in-flight requests may take before exit"
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="how long an idle keep-alive connection stays open; keep it above the gateways' own idle "
+        "timeout (httpx's is 5 s, uvicorn's default 5 s): at equal timeouts a gateway reuses a connection the "
+        "service is closing and the request fails",
+    )
     worker_start_timeout_seconds: int = Field(
         default=30, ge=5, description="with several workers: how long a (re)started worker may load"
     )
