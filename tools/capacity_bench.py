@@ -390,7 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", type=Path, action="append", default=[], help="another folder, same run")
     parser.add_argument("--requests", type=Path, default=DEFAULT_REQUESTS, help="from `make bench-requests`")
     parser.add_argument("--clients", default="1,8,32,64", help="closed-loop client counts")
-    parser.add_argument("--rates", default="5,10,25,50,100,200", help="open-loop offered req/s")
+    parser.add_argument("--rates", default="25,50,75,100,125,150,200,300", help="open-loop offered req/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--policy", type=Path, default=settings.policy_file)
     parser.add_argument(
