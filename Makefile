@@ -14,6 +14,8 @@ ALL_EXTRAS := serve,feedback,dev,audit,gateway,postgres,tracing
 TRAINING := ./training
 MODEL ?= default
 USER_DATA ?=
+# `make bench` and `make capacity` run the same capacity bench.
+CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
 .PHONY: help install install-serve lock data train export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean
 
@@ -85,13 +87,13 @@ serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/defau
 
 bench: install bench-requests ## Latency, HTTP throughput, memory, then classified capacity vs models/$(COMPARE) (runs/bench.md, runs/capacity.md)
 	$(PY) -m tools.bench --output runs/bench.md
-	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
+	$(CAPACITY)
 
 bench-requests: install ## Build the bench's request bodies from the test split, half bare, half wrapped (data/processed/bench_requests.jsonl)
 	$(PY) -m tierwise.training.bench_requests
 
 capacity: install bench-requests ## Classified capacity: closed + open loop, how each answer was decided, estimator on vs off [COMPARE=previous WORKERS=2 ONNX_THREADS=1]
-	$(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
+	$(CAPACITY)
 
 seq-length: install bench-requests ## Latency and routing quality of models/$(MODEL) served at shorter max lengths (runs/seq_length.md) [LENGTHS=256,192,128,96]
 	$(PY) -m tools.seq_length --model models/$(MODEL) $(if $(LENGTHS),--lengths $(LENGTHS)) --output runs/seq_length.md

@@ -85,12 +85,16 @@ def feature_matrix(inputs: list[ClassifierInput], n_features: int) -> csr_matrix
     return csr_matrix((values, indices, indptr), shape=(len(inputs), n_features), dtype=np.float64)
 
 
+def bare_and_wrapped(rows: list[dict], rng: random.Random) -> tuple[list[ClassifierInput], list[dict]]:
+    """Every row bare, then once wrapped by a training wrapper (its label unchanged). -> 2N inputs, rows"""
+    library = WrapperLibrary.load("train")
+    twins = [request_input(library.sample(r["text"], rng)) for r in rows]
+    return [row_input(r) for r in rows] + twins, rows + rows
+
+
 def training_inputs(train_rows: list[dict], seed: int) -> tuple[list[ClassifierInput], list[dict]]:
     """Every train row bare and once wrapped by a training wrapper (its label unchanged)."""
-    library = WrapperLibrary.load("train")
-    rng = random.Random(seed)
-    twins = [request_input(library.sample(r["text"], rng)) for r in train_rows]
-    return [row_input(r) for r in train_rows] + twins, train_rows + train_rows
+    return bare_and_wrapped(train_rows, random.Random(seed))
 
 
 def fit_weights(
@@ -148,10 +152,7 @@ def routed_metrics(
 def val_inputs(val_rows: list[dict], seed: int) -> tuple[list[ClassifierInput], list[dict]]:
     """Val rows bare and once wrapped by a training wrapper: the offsets are chosen on rows shaped like
     traffic (long system prompts make the encoder's escalations dearer), never on evaluation wrappers."""
-    library = WrapperLibrary.load("train")
-    rng = random.Random(f"{seed}:val")
-    twins = [request_input(library.sample(r["text"], rng)) for r in val_rows]
-    return [row_input(r) for r in val_rows] + twins, val_rows + val_rows
+    return bare_and_wrapped(val_rows, random.Random(f"{seed}:val"))
 
 
 def cost_matched_offsets(
@@ -253,12 +254,13 @@ def build_estimator(
     log.info("estimator: %d source folds for out-of-source calibration", SOURCE_FOLDS)
     oos_logits, oos_rows = out_of_source_logits(splits["train"], n_features, seed)
     calibration_rows = oos_rows + splits["val"]
-    logits = np.concatenate([oos_logits, raw.logits([row_input(r) for r in splits["val"]])])
+    offset_inputs, offset_rows = val_inputs(splits["val"], seed)  # val bare, then its wrapped twins
+    offset_logits = raw.logits(offset_inputs)
+    logits = np.concatenate([oos_logits, offset_logits[: len(splits["val"])]])
     scaler = TemperatureScaler().fit(logits, allowed_matrix(calibration_rows))
-    val_probs = scaler.transform(logits[len(oos_rows) :])
+    offset_probs = scaler.transform(offset_logits)
+    val_probs = offset_probs[: len(splits["val"])]
     prices = prices or load_prices(load_policy(paths.policy_file()))
-    offset_inputs, offset_rows = val_inputs(splits["val"], seed)
-    offset_probs = scaler.transform(raw.logits(offset_inputs))
     offsets, offsets_for = cost_matched_offsets(
         offset_probs, offset_inputs, offset_rows, classifier, prices, target_under_routing
     )
