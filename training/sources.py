@@ -10,137 +10,20 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tierwise.training.labels import (
     DIFFICULTY_SOURCE_TIERS,
     MATH_LEVEL_TIERS,
-    TIERS,
     cheapest_passing,
-    half_or_more_pass,
 )
+from tierwise.training.price_class_sources import read_shaberi, read_zeroeval
+from tierwise.training.source_rows import LabeledPrompt, SourceStats, nonblank_lines
 from tierwise.training.text_cleaning import chat_to_text, clean_prompt, format_choices
 
 csv.field_size_limit(2**31 - 1)  # RouterBench cells hold whole model responses
-
-
-@dataclass(frozen=True)
-class LabeledPrompt:
-    text: str
-    allowed: frozenset[str]
-    source: str  # the benchmark or dataset: "mmlu", "gsm8k", "oasst", ...
-    origin: str  # the collection folder it was read from: "routellm", "routerbench", ...
-    weight: float = 1.0
-    lang: str = "en"
-    # A user's row sent as a conversation: {"messages": [...], "tools": [...]}, so training reads it
-    # the way the service does (task first); `text` is then its every word, for dedup and baselines.
-    request: dict | None = field(default=None, compare=False)
-
-
-@dataclass
-class SourceStats:
-    """Rows read and rows dropped (with the reason) per origin, for the datasheet."""
-
-    read: Counter[str] = field(default_factory=Counter)
-    dropped: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    # Rows kept but worth a look (e.g. shaberi inversions), counted per origin for the datasheet.
-    notes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-
-    def drop(self, origin: str, reason: str) -> None:
-        self.dropped[origin][reason] += 1
-
-    def note(self, origin: str, what: str) -> None:
-        self.notes[origin][what] += 1
-
-
-def _lines(path: Path) -> Iterator[str]:
-    """Non-blank lines; only \n ends a line (str.splitlines would also split on U+2028 in a JSON string)."""
-    with open(path, encoding="utf-8") as f:
-        yield from (line for line in f if line.strip())
-
-
-# --- ZeroEval (GSM8K, MATH level 5, CRUXEval; 43-51 models of 2024, all three tiers) ----------
-# The most direct evidence about today's classes: each model's class is in zeroeval/models.json.
-# Only the `core` models (one per family) of the three classes vote, so snapshots and providers of
-# one model do not count twice; `other` (below 7B, 30-34B, DeepSeek, GPT-4/4-turbo) is left out.
-ZEROEVAL_FILES = {"gsm": "zeroeval_gsm8k", "math_l5": "zeroeval_math_l5", "crux": "cruxeval"}
-# CRUXEval's opening sentence is the same in all 800 rows: it only identifies the dataset.
-CRUXEVAL_PREAMBLE = (
-    "You are given a Python function and an assertion containing an input to the function. "
-    "Complete the assertion with a literal (no unsimplified expressions, no function calls) "
-    "containing the output when executing the provided code on the given input, even if the "
-    "function is incorrect or incomplete."
-)
-
-
-def _tier_models(path: Path, core_only: bool) -> dict[str, str]:
-    """model name -> tier, from a models.json that gives each model's price class."""
-    models = json.loads(path.read_text(encoding="utf-8"))
-    return {
-        name: m["class"]
-        for name, m in models.items()
-        if m["class"] in TIERS and (m.get("core", False) or not core_only)
-    }
-
-
-def read_zeroeval(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
-    """Cheapest tier in which at least half of the core models with a verdict on the row pass."""
-    tier_of = _tier_models(root / "zeroeval" / "models.json", core_only=True)
-    for name, source in ZEROEVAL_FILES.items():
-        for line in _lines(root / "zeroeval" / f"{name}.jsonl"):
-            row = json.loads(line)
-            stats.read["zeroeval"] += 1
-            outcomes: dict[str, list[float]] = defaultdict(list)
-            for model, correct in row["correct"].items():
-                if model in tier_of:
-                    outcomes[tier_of[model]].append(1.0 if correct else 0.0)
-            if not outcomes:
-                stats.drop("zeroeval", f"no core model verdicts ({source})")
-                continue
-            allowed = cheapest_passing(outcomes, passes=half_or_more_pass)
-            if allowed is None:
-                stats.drop("zeroeval", f"no tier passes ({source})")
-                continue
-            text = row["prompt"]
-            if source == "cruxeval":
-                text = text.strip().removeprefix(CRUXEVAL_PREAMBLE)
-            yield LabeledPrompt(clean_prompt(text), allowed, source, "zeroeval")
-
-
-# --- shaberi (Japanese chat prompts, GPT-4.1 judge scores of 13 current models) --------------
-SHABERI_FILES = {"elyza_tasks_100": "shaberi_elyza", "rakuda_questions": "shaberi_rakuda"}
-SHABERI_PASS_SHARE = 0.8  # a model passes at >= 4 of 5 (ELYZA) or >= 8 of 10 (Rakuda)
-
-
-def read_shaberi(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
-    """Cheapest tier in which at least half of its models pass; all rows are Japanese (lang "ja").
-
-    Inversions (the fast tier passes, the frontier tier fails) are kept as `fast` and counted: the
-    judge is lenient and one answer per model is noisy (shaberi/README.md).
-    """
-    tier_of = _tier_models(root / "shaberi" / "models.json", core_only=True)
-    for name, source in SHABERI_FILES.items():
-        for line in _lines(root / "shaberi" / f"{name}.jsonl"):
-            row = json.loads(line)
-            stats.read["shaberi"] += 1
-            threshold = SHABERI_PASS_SHARE * row["scale"]
-            outcomes: dict[str, list[float]] = defaultdict(list)
-            for model, score in row["scores"].items():
-                if model in tier_of:
-                    outcomes[tier_of[model]].append(1.0 if score >= threshold else 0.0)
-            if not outcomes:
-                stats.drop("shaberi", "no scores")
-                continue
-            allowed = cheapest_passing(outcomes, passes=half_or_more_pass)
-            if allowed is None:
-                stats.drop("shaberi", "no tier passes")
-                continue
-            if allowed == {"fast"} and "frontier" in outcomes and not half_or_more_pass(outcomes["frontier"]):
-                stats.note("shaberi", "inversions kept as fast (fast tier passes, frontier tier fails)")
-            yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "shaberi", lang="ja")
 
 
 # --- RouterBench (11 models of 2023: today's fast and balanced classes) ---------------------
@@ -223,7 +106,7 @@ def _llmrouter_outcomes(task: str, scores: dict[str, float]) -> dict[str, list[f
 def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     queries: dict[str, dict] = {}
     for split in ("train", "test"):
-        for line in _lines(root / "llmrouter" / f"default_query_{split}.jsonl"):
+        for line in nonblank_lines(root / "llmrouter" / f"default_query_{split}.jsonl"):
             q = json.loads(line)
             queries[q["query"]] = q
     for split in ("train", "test"):
@@ -328,7 +211,7 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             r = json.loads(line)
             if r.get("score") in (1, 2, 3):
                 verdicts[r["message_id"]].append((a, b, int(r["score"])))
-    for line in _lines(root / "oasst-qlora" / "oa_questions.jsonl"):
+    for line in nonblank_lines(root / "oasst-qlora" / "oa_questions.jsonl"):
         q = json.loads(line)
         stats.read["oasst-qlora"] += 1
         held_up = [
@@ -345,7 +228,7 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
 
 # --- Difficulty-only sources: the source or MATH level bounds the tier ------------------------
 def read_math_levels(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
-    for line in _lines(root / "math-levels" / "math_test.jsonl"):
+    for line in nonblank_lines(root / "math-levels" / "math_test.jsonl"):
         row = json.loads(line)
         stats.read["math-levels"] += 1
         m = re.search(r"(\d)", str(row.get("level", "")))
