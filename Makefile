@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,11 +55,18 @@ data: install ## Build data/processed from the public datasets (TIERWISE_DATA_DI
 train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report into models/$(MODEL)
 	$(PY) -m tierwise.training.train --name $(MODEL)
 
+distill: install ## Distil models/$(TEACHER) into a 3-layer student models/$(MODEL) (start from its checkpoint, learn its probabilities)
+	@test -n "$(TEACHER)" -a "$(MODEL)" != default || { echo "usage: make distill MODEL=student TEACHER=candidate (train the teacher first: make train MODEL=candidate)"; exit 2; }
+	$(PY) -m tierwise.training.train --name $(MODEL) --init-from runs/$(TEACHER)/checkpoint --teacher models/$(TEACHER) --layers $(or $(LAYERS),3) --epochs 1
+
 export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
 	$(PY) -m tierwise.training.train --name $(MODEL) --reuse-checkpoint
 
 estimator: install ## (Re)fit models/$(MODEL)'s load-shedding estimator (make train does it): hashed n-grams, calibrated out-of-source
 	$(PY) -m tierwise.training.estimator --model models/$(MODEL)
+
+source-signal: install ## Can a source's labels be ranked from its text? AUC within each source (TF-IDF, length, MODEL) [SOURCES="winogrande cruxeval"]
+	$(PY) -m tierwise.training.source_signal --sources $(or $(SOURCES),winogrande commonsense_qa cruxeval) --model models/$(MODEL)
 
 invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
 	$(PY) -m tierwise.training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
