@@ -51,7 +51,7 @@ class BuildConfig:
     test_fraction: float = 0.1
     # Sources never used in training or calibration: shows whether complexity or style was learned.
     # CRUXEval (code execution, outcomes of 2024 models in all three tiers) is the one whose labels
-    # the text can predict: within Winogrande every method ranks at chance (AUC 0.49-0.54: a 2023
+    # the text can predict: within Winogrande every method ranks at chance (AUC 0.49-0.53: a 2023
     # model majority guessing a binary choice), and commonsense_qa is all `fast` (data/README.md).
     heldout_sources: tuple[str, ...] = ("winogrande", "commonsense_qa", "cruxeval")
     # Source balance: no source contributes more than this many rows to train (val/test: a quarter).

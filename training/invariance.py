@@ -64,12 +64,15 @@ def wrapped_inputs(
     ]
 
 
+def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC of `scores` against 0/1 `labels`; None when one class is absent."""
+    positives = int(np.count_nonzero(labels))
+    return float(roc_auc_score(labels, scores)) if 0 < positives < len(labels) else None
+
+
 def ranking_auc(probs: np.ndarray, low: np.ndarray) -> float | None:
     """AUC of P(tier > fast) against 'fast does not suffice'; None when one class is absent."""
-    needs_more = low > 0
-    if needs_more.all() or not needs_more.any():
-        return None
-    return float(roc_auc_score(needs_more, 1.0 - probs[:, 0]))
+    return auc_or_none(low > 0, 1.0 - probs[:, 0])
 
 
 def condition_metrics(

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.training import paths
-from tierwise.training.assessment import row_input
-from tierwise.training.invariance import read_splits
+from tierwise.training.build_dataset import row_input
+from tierwise.training.invariance import auc_or_none, read_splits
+from tierwise.training.labels import TIERS
 
 
 @dataclass
@@ -51,10 +51,6 @@ def fit_tfidf_scorer(train_rows: list[dict], seed: int) -> Callable[[list[dict]]
     return lambda scored: model.predict_proba(vectorizer.transform([r["text"] for r in scored]))[:, 1]
 
 
-def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
-
-
 def source_signals(
     splits: dict[str, list[dict]], sources: list[str], classifier: TierClassifier | None, seed: int
 ) -> list[SourceSignal]:
@@ -77,7 +73,7 @@ def source_signals(
             SourceSignal(
                 source=source,
                 rows=len(rows),
-                tier_counts={t: tiers.count(t) for t in ("fast", "balanced", "frontier")},
+                tier_counts={t: tiers.count(t) for t in TIERS},
                 auc={name: auc_or_none(labels, s) for name, s in scores.items()},
             )
         )
@@ -87,12 +83,12 @@ def source_signals(
 def render_markdown(signals: list[SourceSignal]) -> str:
     names = list(signals[0].auc) if signals else []
     lines = [
-        "| source | rows | fast / balanced / frontier | " + " | ".join(f"AUC {n}" for n in names) + " |",
+        "| source | rows | " + " / ".join(TIERS) + " | " + " | ".join(f"AUC {n}" for n in names) + " |",
         "|---|---:|---|" + "---:|" * len(names),
     ]
     for s in signals:
         aucs = " | ".join("-" if s.auc[n] is None else f"{s.auc[n]:.3f}" for n in names)
-        counts = " / ".join(str(s.tier_counts[t]) for t in ("fast", "balanced", "frontier"))
+        counts = " / ".join(str(s.tier_counts[t]) for t in TIERS)
         lines.append(f"| {s.source} | {s.rows} | {counts} | {aucs} |")
     return "\n".join(lines) + "\n"
 
