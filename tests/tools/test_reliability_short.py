@@ -87,7 +87,10 @@ def test_hot_reload_under_load(model_dir, tmp_path, prompts, method, workers):
 
 
 def test_a_hanging_or_crashing_classifier_still_answers_upward_in_time(model_dir):
-    check(reliability.hang_and_crash_case(model_dir, requests_per_mode=12))
+    # A hung classifier would hold each request for 120 s; 3 s of slack still catches that, and leaves
+    # room for what a loaded CI machine adds (CI once saw one 560 ms pause stall 8 requests at once,
+    # the pattern of a full garbage collection late in the suite). `make reliability` keeps 400 ms.
+    check(reliability.hang_and_crash_case(model_dir, requests_per_mode=12, slack_ms=3000))
 
 
 @pytest.mark.slow
