@@ -8,6 +8,12 @@ suffice": a TF-IDF + logistic regression fitted on the training rows of every *o
 prompt length in characters, and (with --model) a model folder's P(tier > fast). A source where
 every score sits near 0.5 has labels no method can rank, and a gate over it measures only which
 source each method ranks higher. Rows come from every split of `make data` (data/processed).
+
+With --model, a second table pools the sources (every row, as the promotion gate does) and gives
+macro-F1 as served beside a *ceiling*: the tier offsets fitted on the pool itself, and the length
+baseline's cut-offs fitted on the pool itself. The ceiling is a diagnostic, never used to choose
+anything: when even it stays under a baseline, no threshold or calibration choice can pass the gate,
+and what is missing is the model's ranking on these sources.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import TierOffsets, choose_tier_offsets, most_likely_tier
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.training import paths
+from tierwise.training.baselines import fit_length_heuristic
 from tierwise.training.build_dataset import row_input
+from tierwise.training.evaluation import allowed_bounds, classification_metrics
 from tierwise.training.invariance import auc_or_none, read_splits
 from tierwise.training.labels import TIERS
 
@@ -80,6 +89,79 @@ def source_signals(
     return results
 
 
+@dataclass
+class PoolCeiling:
+    rows: int
+    served: dict[str, float]  # method -> macro-F1 as the gate scores it
+    ceiling: dict[str, float]  # method -> macro-F1 with its decision parameters fitted on the pool
+
+
+def pool_ceiling(
+    pool: list[dict],
+    probabilities: np.ndarray,
+    served_offsets: TierOffsets,
+    pool_counts: np.ndarray,
+    train_rows: list[dict],
+    train_counts: np.ndarray,
+) -> PoolCeiling:
+    """Macro-F1 on the pooled rows: the model with its served tier offsets and the length baseline
+    with its cut-offs from `train`, then each with its parameters fitted on the pool itself.
+    probabilities (N, K) and pool_counts (N,) are the pool's; train_counts (M,) the train rows'."""
+    low, high = allowed_bounds(pool)
+
+    def macro_f1(chosen: np.ndarray) -> float:
+        return float(classification_metrics(chosen, low, high)["macro_f1"])
+
+    pool_offsets = choose_tier_offsets(probabilities, low, high, TIERS)
+    from_train = fit_length_heuristic(train_rows, train_counts)
+    from_pool = fit_length_heuristic(pool, pool_counts)
+    return PoolCeiling(
+        rows=len(pool),
+        served={
+            "model": macro_f1(most_likely_tier(probabilities, served_offsets)),
+            "length": macro_f1(from_train(pool, pool_counts)),
+        },
+        ceiling={
+            "model": macro_f1(most_likely_tier(probabilities, pool_offsets)),
+            "length": macro_f1(from_pool(pool, pool_counts)),
+        },
+    )
+
+
+def model_pool_ceiling(
+    splits: dict[str, list[dict]], sources: list[str], classifier: TierClassifier
+) -> PoolCeiling:
+    """`pool_ceiling` for a model folder over every row of `sources`, in every split."""
+    pool = [r for rows in splits.values() for r in rows if r["source"] in sources]
+    probabilities, counts = classifier.predict_proba([row_input(r) for r in pool])
+    train_counts = classifier.count_tokens([row_input(r) for r in splits["train"]])
+    return pool_ceiling(
+        pool,
+        probabilities,
+        classifier.manifest.tier_offsets or None,
+        np.asarray(counts),
+        splits["train"],
+        np.asarray(train_counts),
+    )
+
+
+def render_ceiling(ceiling: PoolCeiling, sources: list[str]) -> str:
+    return (
+        "\n".join(
+            [
+                f"Pooled ({', '.join(sources)}; {ceiling.rows} rows): macro-F1 as served, and the ceiling "
+                "with the decision parameters fitted on the pool itself (a diagnostic only).",
+                "",
+                "| method | as served | ceiling |",
+                "|---|---:|---:|",
+                f"| model (tier offsets) | {ceiling.served['model']:.3f} | {ceiling.ceiling['model']:.3f} |",
+                f"| prompt length (two cut-offs) | {ceiling.served['length']:.3f} | {ceiling.ceiling['length']:.3f} |",
+            ]
+        )
+        + "\n"
+    )
+
+
 def render_markdown(signals: list[SourceSignal]) -> str:
     names = list(signals[0].auc) if signals else []
     lines = [
@@ -106,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         splits = read_splits(args.data_dir or paths.processed_dir())
         classifier = TierClassifier(args.model) if args.model else None
         signals = source_signals(splits, args.sources, classifier, args.seed)
+        ceiling = model_pool_ceiling(splits, args.sources, classifier) if classifier else None
     except (FileNotFoundError, ValueError, ModelFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(render_markdown(signals), end="")
+    if ceiling is not None:
+        print("\n" + render_ceiling(ceiling, args.sources), end="")
     return 0
 
 

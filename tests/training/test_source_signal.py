@@ -2,8 +2,15 @@
 
 import json
 
+import numpy as np
 import pytest
-from tierwise.training.source_signal import main, render_markdown, source_signals
+from tierwise.training.source_signal import (
+    main,
+    pool_ceiling,
+    render_ceiling,
+    render_markdown,
+    source_signals,
+)
 
 
 def row(i: int, source: str, text: str, tier: str) -> dict:
@@ -62,3 +69,30 @@ def test_unknown_source_is_a_clear_error(tmp_path, capsys):
     assert "| lengthy | 20 |" in capsys.readouterr().out
     assert main(["--sources", "nope", "--data-dir", str(tmp_path)]) == 2
     assert "no single-tier rows of source 'nope'" in capsys.readouterr().err
+
+
+def test_the_pool_ceiling_fits_offsets_and_cut_offs_on_the_pool_itself():
+    # The model ranks the pool perfectly but its probabilities sit under the served decision's line:
+    # served, every row is fast; offsets fitted on the pool recover every tier.
+    pool = [
+        row(i, "p", f"q{i}", tier)
+        for i, tier in enumerate(["fast"] * 6 + ["balanced"] * 3 + ["frontier"] * 3)
+    ]
+    p_upper = np.array([0.05] * 6 + [0.3] * 3 + [0.45] * 3)  # P(tier > fast), rising with the tier
+    probabilities = np.stack([1 - p_upper, p_upper * 0.8, p_upper * 0.2 + (p_upper > 0.4) * 0.1], axis=1)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    # Length: long rows are harder in the pool, but train's cut-offs were learned on other lengths.
+    pool_counts = np.array([10] * 6 + [50] * 3 + [90] * 3)
+    train = [
+        row(i, "t", f"t{i}", tier)
+        for i, tier in enumerate(["fast"] * 4 + ["balanced"] * 4 + ["frontier"] * 4)
+    ]
+    train_counts = np.array([1000] * 4 + [2000] * 4 + [3000] * 4)
+    ceiling = pool_ceiling(pool, probabilities, None, pool_counts, train, train_counts)
+    assert ceiling.rows == 12
+    assert ceiling.served["model"] < 0.5  # argmax: all fast
+    assert ceiling.ceiling["model"] == pytest.approx(1.0)
+    assert ceiling.served["length"] < 0.5  # train's cut-offs put every pool row in fast
+    assert ceiling.ceiling["length"] == pytest.approx(1.0)
+    table = render_ceiling(ceiling, ["p"])
+    assert "12 rows" in table and "| model (tier offsets) |" in table and "| 1.000 |" in table
