@@ -55,9 +55,9 @@ data: install ## Build data/processed from the public datasets (TIERWISE_DATA_DI
 train: install ## Fine-tune, export ONNX (parity), gate int8, calibrate, report into models/$(MODEL)
 	$(PY) -m tierwise.training.train --name $(MODEL)
 
-distill: install ## Distil models/$(TEACHER) into a 3-layer student models/$(MODEL) (start from its checkpoint, learn its probabilities)
+distill: install ## Distil models/$(TEACHER) into a 3-layer student models/$(MODEL) (its checkpoint, its probabilities, 2 epochs) [LAYERS=3 EPOCHS=2]
 	@test -n "$(TEACHER)" -a "$(MODEL)" != default || { echo "usage: make distill MODEL=student TEACHER=candidate (train the teacher first: make train MODEL=candidate)"; exit 2; }
-	$(PY) -m tierwise.training.train --name $(MODEL) --init-from runs/$(TEACHER)/checkpoint --teacher models/$(TEACHER) --layers $(or $(LAYERS),3) --epochs 1
+	$(PY) -m tierwise.training.train --name $(MODEL) --init-from runs/$(TEACHER)/checkpoint --teacher models/$(TEACHER) --layers $(or $(LAYERS),3) --epochs $(or $(EPOCHS),2)
 
 export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from its kept PyTorch checkpoint
 	$(PY) -m tierwise.training.train --name $(MODEL) --reuse-checkpoint
