@@ -252,14 +252,26 @@ def test_a_batch_gets_one_deadline_per_micro_batch_of_texts():
     assert make_router(CountingScorer()).deadline_ms == POLICY_YAML["deadline_ms"]  # the policy's deadline
 
 
-def test_admission_waits_for_the_encoder_up_to_its_share_of_the_deadline():
+@pytest.mark.parametrize("admission_share", [0.4, 0.8])
+def test_admission_waits_for_the_encoder_up_to_its_share_of_the_deadline(admission_share):
     deadline_ms = 100.0
-    for wait_share, decided_by in ((0.79, DECIDED_BY_ENCODER), (0.81, DECIDED_BY_ESTIMATOR)):
+    for wait_share, decided_by in (
+        (admission_share - 0.01, DECIDED_BY_ENCODER),
+        (admission_share + 0.01, DECIDED_BY_ESTIMATOR),
+    ):
         scorer = QueueScorer(expected_wait_s=deadline_ms / 1000 * wait_share)
-        router = make_router(scorer, deadline_ms=deadline_ms, estimator=word_estimator())
+        router = make_router(
+            scorer, deadline_ms=deadline_ms, estimator=word_estimator(), admission_share=admission_share
+        )
         [decision] = asyncio.run(router.route([RoutingInput(text="write an email")])).decisions
         assert decision.decided_by == decided_by, wait_share
         assert len(scorer.texts) == (1 if decided_by == DECIDED_BY_ENCODER else 0)
+
+
+def test_the_default_admission_share_is_the_settings_default():
+    assert make_router(CountingScorer()).admission_share == Settings().admission_share == 0.4
+    with pytest.raises(ValueError, match="admission_share"):
+        make_router(CountingScorer(), admission_share=0.0)
 
 
 def test_without_an_estimator_there_is_no_admission_control():

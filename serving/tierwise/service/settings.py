@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     deadline_ms: float | None = Field(
         default=None, gt=0, description="classifier deadline; overrides the policy file's deadline_ms"
     )
+    admission_share: float = Field(
+        default=0.4,
+        gt=0.0,
+        le=1.0,
+        description="with an estimator, a request whose expected wait for the encoder is past this share "
+        "of the deadline is answered by the estimator at once instead of queueing",
+    )
     score_cache_size: int = Field(
         default=10_000,
         ge=0,
