@@ -65,7 +65,7 @@ export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from it
 estimator: install ## (Re)fit models/$(MODEL)'s load-shedding estimator (make train does it): hashed n-grams, calibrated out-of-source
 	$(PY) -m tierwise.training.estimator --model models/$(MODEL)
 
-source-signal: install ## Can a source's labels be ranked from its text? AUC within each source (TF-IDF, length, MODEL) [SOURCES="winogrande cruxeval"]
+source-signal: install ## Can a source's labels be ranked from its text? AUC within each source (TF-IDF, length, MODEL), pooled macro-F1 and its ceiling [SOURCES="winogrande cruxeval"]
 	$(PY) -m tierwise.training.source_signal --sources $(or $(SOURCES),winogrande commonsense_qa cruxeval) --model models/$(MODEL)
 
 invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
