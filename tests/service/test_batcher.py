@@ -222,3 +222,63 @@ def test_expected_wait_counts_what_is_left_of_the_running_batch_and_the_queue():
 
     early, later, idle = asyncio.run(with_batcher(model, body, max_batch_size=4, max_wait_ms=1))
     assert 0.3 < early < 0.4 and later < early and idle == 0.0
+
+
+def test_a_batch_its_callers_gave_up_on_still_teaches_the_batch_time():
+    # Under overload most batches finish after their callers' deadline; skipping them kept the
+    # estimate at the unloaded time and let admission queue requests that then missed the deadline.
+    model = RecordingModel(delay=0.2)
+
+    async def body(batcher):
+        await batcher.score(["warm-1"])  # a batch someone waited for sets the scale: ~0.2 s
+        model.delay = 0.4
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.score(["late-2"]), timeout=0.05)
+        await asyncio.sleep(0.5)  # the batch runs on after its caller left, and is learned
+        return batcher.batch_time.seconds
+
+    learned = asyncio.run(with_batcher(model, body, max_wait_ms=1))
+    assert learned == pytest.approx(0.2 + 0.2 * (0.4 - 0.2), abs=0.03)
+
+
+def test_a_hung_classifier_call_and_a_failed_one_teach_nothing(monkeypatch):
+    monkeypatch.setattr("tierwise.service.batcher.HANG_SECONDS", 0.1)
+    slow, failing = RecordingModel(delay=0.2), RecordingModel(fail_on="bad-1")
+
+    async def hung(batcher):
+        await batcher.score(["slow-1"])  # 0.2 s: past the (patched) hang bound
+        await asyncio.sleep(0.01)
+        return batcher.batch_time.seconds
+
+    async def failed(batcher):
+        with pytest.raises(RuntimeError):
+            await batcher.score(["bad-1"])
+        await asyncio.sleep(0.01)
+        return batcher.batch_time.seconds
+
+    assert asyncio.run(with_batcher(slow, hung, max_wait_ms=1)) == 0.0
+    assert asyncio.run(with_batcher(failing, failed, max_wait_ms=1)) == 0.0
+
+
+def test_one_outlier_call_moves_the_batch_time_a_bounded_step():
+    from tierwise.service.batcher import BatchTime
+
+    batch_time = BatchTime(smoothing=0.2, max_jump=4.0)
+    batch_time.observe(0.01)
+    batch_time.observe(0.9)  # a stall: learned as 4 x 0.01 at most
+    assert batch_time.seconds == pytest.approx(0.01 + 0.2 * (0.04 - 0.01))
+    for _ in range(30):  # an overload that grows step by step is followed in full
+        batch_time.observe(min(0.9, batch_time.seconds * 2))
+    assert batch_time.seconds == pytest.approx(0.9, rel=0.05)
+
+
+def test_a_first_batch_nobody_waited_for_does_not_set_the_scale():
+    model = RecordingModel(delay=0.2)  # e.g. a stall on the very first call
+
+    async def body(batcher):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.score(["late-1"]), timeout=0.05)
+        await asyncio.sleep(0.3)
+        return batcher.batch_time.seconds
+
+    assert asyncio.run(with_batcher(model, body, max_wait_ms=1)) == 0.0

@@ -57,17 +57,27 @@ class Scorer(Protocol):
     async def close(self) -> None: ...
 
 
-class BatchTime:
-    """Moving average of a classifier call's seconds (0 until the first call is seen)."""
+HANG_SECONDS = 1.0  # a classifier call this long is a fault, not a batch time to learn
 
-    def __init__(self, smoothing: float = 0.2) -> None:
+
+class BatchTime:
+    """Moving average of a classifier call's seconds (0 until the first call is seen).
+
+    One call moves it at most as far as `max_jump` times the current average would: a hung
+    classifier's call is a fault, not a batch time, and learning all of it would shed requests long
+    after the hang; an overload that grows batch times step by step is followed in full."""
+
+    def __init__(self, smoothing: float = 0.2, max_jump: float = 4.0) -> None:
         self.smoothing = smoothing
+        self.max_jump = max_jump
         self.seconds = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.seconds = (
-            seconds if self.seconds == 0.0 else self.seconds + self.smoothing * (seconds - self.seconds)
-        )
+        if self.seconds == 0.0:
+            self.seconds = seconds
+            return
+        seconds = min(seconds, self.max_jump * self.seconds)
+        self.seconds += self.smoothing * (seconds - self.seconds)
 
 
 def _split(
@@ -274,9 +284,14 @@ class MicroBatcher:
                     live = [pending for pending in group if not pending.future.done()]
                     if live:
                         seconds += await self._score_group(live)
-                # A batch every caller gave up on while it ran (a hung classifier) says nothing about
-                # ordinary batch time; learning from it would shed requests long after the hang.
-                if not all(pending.future.cancelled() for pending in batch):
+                # Every batch teaches the batch time, also one whose callers all gave up while it ran:
+                # under overload those are most batches, and skipping them kept the estimate at the
+                # unloaded time, so admission let in requests that then missed the deadline. But such a
+                # batch only moves an estimate a batch someone waited for has set (BatchTime bounds the
+                # step), and a call past HANG_SECONDS is a hung classifier, never a batch time.
+                gave_up = all(pending.future.cancelled() for pending in batch)
+                scale_known = self.batch_time.seconds > 0.0
+                if 0.0 < seconds < HANG_SECONDS and (scale_known or not gave_up):  # 0: it failed
                     self.batch_time.observe(seconds)
             finally:
                 self._busy = False
