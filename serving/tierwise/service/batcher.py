@@ -72,7 +72,12 @@ class BatchTime:
         self.max_jump = max_jump
         self.seconds = 0.0
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, waited_for: bool = True) -> None:
+        """Learn one call's seconds. A failed call (0 s) or one past HANG_SECONDS teaches nothing; a
+        batch whose callers all gave up (`waited_for` False: under overload most batches) only moves
+        a scale that a batch someone waited for has set."""
+        if not 0.0 < seconds < HANG_SECONDS or (self.seconds == 0.0 and not waited_for):
+            return
         if self.seconds == 0.0:
             self.seconds = seconds
             return
@@ -284,15 +289,11 @@ class MicroBatcher:
                     live = [pending for pending in group if not pending.future.done()]
                     if live:
                         seconds += await self._score_group(live)
-                # Every batch teaches the batch time, also one whose callers all gave up while it ran:
-                # under overload those are most batches, and skipping them kept the estimate at the
-                # unloaded time, so admission let in requests that then missed the deadline. But such a
-                # batch only moves an estimate a batch someone waited for has set (BatchTime bounds the
-                # step), and a call past HANG_SECONDS is a hung classifier, never a batch time.
-                gave_up = all(pending.future.cancelled() for pending in batch)
-                scale_known = self.batch_time.seconds > 0.0
-                if 0.0 < seconds < HANG_SECONDS and (scale_known or not gave_up):  # 0: it failed
-                    self.batch_time.observe(seconds)
+                # Also a batch whose callers all gave up while it ran: skipping those kept the
+                # estimate at the unloaded time, so admission let in requests that then missed the
+                # deadline. BatchTime bounds what such a batch (or a hang) can teach.
+                waited_for = not all(pending.future.cancelled() for pending in batch)
+                self.batch_time.observe(seconds, waited_for)
             finally:
                 self._busy = False
 
