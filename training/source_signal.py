@@ -61,8 +61,9 @@ def fit_tfidf_scorer(train_rows: list[dict], seed: int) -> Callable[[list[dict]]
 
 
 def source_signals(
-    splits: dict[str, list[dict]], sources: list[str], classifier: TierClassifier | None, seed: int
+    splits: dict[str, list[dict]], sources: list[str], model_scores: dict[str, float] | None, seed: int
 ) -> list[SourceSignal]:
+    """`model_scores`: row id -> a model's P(tier > fast), for every row of `sources` (None: no model)."""
     every_row = [r for rows in splits.values() for r in rows]
     results = []
     for source in sources:
@@ -74,9 +75,8 @@ def source_signals(
             "tfidf": fit_tfidf_scorer([r for r in splits["train"] if r["source"] != source], seed)(rows),
             "length": np.array([len(r["text"]) for r in rows], dtype=float),
         }
-        if classifier is not None:
-            probs, _ = classifier.predict_proba([row_input(r) for r in rows])
-            scores["model"] = 1.0 - probs[:, 0]
+        if model_scores is not None:
+            scores["model"] = np.array([model_scores[r["id"]] for r in rows])
         tiers = [r["allowed_tiers"][0] for r in rows]
         results.append(
             SourceSignal(
@@ -128,18 +128,34 @@ def pool_ceiling(
     )
 
 
+@dataclass
+class ScoredPool:
+    rows: list[dict]  # every row of the sources, in every split
+    probabilities: np.ndarray  # (N, K) the model's calibrated tier probabilities
+    token_counts: np.ndarray  # (N,)
+
+    def upper_tier_scores(self) -> dict[str, float]:
+        """row id -> P(tier > fast)."""
+        return {r["id"]: float(1.0 - p[0]) for r, p in zip(self.rows, self.probabilities, strict=True)}
+
+
+def score_pool(splits: dict[str, list[dict]], sources: list[str], classifier: TierClassifier) -> ScoredPool:
+    """One model pass over every row of `sources`: both tables read it."""
+    rows = [r for split_rows in splits.values() for r in split_rows if r["source"] in sources]
+    probabilities, counts = classifier.predict_proba([row_input(r) for r in rows])
+    return ScoredPool(rows, probabilities, np.asarray(counts))
+
+
 def model_pool_ceiling(
-    splits: dict[str, list[dict]], sources: list[str], classifier: TierClassifier
+    splits: dict[str, list[dict]], scored: ScoredPool, classifier: TierClassifier
 ) -> PoolCeiling:
-    """`pool_ceiling` for a model folder over every row of `sources`, in every split."""
-    pool = [r for rows in splits.values() for r in rows if r["source"] in sources]
-    probabilities, counts = classifier.predict_proba([row_input(r) for r in pool])
+    """`pool_ceiling` for a model folder's scored pool; the length baseline counts train's tokens."""
     train_counts = classifier.count_tokens([row_input(r) for r in splits["train"]])
     return pool_ceiling(
-        pool,
-        probabilities,
+        scored.rows,
+        scored.probabilities,
         classifier.manifest.tier_offsets or None,
-        np.asarray(counts),
+        scored.token_counts,
         splits["train"],
         np.asarray(train_counts),
     )
@@ -187,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         splits = read_splits(args.data_dir or paths.processed_dir())
         classifier = TierClassifier(args.model) if args.model else None
-        signals = source_signals(splits, args.sources, classifier, args.seed)
-        ceiling = model_pool_ceiling(splits, args.sources, classifier) if classifier else None
+        scored = score_pool(splits, args.sources, classifier) if classifier else None
+        model_scores = scored.upper_tier_scores() if scored else None
+        signals = source_signals(splits, args.sources, model_scores, args.seed)
+        ceiling = model_pool_ceiling(splits, scored, classifier) if classifier and scored else None
     except (FileNotFoundError, ValueError, ModelFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

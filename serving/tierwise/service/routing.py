@@ -27,13 +27,9 @@ from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Poli
 from tierwise.core.request_text import ClassifierInput
 from tierwise.service.batcher import Score, Scorer
 from tierwise.service.score_cache import ScoreCache
-from tierwise.service.settings import Settings
+from tierwise.service.settings import DEFAULT_ADMISSION_SHARE, Settings
 
 TokenCounter = Callable[[list[ClassifierInput]], list[int]]
-# Admission control: send a request to the estimator when the encoder's expected wait is past this
-# share of the deadline (`TIERWISE_ADMISSION_SHARE`). 0.4 beat 0.8 in two back-to-back pairs of
-# `tools.capacity_bench` runs: past capacity a deep queue makes most of it miss the deadline anyway.
-DEFAULT_ADMISSION_SHARE = 0.4
 
 logger = logging.getLogger("tierwise.routing")
 
