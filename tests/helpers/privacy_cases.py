@@ -260,3 +260,153 @@ ORDINARY: list[str] = [
     "Write a haiku about the sea.",
     "Summarise the attached quarterly report in three bullet points.",
 ]
+
+
+# Request shapes: where in a chat request the private value sits. The privacy rule reads every string
+# a request carries (tierwise.core.request_text.request_strings), so each of these must be flagged, by
+# the service and by the gateway's local fallback alike. (name, request body, kind)
+_CARD = _grouped(_CARDS["visa"], " ")
+_USER = {"role": "user", "content": "Book the trip we discussed."}
+REQUEST_SHAPE_CASES: list[tuple[str, dict, str]] = [
+    (
+        "tool-call arguments",
+        {
+            "messages": [
+                _USER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "pay", "arguments": f'{{"card": "{_CARD}"}}'},
+                        }
+                    ],
+                },
+                {"role": "user", "content": "Did it go through?"},
+            ]
+        },
+        CREDIT_CARD,
+    ),
+    (
+        "tool result",
+        {
+            "messages": [
+                _USER,
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"contact": "jane.doe@example.com"}'},
+                {"role": "user", "content": "Summarise the result."},
+            ]
+        },
+        EMAIL,
+    ),
+    (
+        "tool result as content parts",
+        {
+            "messages": [
+                {
+                    "role": "tool",
+                    "tool_call_id": "c",
+                    "content": [{"type": "text", "text": "iban DE89 3704 0044 0532 0130 00"}],
+                },
+                {"role": "user", "content": "Is that account valid?"},
+            ]
+        },
+        IBAN,
+    ),
+    (
+        "tools definition",
+        {
+            "messages": [{"role": "user", "content": "Send the report."}],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "send",
+                        "description": "Sends mail from jane.doe@example.com",
+                        "parameters": {"type": "object", "properties": {}},
+                    },
+                }
+            ],
+        },
+        EMAIL,
+    ),
+    (
+        "name field",
+        {"messages": [{"role": "user", "name": "jane.doe@example.com", "content": "Hello there."}]},
+        EMAIL,
+    ),
+    (
+        "legacy function_call arguments",
+        {
+            "messages": [
+                _USER,
+                {
+                    "role": "assistant",
+                    "function_call": {
+                        "name": "auth",
+                        "arguments": '{"key": "sk-proj-abcdefghijklmnopqrstuvwx1234"}',
+                    },
+                },
+                {"role": "user", "content": "Next step?"},
+            ]
+        },
+        SECRET,
+    ),
+    (
+        "image part beside text",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                        {"type": "text", "text": f"my card {_CARD}, what's on the image?"},
+                    ],
+                }
+            ]
+        },
+        CREDIT_CARD,
+    ),
+]
+
+# The same shapes with nothing private in them: a tool-using request is not private by its shape alone.
+ORDINARY_REQUEST_SHAPES: list[tuple[str, dict]] = [
+    (
+        "tool call with ordinary arguments",
+        {
+            "messages": [
+                _USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {
+                                "name": "search_flights",
+                                "arguments": '{"from": "PAR", "to": "NYC"}',
+                            },
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"flights": 3, "cheapest": 412.5}'},
+                {"role": "user", "content": "Pick the cheapest."},
+            ],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "search_flights",
+                        "description": "Search flights between two airports",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+                        },
+                    },
+                }
+            ],
+        },
+    ),
+    ("named user", {"messages": [{"role": "user", "name": "analyst_7", "content": "Explain TCP vs UDP."}]}),
+]

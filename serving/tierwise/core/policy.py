@@ -93,7 +93,7 @@ class CanaryConfig:
 class RoutingInput:
     """What the policy needs to know about one request besides the classifier output."""
 
-    text: str  # every word of the request (the privacy rule scans all of it)
+    text: str  # every word of the messages (token count, logs); the privacy rule reads `privacy_text`
     min_tier: str | None = None
     max_tier: str | None = None
     route: str | None = None
@@ -104,6 +104,11 @@ class RoutingInput:
     @property
     def classifier_input(self) -> ClassifierInput:
         return self.request or ClassifierInput.plain(self.text)
+
+    @property
+    def privacy_text(self) -> str:
+        """Every string of the request, tool calls and definitions included (`request_strings`)."""
+        return self.request.privacy_text if self.request is not None else self.text
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,9 @@ class Policy:
         choice = self._classifier_choice(probabilities, default_q, tier_offsets)
         ceiling = self._apply_rules(choice, request, token_count)
         private_kinds = (
-            tuple(detect_private_data(request.text)) if request.private_data is None else request.private_data
+            tuple(detect_private_data(request.privacy_text))
+            if request.private_data is None
+            else request.private_data
         )
         if private_kinds and self.private_tier is not None:
             choice.reasons.append(PRIVATE_DATA)
@@ -292,8 +299,8 @@ async def with_private_data(
     so a large prompt does not hold the event loop; shorter texts are scanned inline by `decide`."""
     out = []
     for request in requests:
-        if request.private_data is None and len(request.text) >= offload_chars:
-            kinds = await detect_private_data_async(request.text, offload_chars)
+        if request.private_data is None and len(request.privacy_text) >= offload_chars:
+            kinds = await detect_private_data_async(request.privacy_text, offload_chars)
             request = replace(request, private_data=tuple(kinds))
         out.append(request)
     return out

@@ -5,13 +5,17 @@ classifier must judge the task (the last user turn), not the wrapper, so a reque
 `ClassifierInput`: the task, and a sketch of the context (structural signals in words, then the
 previous user turn, the system prompt's opening and the tool names). `tierwise.core.text_encoding`
 gives the task a guaranteed token budget and the sketch what is left. The full conversation text
-is kept for what needs every word: the privacy scan, the long-context token count, the log.
+is kept for what needs every word of the messages: the long-context token count, the log.
+
+What the privacy rule reads is wider: `request_strings`, every string a request carries (content and
+content parts, tool-call names and arguments, tool results, `tools` definitions, `name` fields), since
+all of it reaches the model. The service, the CLI, the audit and the gateway all scan that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 CONTEXT_ROLES = ("system", "developer")
@@ -32,6 +36,9 @@ class ClassifierInput:
     task: str  # the last user turn: what the request asks for
     sketch: str = ""  # the context in brief: signals, previous user turn, system prompt, tools
     full_text: str = ""  # every message's text, context first ("" when it is the task alone)
+    # Every string the request carries (`request_strings`), for the privacy rule; "" when that is `text`.
+    # Not part of equality: the scores depend on what the encoder reads, not on this.
+    strings: str = field(default="", compare=False)
 
     @classmethod
     def plain(cls, text: str) -> ClassifierInput:
@@ -40,8 +47,13 @@ class ClassifierInput:
 
     @property
     def text(self) -> str:
-        """Every word of the request (privacy scan, token count, logs)."""
+        """Every word of the messages' content (token count, logs)."""
         return self.full_text or self.task
+
+    @property
+    def privacy_text(self) -> str:
+        """What the privacy rule scans: every string of the request, tool calls and tools included."""
+        return self.strings or self.text
 
 
 def content_text(content: Any) -> str:
@@ -172,16 +184,46 @@ def _checked_text(record: Mapping[str, Any]) -> str:
     return record["text"]
 
 
+PRIVACY_SCANNED_FIELDS = ("text", "messages", "tools")  # what reaches the model; not route or metadata
+
+
+def request_strings(record: Mapping[str, Any]) -> str:
+    """Every string a request carries, one per line: what the privacy rule reads.
+
+    `record` is a request body (`text`, or `messages` with optional `tools`). Every string at any depth
+    of those fields counts: message content and content parts, `name` fields, tool-call names and
+    their JSON `arguments`, tool results, the `tools` definitions. Dict keys are field names the
+    client chose, not data, and are left out; so are `route` and `metadata`, which never reach a model.
+    """
+    out: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    for name in PRIVACY_SCANNED_FIELDS:
+        collect(record.get(name))
+    return "\n".join(out)
+
+
 def request_input(record: Mapping[str, Any]) -> ClassifierInput:
     """What the classifier reads from a JSONL row or request body with `text` or `messages`
-    (and optionally OpenAI `tools`)."""
+    (and optionally OpenAI `tools`), with every string of it kept for the privacy rule."""
     if record.get("text") is not None:
         return ClassifierInput.plain(_checked_text(record))
     if record.get("messages") is not None:
         tools = record.get("tools")
         if tools is not None and not isinstance(tools, list):
             raise RequestTextError("'tools' must be a list of tool definitions")
-        return conversation_input(_checked_messages(record), tools)
+        read = conversation_input(_checked_messages(record), tools)
+        strings = request_strings(record)
+        return read if strings == read.text else replace(read, strings=strings)
     raise RequestTextError("row needs a 'text' string or a 'messages' list")
 
 

@@ -145,8 +145,9 @@ class TierwiseClient(_ClientBase):
         route: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Routing:
-        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata)
+        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata, tools)
         try:
             response = self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id))
         except httpx.TimeoutException:
@@ -157,7 +158,7 @@ class TierwiseClient(_ClientBase):
             routing, reason = self.failure_reason(response)
             if routing is not None:
                 return routing
-        kinds = detect_private_data(request_strings(text, messages))  # the privacy rule, locally
+        kinds = detect_private_data(request_strings(text, messages, tools))  # the privacy rule, locally
         return failed_upward(self.upward, reason, request_id, kinds)
 
     def feedback(
@@ -223,8 +224,9 @@ class AsyncTierwiseClient(_ClientBase):
         route: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Routing:
-        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata)
+        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata, tools)
         try:
             response = await asyncio.wait_for(  # a total deadline, not only per connect/read phase
                 self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id)),
@@ -239,7 +241,7 @@ class AsyncTierwiseClient(_ClientBase):
             if routing is not None:
                 return routing
         # The privacy rule, locally; a large request is scanned off the event loop.
-        kinds = await detect_private_data_async(request_strings(text, messages))
+        kinds = await detect_private_data_async(request_strings(text, messages, tools))
         return failed_upward(self.upward, reason, request_id, kinds)
 
     async def feedback(

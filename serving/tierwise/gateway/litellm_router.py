@@ -112,6 +112,14 @@ def routed_chain(
     return chain, fields
 
 
+def request_tools(data: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The OpenAI `tools` of a LiteLLM request body: tierwise scans them for private data too."""
+    tools = data.get("tools")
+    if isinstance(tools, list) and tools:
+        return [dict(t) for t in tools if isinstance(t, Mapping)]
+    return None
+
+
 def request_messages(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
     """(text, messages) tierwise should classify, from a LiteLLM request body."""
     messages = data.get("messages")
@@ -175,7 +183,9 @@ class TierwiseLiteLLMRouter:
             return await self.router.acompletion(model=model, messages=messages, **kwargs)
         if self.client is None:
             raise ValueError("TierwiseLiteLLMRouter.acompletion needs client=AsyncTierwiseClient(...)")
-        routing = await self.client.classify(messages=messages, route=kwargs.pop("tierwise_route", None))
+        routing = await self.client.classify(
+            messages=messages, route=kwargs.pop("tierwise_route", None), tools=request_tools(kwargs)
+        )
         chosen, kwargs = self._route(routing, kwargs)
         return await self.router.acompletion(model=chosen, messages=messages, **kwargs)
 
@@ -186,7 +196,9 @@ class TierwiseLiteLLMRouter:
             return self.router.completion(model=model, messages=messages, **kwargs)
         if self.sync_client is None:
             raise ValueError("TierwiseLiteLLMRouter.completion needs sync_client=TierwiseClient(...)")
-        routing = self.sync_client.classify(messages=messages, route=kwargs.pop("tierwise_route", None))
+        routing = self.sync_client.classify(
+            messages=messages, route=kwargs.pop("tierwise_route", None), tools=request_tools(kwargs)
+        )
         chosen, kwargs = self._route(routing, kwargs)
         return self.router.completion(model=chosen, messages=messages, **kwargs)
 
@@ -253,7 +265,8 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             return data
         metadata = data.get("metadata") or {}
         route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
-        routing = await self.client.classify(text=text, messages=messages, route=route)
+        tools = request_tools(data) if messages is not None else None
+        routing = await self.client.classify(text=text, messages=messages, route=route, tools=tools)
         router = self.router or self.router_getter()
         known = router_model_groups(router) if router is not None else None
         chain, fields = routed_chain(routing, known, self.model_groups, self.client)

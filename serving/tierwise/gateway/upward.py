@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tierwise.core.request_text import request_strings as core_request_strings
 from tierwise.gateway.wire import PrivateDataUnroutableError, Routing
 
 logger = logging.getLogger("tierwise.client")
@@ -48,23 +49,16 @@ def upward_route(
     )
 
 
-def request_strings(text: str | None, messages: Sequence[Mapping[str, Any]] | None) -> str:
-    """Every string of a request (the text, or each message's content, parts, names, tool arguments),
-    one per line: what the local privacy rule scans."""
-    out: list[str] = []
-
-    def collect(value: Any) -> None:
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                collect(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                collect(item)
-
-    collect(text if text is not None else list(messages or []))
-    return "\n".join(out)
+def request_strings(
+    text: str | None,
+    messages: Sequence[Mapping[str, Any]] | None,
+    tools: Sequence[Any] | None = None,
+) -> str:
+    """What the local privacy rule scans when tierwise cannot be asked: the same strings the service
+    scans (`tierwise.core.request_text.request_strings`), from the gateway's arguments."""
+    if text is not None:
+        return core_request_strings({"text": text})
+    return core_request_strings({"messages": list(messages or []), "tools": list(tools or [])})
 
 
 def failed_upward(

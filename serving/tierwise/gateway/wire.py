@@ -57,12 +57,17 @@ def classify_payload(
     max_tier: str | None,
     route: str | None,
     metadata: Mapping[str, Any] | None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     if (text is None) == (messages is None):
         raise ValueError("pass exactly one of text= or messages=")
+    if tools is not None and messages is None:
+        raise ValueError("tools= go with messages= (an OpenAI chat request), not with text=")
     payload: dict[str, Any] = (
         {"text": text} if text is not None else {"messages": [dict(m) for m in messages or []]}
     )
+    if tools:  # the service scans them for private data and reads their names
+        payload["tools"] = [dict(t) for t in tools]
     for key, value in (
         ("min_tier", min_tier),
         ("max_tier", max_tier),

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tierwise.core.request_text import ClassifierInput, RequestTextError, content_text, request_input
+from tierwise.core.request_text import (
+    ClassifierInput,
+    RequestTextError,
+    content_text,
+    request_input,
+    request_strings,
+)
 
 PARQUET_TEXT_COLUMNS = ("text", "prompt", "messages", "input")
 
@@ -49,7 +55,9 @@ def logged_request(record: Any) -> ClassifierInput:
     if isinstance(given, list) and given:
         messages = [m for m in given if isinstance(m, Mapping)]
         if messages:
-            return request_input({"messages": [{**m, "content": content_text_any(m)} for m in messages]})
+            read = request_input({"messages": [{**m, "content": content_text_any(m)} for m in messages]})
+            # The privacy rule reads every string of the items as logged (function calls included).
+            return replace(read, strings=request_strings({"messages": given}))
     raise RequestTextError("row needs 'messages', 'text', 'prompt', 'input' or an OpenAI batch 'body'")
 
 
