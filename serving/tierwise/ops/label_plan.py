@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.core.policy import Policy, TierConfig
+from tierwise.core.privacy import detect_private_data
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, request_cost_usd, tier_serving
 from tierwise.ops import judge
 from tierwise.ops.label_journal import Journal, call_key
@@ -73,12 +74,18 @@ def read_logs(paths: Sequence[Path]) -> tuple[list[LoggedRequest], list[str]]:
     errors: list[str] = []
     for chunk in chunks:
         lines = _chunk_records(chunk) if chunk.kind == "jsonl" else None
-        for where, text, error in chunk_requests(chunk):
-            if error is not None or text is None:
+        for where, read, error in chunk_requests(chunk):
+            if error is not None or read is None:
                 errors.append(f"{where}: {error}")
                 continue
+            # Labeling sends the request to every evaluated tier's model and to the judge, all public:
+            # a request the privacy rule flags is never sent (the service would route it privately).
+            private_kinds = detect_private_data(read.privacy_text)
+            if private_kinds:
+                errors.append(f"{where}: holds {', '.join(private_kinds)}; not sent to any model")
+                continue
             record = lines.get(where) if lines is not None else None
-            requests.append(LoggedRequest(where, text, logged_messages(record)))
+            requests.append(LoggedRequest(where, read.text, logged_messages(record)))
     return requests, errors
 
 
