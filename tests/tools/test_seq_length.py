@@ -1,9 +1,14 @@
 """The sequence-length study: the same weights served at shorter lengths, latency and quality side by side."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from tierwise.core.classifier import TierClassifier
+from tierwise.training.build_dataset import row_input
+from tierwise.training.invariance import wrapped_inputs
+from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 from tools import seq_length
 
@@ -44,6 +49,14 @@ def test_a_folder_at_a_shorter_length_encodes_no_more_than_it(tiny_model_dir, tm
     assert counts[0] >= 100  # the full count still reads every word (the long-context rule needs it)
 
 
+def routed_tiers(folder: Path) -> np.ndarray:
+    """Every row's routed tier, bare then under each evaluation wrapper condition (seed 13). -> (11, 6)"""
+    classifier = TierClassifier(folder, intra_op_threads=1)
+    library = WrapperLibrary.load("eval")
+    shapes = [[row_input(r) for r in ROWS]] + [wrapped_inputs(ROWS, library, c, 13) for c in CONDITIONS]
+    return np.array([[p.tier for p in classifier.classify(inputs)] for inputs in shapes])
+
+
 def test_the_study_writes_one_row_per_length_with_the_first_as_reference(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -60,7 +73,14 @@ def test_the_study_writes_one_row_per_length_with_the_first_as_reference(
     assert seq_length.main(argv) == 0
     results = json.loads(output.with_suffix(".json").read_text())
     assert [r["max_length"] for r in results] == [64, 24]
+    # Agreement with the first length, one request at a time: each row bare and under every wrapper
+    # condition, routed by a folder at 64 tokens and by one at 24. The cut moves some of them.
+    routed = {n: routed_tiers(seq_length.folder_at_length(tiny_model_dir, n, tmp_path)) for n in (64, 24)}
+    expected = float(np.mean(routed[64] == routed[24]))
+    assert 0.0 < expected < 1.0
     assert results[0]["test"]["same_tier_as_first"] == 1.0
+    for split in ("test", "heldout"):
+        assert results[1][split]["same_tier_as_first"] == pytest.approx(expected)
     assert results[1]["truncated"] > results[0]["truncated"]  # 24 tokens cut more of the long rows
     assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in results)
     table = output.read_text()

@@ -101,9 +101,22 @@ def test_evaluate_invariance_end_to_end(tmp_path):
     section = evaluate_invariance(model, splits, baselines, rows_per_split=6, seed=13)
     test = section["splits"]["test"]
     assert set(test["conditions"]) == set(CONDITIONS)
-    assert test["plain"]["flip_rate"] == 0.0 and test["plain"]["n"] == 6
-    assert test["wrapped"]["n"] == 6 * len(CONDITIONS)
-    assert 0.0 <= test["wrapped"]["flip_rate"] <= 1.0
+    assert test["plain"]["n"] == 6 and test["wrapped"]["n"] == 6 * len(CONDITIONS)
+    # The expected flips, one request at a time: the bare tier is the row's label (the word model gets
+    # bare rows right), a wrapped request flips when its own routed tier differs from it.
+    sample = sample_rows(splits["test"], 6, 13)
+    bare = [p.tier for p in model.classify([r["text"] for r in sample])]
+    assert bare == [r["allowed_tiers"][0] for r in sample]
+    library = WrapperLibrary.load("eval")
+    expected = {}
+    for condition in CONDITIONS:
+        wrapped = model.classify(wrapped_inputs(sample, library, condition, 13))
+        expected[condition] = np.mean([p.tier != b for p, b in zip(wrapped, bare, strict=True)])
+    assert {c: m["flip_rate"] for c, m in test["conditions"].items()} == pytest.approx(expected)
+    assert test["wrapped"]["flip_rate"] == pytest.approx(np.mean(list(expected.values())))
+    # The wrappers' own words move this model (a long system prompt is full of frontier words), so a
+    # flip rate that compared the wrapped tiers with themselves (0) fails here.
+    assert expected["system_long"] > 0 and test["wrapped"]["flip_rate"] > 0.2
     assert test["plain"]["macro_f1"] == pytest.approx(1.0)  # the word model gets bare rows right
     assert set(test["baselines"]["wrapped"]) == {"prompt-length", "tfidf-logreg"}
     markdown = render_markdown(section)
