@@ -6,9 +6,11 @@ Each model has a strength (its tier index); each request needs a strength: the n
 `needs=` in its text, else a hash of the text modulo the number of tiers. An answer states its
 model's strength, and the scripted judge reads both answers from its prompt: an answer is good when
 its strength reaches what the request needs, so the right label of every request is known. The
-script can also fail calls (any HTTP status), stall them past the client's timeout, favour one
-position (`bias`) or write unreadable verdicts, so retries, position swapping and parsing are tested
-against real HTTP. Nothing leaves 127.0.0.1.
+script can also fail calls (any HTTP status), stall them past the client's timeout, hold every call
+until the test releases it (`hold`), favour one position (`bias`) or write unreadable verdicts, so
+retries, position swapping and parsing are tested against real HTTP. A call is counted in the `calls`
+list the script had when the call arrived: one that a test's client gave up on and that ends later is
+not counted in the next test's fresh script. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class FakeScript:
     statuses: list[int] = field(default_factory=list)  # the next calls answer these HTTP statuses, in order
     stalls: int = 0  # the next calls sleep `stall_seconds` (past the client's timeout)
     stall_seconds: float = 5.0
+    hold: threading.Event | None = None  # when set to an unset event, every call waits until it is set
+    held: int = 0  # calls that have waited for `hold`
     bias: str | None = None  # "A" or "B": the judge always prefers that position
     unreadable_verdicts: int = 0  # the next judge replies carry no verdict
     calls: list[tuple[str, str]] = field(default_factory=list)  # (model, "answer" | "judge")
@@ -127,18 +131,26 @@ def create_fake_app(script: FakeScript) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
+        # The script's lists as this call found them: a test that swaps in a fresh script (as the
+        # tests' fixtures do) does not see the late end of a call an earlier test gave up on.
+        calls, lock, hold = script.calls, script.lock, script.hold
         body = await request.json()
         model, messages = str(body.get("model")), body.get("messages") or []
         status = script.take("status")
         if status is not None:
             return JSONResponse({"error": {"message": f"scripted {status}"}}, status_code=status)
+        if hold is not None:
+            with lock:
+                script.held += 1
+            while not hold.is_set():
+                await asyncio.sleep(0.005)
         if script.take("stall"):
             await asyncio.sleep(script.stall_seconds)
         if script.latency_seconds:
             await asyncio.sleep(script.latency_seconds)
         is_judge = is_judge_prompt(messages)
-        with script.lock:
-            script.calls.append((model, "judge" if is_judge else "answer"))
+        with lock:
+            calls.append((model, "judge" if is_judge else "answer"))
         if model not in script.strengths:
             return JSONResponse({"error": {"message": f"model {model} not found"}}, status_code=404)
         text = judge_text(script, messages) if is_judge else answer_text(script, model, messages)

@@ -1,10 +1,14 @@
 """`tierwise label` against a local OpenAI-compatible server with scripted answers and verdicts."""
 
 import json
+import threading
+import time
 
+import httpx
 import pytest
 from tierwise.cli.main import main as tierwise
 from tierwise.ops.label_journal import Journal
+from tierwise.ops.llm_api import ChatClient
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
@@ -21,11 +25,35 @@ def server():
     fake.stop()
 
 
+def fresh_script(server):
+    vars(server.script).update(vars(FakeScript(policy_strengths(DEFAULT_POLICY_FILE))))
+    return server.script
+
+
 @pytest.fixture
 def script(server):
-    fresh = FakeScript(policy_strengths(DEFAULT_POLICY_FILE))
-    vars(server.script).update(vars(fresh))
-    return server.script
+    return fresh_script(server)
+
+
+class ScriptedTimeouts(httpx.AsyncBaseTransport):
+    """httpx's transport, except that the first `count` answered calls reach the server and then raise the
+    ReadTimeout httpx raises when a read outlasts its timeout: a timeout without waiting for one, so a
+    slow machine cannot add any (a real 0.3 s timeout also fired on calls that were merely slow)."""
+
+    def __init__(self, count: int) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.count = count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.count > 0 and response.status_code == 200:
+            self.count -= 1
+            await response.aclose()
+            raise httpx.ReadTimeout("scripted timeout", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -131,13 +159,46 @@ def test_unreadable_verdicts_are_asked_again_then_dropped(server, script, logs, 
     assert rows(tmp_path / "none.jsonl") == []
 
 
-def test_429s_5xx_and_timeouts_are_retried(server, script, logs, tmp_path, capsys):
+def test_429s_5xx_and_timeouts_are_retried(server, script, logs, tmp_path, capsys, monkeypatch):
     script.statuses = [429, 500, 503, 502]
-    script.stalls, script.stall_seconds = 2, 2.0
+    timeouts = ScriptedTimeouts(2)
+    clients = []
+
+    def client_with_timeouts(*args, **kwargs):
+        clients.append(ChatClient(*args, **kwargs, transport=timeouts))
+        return clients[-1]
+
+    monkeypatch.setattr("tierwise.ops.label.ChatClient", client_with_timeouts)
     out = tmp_path / "labeled.jsonl"
-    assert label(server, logs, out, "--yes", "--timeout", "0.3", "--stats", str(tmp_path / "s.json")) == 0
+    assert label(server, logs, out, "--yes", "--timeout", "30", "--stats", str(tmp_path / "s.json")) == 0
     assert [r["allowed_tiers"] for r in rows(out)] == [TIER_OF[n] for n in NEEDS]
-    assert json.loads((tmp_path / "s.json").read_text())["retries"] == 6
+    assert json.loads((tmp_path / "s.json").read_text())["retries"] == 6 and timeouts.count == 0
+    assert clients[0].stats.by_status == {"429": 1, "500": 1, "503": 1, "502": 1, "ReadTimeout": 2}
+    assert clients[0]._http.timeout.read == 30.0  # --timeout reaches the client
+
+
+def test_a_call_that_ends_after_its_test_is_not_counted_in_the_next_tests_script(server, script):
+    # `make test` once saw 41 calls where the rubric test makes 40: a call the timeout test's client had
+    # given up on (the server stalled it 2 s) ended during the next tests and was counted there.
+    script.hold = threading.Event()
+    answered = []
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "needs=0"}]}
+    late = threading.Thread(
+        target=lambda: answered.append(
+            httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=30)
+        )
+    )
+    late.start()
+    deadline = time.monotonic() + 30  # a hang detector only: the call arrives at once
+    while script.held == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert script.held == 1
+    earlier_calls, hold = script.calls, script.hold
+    next_script = fresh_script(server)  # what the fixture does for the next test
+    hold.set()
+    late.join(timeout=30)
+    assert answered[0].status_code == 200
+    assert earlier_calls == [("gpt-4o-mini", "answer")] and next_script.calls == []
 
 
 def test_retries_run_out_and_the_request_is_dropped(server, script, logs, tmp_path, capsys):

@@ -94,7 +94,9 @@ class ChatClient:
         timeout_seconds: float = 60.0,
         retry: RetryPolicy | None = None,
         max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport`: httpx's own (None) or another, e.g. one that scripts failures in tests."""
         import httpx  # the gateway/dev extra; imported when a client is made
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -106,6 +108,7 @@ class ChatClient:
             headers=headers,
             timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
