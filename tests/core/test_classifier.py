@@ -19,11 +19,30 @@ def test_token_budget_chunks_give_the_same_logits_in_input_order(tiny_model_dir)
     assert a[0].argmax() == 0 and a[2].argmax() == 2  # order kept: "hi" is fast, "prove" frontier
 
 
+# Worked by hand from tests/helpers/tiny_model.py: the logits are the mean over [CLS] text [SEP] of
+# 9 per marker word, divided by the temperature 1.5; q 0.7 sends a request to the lowest tier t with
+# P(tier <= t) >= 0.7 when that is above the most likely tier.
+HAND_ROUTED = [
+    # text, P(fast), most likely tier, routed tier
+    ("hi", 0.787, "fast", "fast"),  # e^2 / (e^2 + 2): confident enough, stays
+    ("hello the the the the", 0.5409, "fast", "balanced"),  # e^(9/7/1.5) / (... + 2); cum 0.541, 0.770
+    ("the", 1 / 3, "fast", "frontier"),  # no marker word: uniform, cum 1/3, 2/3 < 0.7, so the top tier
+    ("write the the", 0.188, "balanced", "balanced"),  # P(balanced) 0.624, cum 0.812: stays
+    ("prove the theorem", 0.0768, "frontier", "frontier"),
+]
+
+
 def test_classify_escalates_only_upward(tiny_classifier):
-    for p in tiny_classifier.classify(TEXTS):
+    texts = [case[0] for case in HAND_ROUTED] + TEXTS
+    predictions = tiny_classifier.classify(texts)
+    for (_, p_fast, predicted, routed), p in zip(HAND_ROUTED, predictions[: len(HAND_ROUTED)], strict=True):
+        assert p.probabilities["fast"] == pytest.approx(p_fast, abs=1e-3)
+        assert (p.predicted_tier, p.tier, p.escalated) == (predicted, routed, predicted != routed)
+    for p in predictions:
         assert tiny_classifier.tiers.index(p.tier) >= tiny_classifier.tiers.index(p.predicted_tier)
         assert p.escalated == (p.tier != p.predicted_tier)
         assert sum(p.probabilities.values()) == pytest.approx(1.0)
+    assert sum(p.escalated for p in predictions) >= 2  # the property above is not met by escalating nothing
 
 
 def test_a_folder_with_mismatched_files_is_refused(tiny_model_dir, tmp_path):
