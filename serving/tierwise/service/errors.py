@@ -14,9 +14,10 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tierwise.service.schemas import ErrorResponse
+from tierwise.service.schemas import BatchClassifyRequest, ClassifyRequest, ErrorResponse, ReloadRequest
 
 logger = logging.getLogger("tierwise.service")
 
@@ -51,15 +52,33 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+# The body model of each route whose body FastAPI validates, to list the allowed fields.
+BODY_MODELS: dict[str, type[BaseModel]] = {
+    "/classify": ClassifyRequest,
+    "/classify/batch": BatchClassifyRequest,
+    "/admin/reload": ReloadRequest,
+}
+
+
+def allowed_fields(path: str, loc: tuple[Any, ...]) -> list[str]:
+    """The fields of the object an unknown field was found in, from the schema itself."""
+    model = BODY_MODELS.get(path)
+    if model is BatchClassifyRequest and len(loc) > 3 and loc[1] == "items":
+        model = ClassifyRequest  # ("body", "items", index, field): a field of one item
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(error: dict[str, Any], path: str = "") -> tuple[str, str]:
     loc = tuple(error.get("loc", ()))
     field = _field_name(loc)
     kind = error.get("type", "")
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        message = (
-            "unknown field; allowed: text, messages, min_tier, max_tier, route, metadata (items for batch)"
-        )
+        allowed = allowed_fields(path, loc)
+        message = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
+    elif kind == "literal_error":
+        expected = str((error.get("ctx") or {}).get("expected", "")).replace("'", "")
+        message = f"{error.get('input')!r} is not allowed; allowed: {expected.replace(' or ', ', ')}"
     elif kind == "missing" and field == "body":
         message = "a JSON object body is required"
     elif kind in {"model_attributes_type", "dict_type", "model_type"} and field == "body":
@@ -78,7 +97,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         return JSONResponse(
             error_body("invalid_json", message, "body", _request_id(request)), status_code=400
         )
-    described = [_describe(e) for e in errors] or [("body", "invalid request")]
+    described = [_describe(e, request.url.path) for e in errors] or [("body", "invalid request")]
     listed = described[:LISTED_VALIDATION_ERRORS]
     message = "; ".join(f"{field}: {text}" for field, text in listed)
     if len(described) > len(listed):

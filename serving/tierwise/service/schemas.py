@@ -16,12 +16,17 @@ class TextPart(BaseModel):
     text: StrictStr | None = None
 
 
+# The roles of an OpenAI chat message; any other role is a 422 that lists these.
+ChatRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
 class ChatMessage(BaseModel):
-    """An OpenAI chat message; fields other than `role` and `content` are accepted and ignored."""
+    """An OpenAI chat message; fields other than `role` and `content` (tool calls, names) are accepted,
+    not read by the classifier, and scanned by the privacy rule."""
 
     model_config = ConfigDict(extra="allow")
 
-    role: StrictStr
+    role: ChatRole
     content: StrictStr | list[TextPart] | None = None
 
 
@@ -40,7 +45,8 @@ class ClassifyRequest(BaseModel):
     tools: list[dict[str, Any]] | None = Field(
         default=None,
         max_length=512,
-        description="OpenAI tool definitions sent with `messages`; only their names are read",
+        description="OpenAI tool definitions sent with `messages`: their names are read, every string "
+        "of them is scanned by the privacy rule",
     )
     min_tier: StrictStr | None = Field(default=None, description="never route below this tier")
     max_tier: StrictStr | None = Field(default=None, description="never route above this tier")
