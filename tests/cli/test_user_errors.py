@@ -131,9 +131,48 @@ def test_a_bad_database_url_is_one_line(tmp_path, capsys):
 def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     import tierwise.cli.analytics as analytics
 
-    def broken(url: str) -> None:
+    def broken(url: str, must_exist: bool = True) -> None:
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(analytics, "open_store", broken)
     with pytest.raises(ZeroDivisionError):
         main(["db", "upgrade", "--db", f"sqlite:///{tmp_path / 'd.sqlite'}"])
+
+
+@pytest.mark.parametrize("command", ["report", "export-feedback"])
+def test_a_missing_sqlite_database_is_an_error_and_is_not_created(tmp_path, capsys, command):
+    missing = tmp_path / "no" / "such.sqlite"
+    out = (
+        ["--out-dir", str(tmp_path / "r")] if command == "report" else ["--output", str(tmp_path / "f.jsonl")]
+    )
+    assert main([command, "--db", f"sqlite:///{missing}", *out]) == 2
+    line = one_error_line(capsys)
+    assert f"decision log {missing} does not exist" in line and "tierwise db upgrade" in line
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_db_upgrade_still_creates_the_database(tmp_path, capsys):
+    created = tmp_path / "new" / "decisions.sqlite"
+    assert main(["db", "upgrade", "--db", f"sqlite:///{created}"]) == 0
+    assert created.is_file()
+    assert main(["report", "--db", f"sqlite:///{created}", "--out-dir", str(tmp_path / "r")]) == 0
+
+
+def test_a_file_of_only_unusable_rows_ends_with_an_error_line(tiny_model_dir, tmp_path, capsys):
+    rows = tmp_path / "bad.jsonl"
+    rows.write_text('{"x": 1}\nnot json\n')
+    code = main(
+        [
+            "classify",
+            "--input",
+            str(rows),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: no usable row in {rows} (2 unusable)")
+    assert any("line 1: row needs a 'text' string" in line for line in err)

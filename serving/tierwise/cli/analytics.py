@@ -24,12 +24,20 @@ if TYPE_CHECKING:
 DEFAULT_REPORT_DIR = Path("runs/report")
 
 
-def open_store(url: str) -> DecisionStore:
-    """The decision log at `url`, migrated to the newest schema (raises DecisionLogError naming the fix)."""
+def open_store(url: str, must_exist: bool = True) -> DecisionStore:
+    """The decision log at `url`, migrated to the newest schema (raises DecisionLogError naming the fix).
+    A command that only reads it (`must_exist`) never creates a SQLite file: a mistyped path would
+    otherwise report 0 decisions as if the service had logged none."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tierwise.ops.decision_log import DecisionLogError, DecisionStore
+    from tierwise.ops.decision_log import DecisionLogError, DecisionStore, missing_sqlite_file
 
+    missing = missing_sqlite_file(url) if must_exist else None
+    if missing is not None:
+        raise DecisionLogError(
+            f"the decision log {missing} does not exist; pass --db with the database the service writes "
+            "(its TIERWISE_DECISION_DB), or create an empty one with `tierwise db upgrade --db URL`"
+        )
     try:
         store = DecisionStore(url)
     except SQLAlchemyError as err:  # e.g. a dialect or driver that is not installed
@@ -120,7 +128,7 @@ def cmd_export_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    store = open_store(args.db)
+    store = open_store(args.db, must_exist=False)
     try:
         revision = store.current_revision()
     finally:

@@ -196,7 +196,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
         f"classified {written} rows in {elapsed:.2f} s ({rate:.0f} rows/s) with {classifier.version}, "
         f"{how}; {len(errors)} unusable row(s) skipped\n"
     )
-    return 1 if errors and not written else 0
+    if errors and not written:
+        sys.stderr.write(
+            f"error: no usable row in {args.input} ({len(errors)} unusable); each row needs a 'text' "
+            "string or a 'messages' list (see the lines above)\n"
+        )
+        return 1
+    return 0
 
 
 def add_classify_command(sub: Any) -> None:

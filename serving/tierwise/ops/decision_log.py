@@ -126,6 +126,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file a URL names when that file does not exist; None for any other URL."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None  # create_db_engine says what is wrong with the URL
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for a SQLAlchemy URL; a SQLite file's folder is created when missing."""
     try:
