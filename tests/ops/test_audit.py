@@ -1,12 +1,12 @@
 """tierwise audit: request formats, exact totals, Parquet, and Ray Data agreeing with one process."""
 
 import json
+import math
 import random
 from collections import Counter
 
 import pytest
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy import RoutingInput
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import RequestTextError
 from tierwise.ops.audit import AuditOptions, run_audit
@@ -15,7 +15,7 @@ from tierwise.ops.audit_totals import AuditTotals
 from tierwise.ops.request_logs import plan_chunks, request_text
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS
+from tests.helpers.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS, TIERS
 
 WORDS = FAST_WORDS + BALANCED_WORDS + FRONTIER_WORDS + NEUTRAL_WORDS
 LOCAL_OPTIONS = AuditOptions(batch_size=32, threads=1, show_progress=False)
@@ -77,24 +77,44 @@ def test_chunks_cover_every_row(logs):
     assert {c.first_line for c in parquet} == {0, 1, 2}  # row groups of 20, 20, 10
 
 
-def test_local_audit_totals_are_exact(logs, tiny_model_dir, tiny_classifier):
+def tiny_route(text: str) -> tuple[str, bool]:
+    """The tiny model's routed tier and whether it escalated, worked from its construction alone
+    (tests/helpers/tiny_model.py), not from the classifier or the policy: each marker word adds 9 to its
+    tier's logit, averaged over [CLS] + words + [SEP], divided by the temperature 1.5; then the lowest
+    tier whose cumulative probability reaches q 0.7, never below the most likely tier. (These prompts
+    are short and carry no private data or route, so no policy rule applies.)"""
+    words = text.split()
+    marks = [sum(w in group for w in words) for group in (FAST_WORDS, BALANCED_WORDS, FRONTIER_WORDS)]
+    z = [9.0 * m / (len(words) + 2) / 1.5 for m in marks]
+    e = [math.exp(v - max(z)) for v in z]
+    p = [v / sum(e) for v in e]
+    likely = p.index(max(p))
+    confident = next(t for t in range(3) if sum(p[: t + 1]) >= 0.7 or t == 2)
+    return TIERS[max(likely, confident)], confident > likely
+
+
+def test_tiny_route_is_worked_right():
+    assert tiny_route("hi") == ("fast", False)  # P(fast) e^2 / (e^2 + 2) = 0.79
+    assert tiny_route("hello the the the the") == ("balanced", True)  # P(fast) 0.54, + P(balanced) 0.77
+    assert tiny_route("the") == ("frontier", True)  # uniform: 1/3, 2/3 < 0.7
+    assert tiny_route("prove the theorem") == ("frontier", False)
+
+
+def test_local_audit_totals_are_exact(logs, tiny_model_dir):
     summary, meta = run_audit(logs["paths"], tiny_model_dir, DEFAULT_POLICY_FILE, LOCAL_OPTIONS)
     policy = load_policy(DEFAULT_POLICY_FILE)
-    probabilities, counts = tiny_classifier.predict_proba(logs["texts"])
-    q = tiny_classifier.manifest.escalation_q
-    decisions = [
-        policy.decide(RoutingInput(text), p, int(n), q)
-        for text, p, n in zip(logs["texts"], probabilities, counts, strict=True)
-    ]
-    expected = Counter(d.tier for d in decisions)
+    routes = [tiny_route(text) for text in logs["texts"]]
+    tokens = sum(len(text.split()) for text in logs["texts"])  # every word is one token of the vocabulary
+    expected = Counter(tier for tier, _ in routes)
+    assert set(expected) == set(TIERS) and sum(escalated for _, escalated in routes) > 100
     assert summary["requests"] == 300 and summary["unreadable"] == 2
     assert {t: e["requests"] for t, e in summary["tier_mix"].items() if e["requests"]} == dict(expected)
-    assert summary["input_tokens"] == sum(int(n) for n in counts)
-    assert summary["escalated"] == sum(d.escalated for d in decisions)
+    assert summary["input_tokens"] == tokens
+    assert summary["escalated"] == sum(escalated for _, escalated in routes)
     assert [e[0].rsplit(":", 1)[1] for e in summary["errors"]] == ["201", "202"]
     frontier = policy.tiers[-1]
     all_frontier = (
-        sum(int(n) for n in counts) * frontier.input_price_per_million
+        tokens * frontier.input_price_per_million
         + 300 * policy.expected_output_tokens * frontier.output_price_per_million
     ) / 1e6
     assert summary["all_frontier_usd"] == pytest.approx(all_frontier)
