@@ -7,6 +7,7 @@ import yaml
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as cli_main
 from tierwise.core.classifier import TierClassifier
+from tierwise.core.model_folder import ModelFolderError
 from tierwise.core.policy import PolicyError
 from tierwise.core.policy_file import parse_policy
 from tierwise.service.app import create_app
@@ -144,5 +145,10 @@ def test_a_missing_candidate_stops_start_up(tmp_path, tiny_model_dir, tiny_class
     def factory(s):
         return TierClassifier(s.model_dir, intra_op_threads=1)
 
-    with pytest.raises(Exception, match="nope"), TestClient(create_app(settings, classifier_factory=factory)):
+    # The folder check's own error, naming the folder and what to do: not any exception that mentions it.
+    missing = r"Model folder \S+/nope does not exist; pass --model or set TIERWISE_MODEL_DIR"
+    with (
+        pytest.raises(ModelFolderError, match=missing),
+        TestClient(create_app(settings, classifier_factory=factory)),
+    ):
         pass
