@@ -17,6 +17,7 @@ from tierwise.core.estimator import (
 )
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.service.settings import Settings
 
 N = 2**10
 WORD_TIERS = {"hello": 0, "email": 1, "theorem": 2}
@@ -132,12 +133,19 @@ class FakeClassifier:
         self.manifest = type("M", (), {"raw": raw})()
 
 
-def test_the_setting_turns_it_off(tmp_path, tiny_model_dir):
-
-    folder, raw = write_folder(tmp_path / "m", SECTION, np.ones((N, 3), np.float32), np.zeros(3))
-    assert estimator_for(FakeClassifier(folder, raw), tiny_model_dir) is not None
+def test_the_setting_turns_it_off(tmp_path, tiny_model_dir, monkeypatch):
+    words = word_estimator()
+    folder, _ = write_folder(tmp_path / "m", SECTION, words.weights, words.bias)
+    (folder / "manifest.json").write_text(json.dumps({"estimator": SECTION}))  # as the manifest stores it
+    raw = json.loads((folder / "manifest.json").read_text())
+    found = estimator_for(FakeClassifier(folder, raw), tiny_model_dir)
+    # The classifier's own folder (tiny_model_dir, the default, has no estimator) and its manifest's values.
+    assert found is not None and found.settings == EstimatorSettings(N, 1.5, 0.6)
+    np.testing.assert_array_equal(found.weights, words.weights)
+    assert found.predict_proba(["hello there", "the theorem"]).argmax(axis=1).tolist() == [0, 2]
     assert estimator_for(FakeClassifier(folder, raw), tiny_model_dir, enabled=False) is None
-    assert json.dumps(SECTION)  # the section is plain JSON, as the manifest stores it
+    monkeypatch.setenv("TIERWISE_ESTIMATOR", "false")
+    assert Settings(model_dir=folder).estimator is False  # the setting that the router passes as `enabled`
 
 
 def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp_path, tiny_classifier):
