@@ -6,7 +6,7 @@ Each input row carries `text` or OpenAI-style `messages`, and may carry the serv
 `max_tier` and `route`; other fields pass through. By default every row goes through the routing
 policy exactly as `POST /classify` does (escalation, long context, route overrides, tier bounds,
 privacy) and gains the response's fields: `tier`, `model` (the routed model, replacing any `model`
-the row asked for), `fallbacks`, `reasons`, `confidence`, `probabilities`, `predicted_tier`,
+the row asked for), `complexity_tier`, `fallbacks`, `reasons`, `confidence`, `probabilities`, `predicted_tier`,
 `escalated`, `decided_by`, `token_count` and `model_version`. With `--raw` the policy is skipped and
 each row gets the classifier's own answer (`tier` after the upward rule, `confidence`,
 `probabilities`, `predicted_tier`, `escalated`, `token_count`, `model_version`).
@@ -87,6 +87,7 @@ def decision_fields(decision: Decision, model_version: str) -> dict[str, Any]:
     """What `POST /classify` answers for one request, less the request id."""
     return {
         "tier": decision.tier,
+        "complexity_tier": decision.complexity_tier,
         "model": decision.model,
         "fallbacks": list(decision.fallbacks),
         "reasons": list(decision.reasons),

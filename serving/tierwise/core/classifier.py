@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tierwise.core.escalation import cumulative_confidence, most_likely_tier, route_upward
+from tierwise.core.escalation import cumulative_confidence, most_likely_tier, route_upward, routing_confidence
 from tierwise.core.model_folder import ONNX_FILE, TOKENIZER_FILE, Manifest, ModelFolderError, load_manifest
 from tierwise.core.request_text import ClassifierInput
 from tierwise.core.text_encoding import TextEncoder
@@ -20,7 +20,7 @@ class TierPrediction:
     probabilities: dict[str, float]  # calibrated, per tier, in tier order
     predicted_tier: str  # most likely tier (argmax with the manifest's tier offsets), before escalation
     tier: str  # after the upward rule with the manifest's q
-    confidence: float  # calibrated P(true tier <= tier)
+    confidence: float  # calibrated confidence in the tier (tierwise.core.escalation.routing_confidence)
     escalated: bool
     token_count: int  # full prompt length in tokens, before truncation
 
@@ -122,7 +122,7 @@ class TierClassifier:
                 probabilities={t: float(p) for t, p in zip(self.tiers, row, strict=True)},
                 predicted_tier=self.tiers[int(pred)],
                 tier=self.tiers[int(c)],
-                confidence=float(cum[i, c]),
+                confidence=routing_confidence(cum[i], int(c)),
                 escalated=bool(c > pred),
                 token_count=int(counts[i]),
             )

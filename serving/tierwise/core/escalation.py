@@ -108,3 +108,16 @@ def choose_tier_offsets(
         if not improved:
             break
     return offsets
+
+
+def routing_confidence(cumulative: np.ndarray | None, chosen: int) -> float:
+    """Calibrated confidence in routing to tier index `chosen` (tierwise.core.policy's docstring says why).
+
+    `cumulative` is (tiers,) P(true tier <= t), ending at 1. Below the top tier: P(chosen suffices).
+    At the top tier: P(the tier below does not suffice) = 1 - P(true tier <= top - 1)."""
+    if cumulative is None:
+        return 0.0
+    top = len(cumulative) - 1
+    if chosen < top or top == 0:
+        return float(cumulative[chosen])
+    return float(1.0 - cumulative[top - 1])

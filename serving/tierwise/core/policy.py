@@ -14,6 +14,15 @@ dataclasses here, and `Policy.decide` applies, in this order:
 6. privacy: personal data or secrets send the request to the `private_tier` when one is defined
    (`private_data`), whatever the rules above chose, and its fallbacks stay private.
 
+Every decision also says, for a gateway to act on:
+- `complexity_tier`: the public tier rules 1-5 chose. It is `tier` except for a private request,
+  where it tells a private deployment which size of model the request needs;
+- `confidence` (`routing_confidence`): the calibrated probability that the complexity tier is right
+  in the direction that can go wrong. Below the top tier the risk is under-routing, so it is
+  P(true tier <= tier), the probability the tier suffices; at the top tier nothing is stronger and
+  the risk is paying for it needlessly, so it is P(true tier > the tier below), the probability a
+  cheaper tier would not do. 0.0 when no classifier answered (`classifier_unavailable`).
+
 No ONNX, no I/O: everything here is testable with plain numbers.
 """
 
@@ -25,7 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tierwise.core.escalation import TierOffsets, cumulative_confidence, most_likely_tier, route_upward
+from tierwise.core.escalation import (
+    TierOffsets,
+    cumulative_confidence,
+    most_likely_tier,
+    route_upward,
+    routing_confidence,
+)
 from tierwise.core.privacy import OFFLOAD_CHARS, detect_private_data, detect_private_data_async
 from tierwise.core.request_text import ClassifierInput
 
@@ -125,6 +140,7 @@ class Decision:
     token_count: int | None = None
     queue_wait_ms: float | None = None  # set by the router: time in the scorer's queue (for traces)
     decided_by: str = DECIDED_BY_ENCODER  # set by the router: encoder, estimator or fallback
+    complexity_tier: str = ""  # the public tier rules 1-5 chose (`tier`, unless privacy overrode it)
 
 
 @dataclass
@@ -217,7 +233,7 @@ class Policy:
             fallbacks = (*tier.models[1:], *stronger)
         return Decision(
             tier=tier.name,
-            confidence=1.0 if choice.cumulative is None else float(choice.cumulative[choice.chosen]),
+            confidence=routing_confidence(choice.cumulative, choice.chosen),
             probabilities=(
                 {}
                 if probabilities is None
@@ -230,6 +246,7 @@ class Policy:
             fallbacks=tuple(fallbacks),
             private_data=private_kinds,
             token_count=token_count,
+            complexity_tier=self.tier_names[choice.chosen],
         )
 
     def _classifier_choice(

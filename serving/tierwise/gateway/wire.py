@@ -20,6 +20,7 @@ class Routing:
     request_id: str | None = None
     model_version: str | None = None
     confidence: float | None = None
+    complexity_tier: str | None = None  # the public tier the request needs (for a private request too)
     predicted_tier: str | None = None
     reasons: tuple[str, ...] = ()
     failed_upward: bool = False  # the service was not asked successfully; this is the top tier
@@ -105,6 +106,7 @@ def routing_from_response(response: httpx.Response) -> Routing:
         request_id=body.get("request_id"),
         model_version=body.get("model_version"),
         confidence=body.get("confidence"),
+        complexity_tier=body.get("complexity_tier"),
         predicted_tier=body.get("predicted_tier"),
         reasons=tuple(body.get("reasons", [])),
         raw=body,

@@ -86,7 +86,16 @@ class ClassifyResponse(BaseModel):
     """The routing decision for one request."""
 
     tier: str = Field(description="the tier to call")
-    confidence: float = Field(description="calibrated P(true tier <= tier)")
+    complexity_tier: str = Field(
+        description="the public tier the request needs by the classifier and the policy's rules: `tier`, "
+        "except for a private request (`tier` is then the private tier), where it says which size of "
+        "private model to use"
+    )
+    confidence: float = Field(
+        description="calibrated confidence in `complexity_tier`, against the error that tier can make: "
+        "below the top tier, P(it suffices) = P(true tier <= it); at the top tier, P(a cheaper tier would "
+        "not do) = 1 - P(true tier <= the tier below). 0.0 when no classifier answered (decided_by fallback)"
+    )
     probabilities: dict[str, float] = Field(
         description="calibrated probability per tier; empty if unavailable"
     )

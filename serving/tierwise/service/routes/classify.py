@@ -66,6 +66,7 @@ def routing_input(item: ClassifyRequest, services: Services, field_prefix: str =
 def to_response(decision: Decision, model_version: str, request_id: str) -> ClassifyResponse:
     return ClassifyResponse(
         tier=decision.tier,
+        complexity_tier=decision.complexity_tier,
         confidence=decision.confidence,
         probabilities=decision.probabilities,
         predicted_tier=decision.predicted_tier,
@@ -115,6 +116,7 @@ def log_decision(
         "trace_id": context.trace_id,
         "traceparent": context.traceparent,
         "tier": decision.tier,
+        "complexity_tier": decision.complexity_tier,
         "predicted_tier": decision.predicted_tier,
         "confidence": round(decision.confidence, 4),
         "reasons": list(decision.reasons),
