@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, m
 
 promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
 	$(PY) -m tierwise.training.promote --name $(MODEL)
+
+k8s-policy: ## Regenerate deploy/k8s/configmap.yaml from the packaged policy [POLICY=your/policy.yaml]
+	$(PYTHON) -m tools.k8s_policy $(if $(POLICY),--policy $(POLICY))
 
 test: install ## Run the whole test suite, slow tests included (tiny models, CPU only)
 	$(PY) -m pytest -q

@@ -140,12 +140,29 @@ def test_the_manifests_fit_the_image_and_the_service():
     assert "-c tests/requirements-lock.txt" in dockerfile
 
 
-def test_the_configmap_policy_loads(tmp_path):
+def test_the_configmap_is_the_packaged_policy(tmp_path):
+    # A cluster must route as `make serve` does: the long-context rule, the routes, the private tier.
     configmap = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    packaged = REPO / "serving" / "tierwise" / "core" / "policy.yaml"
+    assert configmap["data"]["policy.yaml"] == packaged.read_text(), "regenerate it: make k8s-policy"
     path = tmp_path / "policy.yaml"
     path.write_text(configmap["data"]["policy.yaml"])
     policy = load_policy(path)
     assert list(policy.tier_names) == ["fast", "balanced", "frontier"] and policy.private_tier is not None
+    assert policy.long_context.threshold_tokens == 6000 and policy.long_context.min_tier == "balanced"
+    assert policy.routes["legal-review"].tier == "frontier"
+
+
+def test_the_configmap_generator_writes_any_policy_verbatim(tmp_path):
+    from tools.k8s_policy import main as k8s_policy
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("# my policy\ntiers:\n  - name: fast\n    models: [a]\n\n  - name: top\n    models: [b]\n")
+    out = tmp_path / "configmap.yaml"
+    assert k8s_policy(["--policy", str(own), "--output", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    assert written["kind"] == "ConfigMap" and written["metadata"]["name"] == "tierwise-policy"
+    assert written["data"]["policy.yaml"] == own.read_text()
 
 
 def dockerfile_build_steps() -> tuple[list[tuple[list[str], str]], list[str]]:
