@@ -1,7 +1,6 @@
 """The cheap estimator the router answers from under load (serving/tierwise/core/estimator.py)."""
 
 import json
-import time
 import zlib
 
 import numpy as np
@@ -153,6 +152,7 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
     from tierwise.service.app import create_app
 
     from tests.helpers.doubles import ControllableClassifier
+    from tests.helpers.timing import HANG_SECONDS
     from tests.helpers.tiny_model import make_settings, write_model_folder
 
     folder = write_model_folder(tmp_path / "with-estimator")
@@ -167,16 +167,21 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
     settings = make_settings(folder, deadline_ms=30.0)
     app = create_app(settings, classifier_factory=lambda _: slow)
     with TestClient(app) as client:
-        slow.mode = "sleep"
-        body = client.post("/classify", json={"text": "prove the theorem"}).json()
+        slow.mode = "hang"  # no encoder answer until released, after these two: both miss the 30 ms
+        try:
+            body = client.post("/classify", json={"text": "prove the theorem"}).json()
+            easy = client.post("/classify", json={"text": "hello"}).json()
+        finally:
+            slow.release.set()
         assert (
             body["tier"] == "frontier"
             and body["decided_by"] == "estimator"
             and "estimated" in body["reasons"]
         )
-        easy = client.post("/classify", json={"text": "hello"}).json()
         assert easy["tier"] == "fast" and easy["decided_by"] == "estimator"
-        time.sleep(slow.sleep_seconds + 0.2)  # the encoder finishes its slow batch and is idle again
+        # From here the encoder answers (or raises) at once: a deadline no loaded machine reaches
+        # keeps a slow start of the classifier thread from turning these into estimator answers.
+        client.app.state.services.router.deadline_ms = HANG_SECONDS * 1000
         slow.mode = "raise"
         assert client.post("/classify", json={"text": "hello"}).json()["decided_by"] == "fallback"
         slow.mode = "ok"

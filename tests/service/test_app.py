@@ -177,8 +177,11 @@ def test_a_slow_classifier_routes_to_the_top_tier(tiny_model_dir, tiny_classifie
     slow = ControllableClassifier(tiny_classifier)
     settings = make_settings(tiny_model_dir, deadline_ms=20)
     with TestClient(create_app(settings, classifier_factory=lambda _: slow)) as test_client:
-        slow.mode, slow.sleep_seconds = "sleep", 0.2
-        body = test_client.post("/classify", json={"text": "hello"}).json()
+        slow.mode = "hang"  # released after the answer: the answer cannot have waited for it
+        try:
+            body = test_client.post("/classify", json={"text": "hello"}).json()
+        finally:
+            slow.release.set()
     assert body["tier"] == "frontier" and body["reasons"] == ["classifier_unavailable"]
 
 

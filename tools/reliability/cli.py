@@ -25,7 +25,7 @@ from tools.reliability.fuzz import fuzz_app
 from tools.reliability.load import load_case
 from tools.reliability.metrics import metrics_case
 from tools.reliability.oversize import oversize_case
-from tools.reliability.privacy import privacy_case
+from tools.reliability.privacy import privacy_case, privacy_scan_time_case
 from tools.reliability.reload import admin_reload_workers_case, reload_case
 from tools.reliability.report import CaseResult, markdown_table
 from tools.reliability.security import auth_case, prompt_log_case, supply_chain_case
@@ -95,6 +95,7 @@ def run_suite(args: argparse.Namespace, progress: Callable[[str], None]) -> list
         record(prompt_log_case(model_dir, server_logs))
         record(supply_chain_case())
         record(privacy_case())
+        record(privacy_scan_time_case())
         if args.keep_logs:
             shutil.copytree(
                 work_dir, args.keep_logs, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx")

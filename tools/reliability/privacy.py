@@ -1,7 +1,10 @@
-"""The privacy rule on the adversarial set of tests/helpers/privacy_cases.py."""
+"""The privacy rule on the adversarial set of tests/helpers/privacy_cases.py, and how long it takes to
+scan a large prompt (a timing, so measured here rather than in the tests)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,8 @@ PRIVACY_CASES_FILE = REPO_DIR / "tests" / "helpers" / "privacy_cases.py"
 PRIVACY_MIN_RECALL = 0.97  # of the adversarial set's personal data and secrets
 
 PRIVACY_MAX_FALSE_POSITIVE_RATE = 0.02  # of its ordinary prompts
+
+PRIVACY_MAX_SCAN_SECONDS = 2.0  # for a 1 MB prompt of digits, at signs and card-like groups (~0.6 s)
 
 
 def privacy_case(cases_file: Path = PRIVACY_CASES_FILE) -> CaseResult:
@@ -45,4 +50,29 @@ def privacy_case(cases_file: Path = PRIVACY_CASES_FILE) -> CaseResult:
     failures = int(recall < PRIVACY_MIN_RECALL) + int(false_positive_rate > PRIVACY_MAX_FALSE_POSITIVE_RATE)
     return CaseResult(
         "privacy: adversarial set", len(cases.PRIVATE) + len(cases.ORDINARY), failures, figures, problems
+    )
+
+
+def privacy_scan_time_case(
+    max_seconds: float = PRIVACY_MAX_SCAN_SECONDS, chars: int = 1_000_000, repeats: int = 3
+) -> CaseResult:
+    """The privacy rule's scan of a `chars`-long prompt full of candidates (digit groups, card-like
+    groups, at signs): the best of `repeats` scans must take at most `max_seconds`."""
+    from tierwise.core.privacy import detect_private_data
+
+    unit = "lorem ipsum 12345 dolor@ sit amet 4111 "
+    text = (unit * math.ceil(chars / len(unit)))[:chars]
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        detect_private_data(text)
+        best = min(best, time.perf_counter() - started)
+    failed = best > max_seconds
+    problems = [f"{best:.2f} s is over {max_seconds:g} s: a pattern may backtrack"] if failed else []
+    return CaseResult(
+        "privacy: large prompt scan",
+        1,
+        int(failed),
+        f"{chars:,} characters in {best:.2f} s (best of {repeats}; limit {max_seconds:g} s)",
+        problems,
     )

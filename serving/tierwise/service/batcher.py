@@ -15,6 +15,7 @@ classifier thread), which the router hands on to the decision and the trace.
 Both say how long new texts would wait for their scores (`expected_wait_s`: the batches queued ahead
 times a moving average of a batch's time in the classifier), so the router can answer a request
 whose deadline cannot be met from the estimator at once instead of queueing it (admission control).
+Both measure queue waits and batch times with `clock` (time.perf_counter; tests pass a fake one).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tierwise.core.text_encoding import SKETCH_MAX_CHARS
 DEFAULT_GROUP_CHARS = 16_000
 PredictProba = Callable[[list[ClassifierInput]], tuple[np.ndarray, list[int]]]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds in the classifier)
+Clock = Callable[[], float]  # seconds, monotonic
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,13 @@ class DirectScorer:
         predict_proba: PredictProba,
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
+        clock: Clock = time.perf_counter,
     ) -> None:
         self._predict_proba = predict_proba
         self._owns_executor = executor is None
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
+        self._clock = clock
         self.batch_time = BatchTime()
         self._in_flight = 0  # calls submitted and not finished (one runs, the rest wait for the thread)
 
@@ -124,9 +128,9 @@ class DirectScorer:
         return (self._in_flight + 1) * self.batch_time.seconds
 
     def _run(self, texts: list[ClassifierInput], queued: float) -> list[Score]:
-        started = time.perf_counter()
+        started = self._clock()
         probabilities, counts = self._predict_proba(texts)
-        seconds = time.perf_counter() - started
+        seconds = self._clock() - started
         self.batch_time.observe(seconds)
         if self._on_batch is not None:
             self._on_batch(len(texts), seconds)
@@ -139,7 +143,7 @@ class DirectScorer:
         loop = asyncio.get_running_loop()
         self._in_flight += 1
         try:
-            return await loop.run_in_executor(self._executor, self._run, texts, time.perf_counter())
+            return await loop.run_in_executor(self._executor, self._run, texts, self._clock())
         finally:
             self._in_flight -= 1
 
@@ -172,7 +176,7 @@ def length_groups(batch: list[_Pending], max_group_chars: int) -> list[list[_Pen
 class _Pending:
     text: ClassifierInput
     future: asyncio.Future[Score]
-    queued: float  # time.perf_counter() when score() put it in the queue
+    queued: float  # the batcher's clock when score() put it in the queue
 
 
 class MicroBatcher:
@@ -186,6 +190,7 @@ class MicroBatcher:
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
         max_batch_chars: int = DEFAULT_GROUP_CHARS,
+        clock: Clock = time.perf_counter,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -198,11 +203,12 @@ class MicroBatcher:
         self._owns_executor = executor is None
         self._executor = executor or classifier_executor()
         self._on_batch = on_batch
+        self._clock = clock
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batch_time = BatchTime()
         self._busy = False  # a batch is in the classifier thread
-        self._busy_since = 0.0  # when it started (time.perf_counter())
+        self._busy_since = 0.0  # when it started (the clock)
 
     def expected_wait_s(self, text_count: int) -> float:
         """Seconds until `text_count` new texts are scored: what is left of the batch in the classifier,
@@ -213,7 +219,7 @@ class MicroBatcher:
         if queued == 0 and not self._busy:
             return 0.0
         average = self.batch_time.seconds
-        running = max(0.0, average - (time.perf_counter() - self._busy_since)) if self._busy else 0.0
+        running = max(0.0, average - (self._clock() - self._busy_since)) if self._busy else 0.0
         return running + math.ceil((queued + text_count) / self.max_batch_size) * average
 
     def start(self) -> None:
@@ -241,7 +247,7 @@ class MicroBatcher:
             raise RuntimeError("the micro-batcher is not running; call start() inside the event loop")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Score]] = []
-        queued = time.perf_counter()
+        queued = self._clock()
         for text in texts:
             future: asyncio.Future[Score] = loop.create_future()
             futures.append(future)
@@ -253,14 +259,16 @@ class MicroBatcher:
                 future.cancel()
 
     async def _collect(self) -> list[_Pending]:
-        """The next batch: wait for a first text, then up to max size or max wait."""
+        """The next batch: wait for a first text, then up to max size or max wait (timed by the event
+        loop, which times the wait itself)."""
         batch = [await self._queue.get()]
-        deadline = time.perf_counter() + self.max_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
-            remaining = deadline - time.perf_counter()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
@@ -271,16 +279,16 @@ class MicroBatcher:
 
     def _predict(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int], float, float]:
         """(probabilities, token counts, when the batch started, seconds in the classifier)."""
-        started = time.perf_counter()
+        started = self._clock()
         probabilities, counts = self._predict_proba(texts)
-        return probabilities, counts, started, time.perf_counter() - started
+        return probabilities, counts, started, self._clock() - started
 
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
             if not batch:
                 continue
-            self._busy, self._busy_since = True, time.perf_counter()
+            self._busy, self._busy_since = True, self._clock()
             try:
                 seconds = 0.0
                 for group in length_groups(batch, self.max_batch_chars):
