@@ -78,19 +78,23 @@ def test_start_up_faults_exit_non_zero_with_a_message(model_dir, tmp_path, worke
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "workers"), [("sighup", 2), ("sighup", 1), ("admin", 1)])
 def test_hot_reload_under_load(model_dir, tmp_path, prompts, method, workers):
+    # The load stops as soon as the last answers all come from the new model: max_seconds only ends a
+    # reload that never completes, so it is far past what new workers take to start on a busy machine.
     result = check(
         reliability.reload_case(
-            model_dir, tmp_path, prompts, method, workers, 4.0, 4, max_seconds=10, server_settings=SERVER
+            model_dir, tmp_path, prompts, method, workers, 4.0, 4, max_seconds=60, server_settings=SERVER
         )
     )
     assert "tiny@reloadv1-test → tiny@reloadv2-test" in result.figures
 
 
 def test_a_hanging_or_crashing_classifier_still_answers_upward_in_time(model_dir):
-    # A hung classifier would hold each request for 120 s; 3 s of slack still catches that, and leaves
-    # room for what a loaded CI machine adds (CI once saw one 560 ms pause stall 8 requests at once,
-    # the pattern of a full garbage collection late in the suite). `make reliability` keeps 400 ms.
-    check(reliability.hang_and_crash_case(model_dir, requests_per_mode=12, slack_ms=3000))
+    # A hung classifier would hold each request for 120 s; 30 s of slack still catches that and is
+    # past anything a loaded machine adds (CI once saw one 560 ms pause stall 8 requests at once), so
+    # here it detects a hang, not slowness: the answers' kind is what is checked. The tiny folder has
+    # no estimator, so a raise that misses the 100 ms deadline is a fallback all the same.
+    # `make reliability` keeps 400 ms, a latency bound for an unloaded machine.
+    check(reliability.hang_and_crash_case(model_dir, requests_per_mode=12, slack_ms=30_000))
 
 
 @pytest.mark.slow
