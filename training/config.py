@@ -28,6 +28,17 @@ class TrainConfig:
     tail_tokens: int = 32
     context_tokens: int = 32  # the context sketch's share when the task would fill everything
     consistency_weight: float = 1.0  # KL(plain || wrapped) next to the allowed-set loss
+    # Learning difficulty, not the source (issue 21): soft targets from the item-response fit where a
+    # row has them; a pairwise term ranking rows of one source by difficulty (pairs whose difficulty
+    # differs by more than `ranking_margin`); batches of `sources_per_batch` sources (0: random
+    # batches), sources drawn with probability ~ n ** `source_temperature`; rows of a source whose
+    # labels carry no within-source information weigh `uninformative_source_weight`.
+    soft_targets: bool = True
+    ranking_weight: float = 1.0
+    ranking_margin: float = 0.5
+    sources_per_batch: int = 4
+    source_temperature: float = 0.5
+    uninformative_source_weight: float = 0.3
     invariance_rows: int = 400  # rows per split scored under every evaluation wrapper
     target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
     max_train_rows: int | None = None  # cap for smoke runs
@@ -50,6 +61,10 @@ class TrainConfig:
             raise ValueError("context_tokens must be in [0, head_tokens + tail_tokens)")
         if not 0 <= self.target_under_routing <= 1:
             raise ValueError("target_under_routing must be in [0, 1]")
+        if self.sources_per_batch < 0 or (
+            self.sources_per_batch and self.batch_size % self.sources_per_batch
+        ):
+            raise ValueError("sources_per_batch must be 0 (random batches) or divide batch_size")
         if self.layers is not None and self.layers < 1:
             raise ValueError("layers must be at least 1 (or unset for all of the base model's layers)")
         if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():

@@ -17,6 +17,8 @@ import os
 import random
 import sys
 import time
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,9 @@ from tierwise.training.estimator import build_estimator
 from tierwise.training.evaluation import allowed_bounds, load_prices
 from tierwise.training.finetune import (
     AllowedSetTrainer,
+    DifficultyTargets,
     PaddingCollator,
+    SourceBalancedSampler,
     TierDataset,
     class_balance_weights,
     load_model,
@@ -88,6 +92,18 @@ def teacher_probabilities(config: TrainConfig, train_rows: list[dict]) -> np.nda
     return probabilities
 
 
+def source_information_weights(rows: list[dict], uninformative: float) -> np.ndarray:
+    """(N,) `uninformative` for rows of a source whose labels say nothing inside it (one allowed set
+    for every row and no fitted difficulty that varies), else 1: such rows teach which benchmark a
+    prompt looks like, not how hard it is."""
+    labels: dict[str, set] = defaultdict(set)
+    for r in rows:
+        key = r.get("difficulty")
+        labels[r["source"]].add(("d", round(key, 3)) if key is not None else tuple(r["allowed_tiers"]))
+    informative = {source: len(seen) > 1 for source, seen in labels.items()}
+    return np.array([1.0 if informative[r["source"]] else uninformative for r in rows])
+
+
 def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) -> Path:
     """Train and save a PyTorch checkpoint under work_dir/checkpoint; returns its path."""
     import torch
@@ -98,8 +114,23 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
     twin_ids, _ = encoder.encode_ids(wrapped_twins(train_rows, config.seed))
     weights = class_balance_weights([r["allowed_tiers"] for r in train_rows])
     weights *= np.array([r.get("weight", 1.0) for r in train_rows])
+    weights *= source_information_weights(train_rows, config.uninformative_source_weight)
     masks = [allowed_mask(r["allowed_tiers"]) for r in train_rows]
-    dataset = TierDataset(ids, twin_ids, masks, weights, teacher_probabilities(config, train_rows))
+    targets = DifficultyTargets.from_rows(train_rows)
+    if not config.soft_targets:
+        targets = replace(targets, soft=np.full_like(targets.soft, np.nan))
+    dataset = TierDataset(ids, twin_ids, masks, weights, teacher_probabilities(config, train_rows), targets)
+    sampler = (
+        SourceBalancedSampler(
+            targets.source_ids,
+            config.batch_size,
+            config.sources_per_batch,
+            config.seed,
+            config.source_temperature,
+        )
+        if config.sources_per_batch
+        else None
+    )
     model = load_model(config.base_model, config.seed, config.layers, config.init_from)
     args = TrainingArguments(
         output_dir=str(config.work_dir / "trainer"),
@@ -128,6 +159,9 @@ def finetune(config: TrainConfig, encoder: TextEncoder, train_rows: list[dict]) 
         data_collator=PaddingCollator(encoder.pad_id),
         consistency_weight=config.consistency_weight,
         distill_weight=config.distill_weight,
+        ranking_weight=config.ranking_weight,
+        ranking_margin=config.ranking_margin,
+        sampler=sampler,
     )
     trainer.train()
     checkpoint = config.work_dir / "checkpoint"
@@ -163,10 +197,22 @@ def main(argv: list[str] | None = None) -> int:
         "context_tokens",
         "layers",
         "distill_weight",
+        "ranking_weight",
+        "ranking_margin",
+        "sources_per_batch",
+        "source_temperature",
+        "uninformative_source_weight",
     ):
         default = defaults[name].default
         kind = type(default) if default is not None else int
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    parser.add_argument(
+        "--no-soft-targets",
+        dest="soft_targets",
+        action="store_false",
+        default=None,
+        help="train on the allowed-tier sets alone, not the item-response fit's soft targets",
+    )
     parser.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint folder")
     parser.add_argument("--teacher", type=Path, default=None, help="distil this model folder's probabilities")
     parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
