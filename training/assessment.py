@@ -33,7 +33,8 @@ def allowed_matrix(rows: list[dict]) -> np.ndarray:
 def batched_logits(
     classifier: TierClassifier, rows: list[dict], batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits (N, K) and full token counts (N,); batches of similar length waste less padding."""
+    """Raw logits (N, K) and full token counts (N,), scored as serving scores them (each row alone,
+    so the int8 gate and the reports see the scores a request gets in any micro-batch)."""
     order = np.argsort([len(r["text"]) for r in rows], kind="stable")
     logits = np.zeros((len(rows), len(classifier.tiers)))
     counts = np.zeros(len(rows), dtype=np.int64)

@@ -94,6 +94,20 @@ def write_model_folder(folder: Path) -> Path:
     return folder
 
 
+def write_int8_model_folder(folder: Path) -> Path:
+    """The tiny folder with its graph dynamically int8 quantized the way `make train` ships models
+    (per-channel QInt8 weights; DynamicQuantizeLinear picks activation scales at run time over the whole
+    input tensor, so a padded batch changes every row's scores unless rows are run apart)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    write_model_folder(folder)
+    fp32 = folder / "model.fp32.onnx"
+    (folder / "model.onnx").rename(fp32)
+    quantize_dynamic(str(fp32), str(folder / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+    fp32.unlink()
+    return folder
+
+
 def make_settings(model_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "model_dir": model_dir,

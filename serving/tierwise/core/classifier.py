@@ -34,12 +34,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class TierClassifier:
     """Loads a model folder once; `predict_proba` and `classify` work on batches of texts."""
 
-    def __init__(self, model_dir: Path, intra_op_threads: int = 0, max_batch_tokens: int = 4096) -> None:
-        """`max_batch_tokens` bounds one onnxruntime call (rows x padded length): a large batch of long
-        prompts is run in length-sorted chunks, which keeps memory and tail latency flat."""
-        if max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be at least 1")
-        self.max_batch_tokens = max_batch_tokens
+    def __init__(self, model_dir: Path, intra_op_threads: int = 0) -> None:
         self.model_dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.model_dir)
         self.tiers = self.manifest.tiers
@@ -70,14 +65,20 @@ class TierClassifier:
     def version(self) -> str:
         return self.manifest.version
 
-    def _run(self, rows: list[list[int]]) -> np.ndarray:
-        """One onnxruntime call on already-encoded rows, padded to the longest. -> (B, K)"""
-        input_ids, attention_mask = self.encoder.pad(rows)
+    def _run_row(self, row: list[int]) -> np.ndarray:
+        """One onnxruntime call on one encoded row, unpadded. -> (K,)
+
+        Rows are never run together: a dynamically int8 quantized graph (what `make train` ships)
+        takes each activation scale over the whole input tensor, padding included, so a row batched
+        with others would score differently than alone and a logged decision could not be
+        reproduced. One row per call is also no slower on a 2-core CPU (no padding work; the
+        figures: `python -m tools.batch_invariance`)."""
+        input_ids, attention_mask = self.encoder.pad([row])
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         (logits,) = self.session.run(["logits"], feeds)
-        return logits
+        return logits[0]
 
     def count_tokens(self, texts: Sequence[ClassifierInput | str]) -> list[int]:
         """The full token count of each request (every word of it), without running the model."""
@@ -86,19 +87,12 @@ class TierClassifier:
     def logits(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]:
         """Raw (uncalibrated) logits (N, K) and full token counts, in input order.
 
-        A `str` is a bare prompt; a `ClassifierInput` is a request with its context."""
+        A `str` is a bare prompt; a `ClassifierInput` is a request with its context. Each row's
+        logits depend on that row alone, never on the others in `texts`."""
         rows, counts = self.encoder.encode_ids(texts)
         out = np.zeros((len(rows), len(self.tiers)), dtype=np.float64)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths pad less
-        start = 0
-        while start < len(order):
-            # Grow the chunk while rows x (longest row so far) stays within the token budget.
-            end = start + 1
-            while end < len(order) and (end + 1 - start) * len(rows[order[end]]) <= self.max_batch_tokens:
-                end += 1
-            chunk = order[start:end]
-            out[chunk] = self._run([rows[i] for i in chunk])
-            start = end
+        for i, row in enumerate(rows):
+            out[i] = self._run_row(row)
         return out, counts
 
     def predict_proba(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]:

@@ -35,7 +35,8 @@ from tierwise.core.request_text import ClassifierInput
 from tierwise.core.text_encoding import SKETCH_MAX_CHARS
 
 # One classifier call holds texts whose count x longest length stays under this many characters
-# (about 4,000 tokens: the classifier's own max_batch_tokens), so a long text is scored apart.
+# (about 4,000 tokens of encoder work; the classifier runs each row alone, so this bounds how long
+# a group's callers wait, not padding), so a long text is scored apart.
 DEFAULT_GROUP_CHARS = 16_000
 PredictProba = Callable[[list[ClassifierInput]], tuple[np.ndarray, list[int]]]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds in the classifier)
@@ -161,7 +162,7 @@ def input_chars(item: ClassifierInput | str) -> int:
 
 def length_groups(batch: list[_Pending], max_group_chars: int) -> list[list[_Pending]]:
     """The batch shortest first, cut into groups whose size x longest text stays within
-    `max_group_chars`: short requests are scored first and never wait for a long one's padding."""
+    `max_group_chars`: short requests are scored first and never wait for a long one."""
     ordered = sorted(batch, key=lambda pending: input_chars(pending.text))
     groups: list[list[_Pending]] = []
     for pending in ordered:
