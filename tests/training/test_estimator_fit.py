@@ -1,12 +1,13 @@
 """Fitting the estimator (training/estimator.py) on a few rows, read back by serving's Estimator."""
 
 import json
+import zlib
 
 import numpy as np
 import pytest
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import choose_q, most_likely_tier
-from tierwise.core.estimator import ESTIMATOR_FILE, Estimator
+from tierwise.core.escalation import cumulative_confidence, most_likely_tier, route_upward
+from tierwise.core.estimator import ESTIMATOR_FILE, Estimator, EstimatorSettings
 from tierwise.core.request_text import request_input
 from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import (
@@ -51,17 +52,45 @@ N = 2**12
 
 
 def test_feature_rows_match_what_serving_computes():
-    inputs = [request_input({"text": "Write an email"}), request_input({"text": "hi"})]
+    system = {"role": "system", "content": "You are a careful assistant. Prove every theorem you state."}
+    wrapped = request_input({"messages": [system, {"role": "user", "content": "Write an email"}]})
+    inputs = [request_input({"text": "Write an email"}), request_input({"text": "hi"}), wrapped]
     x = feature_matrix(inputs, N)
-    assert x.shape == (2, N) and np.allclose(np.asarray(x.multiply(x).sum(axis=1)).ravel(), 1.0)
+    assert x.shape == (3, N)
+    # "hi" by hand: the unigram and the length bucket of one token (log2(2) = 1), 1/sqrt(2) each.
+    hi = {zlib.crc32(b"hi") % N: 2**-0.5, zlib.crc32(b"__len1") % N: 2**-0.5}
+    assert dict(zip(x[1].indices.tolist(), x[1].data.tolist(), strict=True)) == pytest.approx(hi)
+    # Serving's estimator over the same requests: the training rows give exactly its logits, and a
+    # system prompt reaches neither (serving reads only the task).
+    rng = np.random.default_rng(0)
+    weights, bias = rng.normal(size=(N, 3)).astype(np.float32), rng.normal(size=3)
+    serving = Estimator(weights, bias, EstimatorSettings(N, 1.0, 0.5)).logits(inputs)
+    np.testing.assert_allclose(x @ weights.astype(np.float64) + bias, serving, rtol=1e-5, atol=1e-5)
+    assert (x[2] != x[0]).nnz == 0
+
+
+ROTATED = {"fast": "balanced", "balanced": "frontier", "frontier": "fast"}
 
 
 def test_out_of_source_logits_score_each_row_without_its_source():
     train = rows("train")
-    logits, scored = out_of_source_logits(train, N, seed=1)
+    small = 2**8  # three fits per call, twice: a smaller table fits in a tenth of the time
+    logits, scored = out_of_source_logits(train, small, seed=1)
     assert logits.shape == (len(train), 3) and sorted(r["id"] for r in scored) == sorted(
         r["id"] for r in train
     )
+    # Relabel every row of source s0. The estimator that scores s0's rows was fitted without them, so
+    # their logits do not move; the other sources' rows are scored by fits that saw s0, so theirs do.
+    relabelled = [
+        {**r, "allowed_tiers": [ROTATED[r["allowed_tiers"][0]]]} if r["source"] == "s0" else r for r in train
+    ]
+    moved, scored_again = out_of_source_logits(relabelled, small, seed=1)
+    before = {r["id"]: row for r, row in zip(scored, logits, strict=True)}
+    after = {r["id"]: row for r, row in zip(scored_again, moved, strict=True)}
+    own = [r["id"] for r in train if r["source"] == "s0"]
+    other = [r["id"] for r in train if r["source"] != "s0"]
+    np.testing.assert_allclose([after[i] for i in own], [before[i] for i in own], rtol=1e-9, atol=1e-9)
+    assert max(np.abs(after[i] - before[i]).max() for i in other) > 0.1
 
 
 @pytest.mark.slow
@@ -215,7 +244,16 @@ def test_q_is_chosen_like_the_encoders_on_val_unless_asked_for_out_of_source(tmp
     estimator = Estimator.load(folder, {"estimator": by_val})
     low, _ = allowed_bounds(splits["val"])
     val_probs = estimator.predict_proba([row_input(r) for r in splits["val"]])
-    assert by_val["escalation"]["q"] == choose_q(val_probs, low, 0.4)  # exactly the encoder's rule, on val
+    # The encoder's rule, on val: the cheapest observed threshold whose under-routing meets the target.
+    q = by_val["escalation"]["q"]
+
+    def under_routing(at: float) -> float:
+        return float(np.mean(route_upward(val_probs, at, estimator.tier_offsets) < low))
+
+    assert under_routing(0.0) > 0.4 and under_routing(q) <= 0.4
+    thresholds = cumulative_confidence(val_probs)[:, :-1]
+    cheaper = thresholds[thresholds < q]
+    assert cheaper.size and under_routing(float(cheaper.max())) > 0.4  # the next cheaper one misses it
     by_folds = build_estimator(
         folder, splits, 0.4, seed=1, n_features=N, wrapped_rows=2, q_on="out-of-source"
     )
