@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ test: install ## Run the whole test suite, slow tests included (tiny models, CPU
 
 test-fast: install ## The inner loop: every test but the slow ones (-m "not slow"; under a minute)
 	$(PY) -m pytest -q -m "not slow"
+
+mutation: install ## Remove privacy, escalation, the estimator (one at a time, in a copy of HEAD): failing fast tests each
+	$(PY) -m tools.mutation_check
 
 lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
 	$(VENV)/bin/ruff check training serving tests tools
