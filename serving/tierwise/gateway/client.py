@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,13 @@ logger = logging.getLogger("tierwise.client")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_SECONDS = 0.25
+# The async client replaces its connection pool when, for this long, requests only timed out waiting
+# for a connection: max(POOL_STALL_MIN_SECONDS, POOL_STALL_TIMEOUTS x timeout), 5 s by default.
+POOL_STALL_MIN_SECONDS = 5.0
+POOL_STALL_TIMEOUTS = 20
+# The async client's requests to tierwise at once (its connection pool's size); past it, a caller
+# waits for one to end, within its timeout, and then fails upward without sending anything.
+MAX_IN_FLIGHT = 100
 
 __all__ = [
     "AsyncTierwiseClient",
@@ -213,7 +221,70 @@ class AsyncTierwiseClient(_ClientBase):
             private_tier,
             private_models,
         )
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._transport = transport
+        self._http = self._new_http()
+        # At most MAX_IN_FLIGHT requests, the pool's size, so a request never queues in httpx's pool:
+        # a queued request that is abandoned can leak its slot (encode/httpcore#1093), and every
+        # queued request makes each pool operation slower (it scans the queue against the connections).
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # Requests whose caller may have stopped waiting; they end on httpx's own timeouts (see classify).
+        self._in_flight: set[asyncio.Task[httpx.Response]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # replaced pools being closed
+        self._clock: Callable[[], float] = time.monotonic
+        self._pool_stalled_since: float | None = None  # first pool timeout since a request got a connection
+        self.pools_replaced = 0
+
+    def _new_http(self) -> httpx.AsyncClient:
+        # Each phase (pool, connect, write, read) is bounded by the timeout, so a request left to
+        # run after its caller gave up ends by itself within a few timeouts.
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=self.timeout,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=20),
+        )
+
+    @property
+    def pool_stall_seconds(self) -> float:
+        """How long requests may find no connection in the pool before it is replaced. A pool that
+        works frees a connection at least every connect + write + read timeout, even under overload."""
+        return max(POOL_STALL_MIN_SECONDS, POOL_STALL_TIMEOUTS * self.timeout)
+
+    def _finished(self, request: asyncio.Task[httpx.Response]) -> None:
+        """Every /classify request's end: free its slot, and replace a pool that has stopped
+        yielding connections (a backstop: with the slots, the pool should never make a request wait)."""
+        self._in_flight.discard(request)
+        self._slots.release()
+        if request.cancelled():
+            return
+        if not isinstance(request.exception(), httpx.PoolTimeout):  # it got a connection (or an answer)
+            self._pool_stalled_since = None
+            return
+        now = self._clock()
+        if self._pool_stalled_since is None:
+            self._pool_stalled_since = now
+        elif now - self._pool_stalled_since >= self.pool_stall_seconds:
+            self._replace_pool(now - self._pool_stalled_since)
+
+    def _replace_pool(self, stalled_for: float) -> None:
+        self._pool_stalled_since = None
+        if self._transport is not None:
+            # A caller's transport cannot be rebuilt, and closing it would break it for the caller.
+            logger.error(
+                "tierwise client: no connection from the given transport for %.1f s; it is kept as it is",
+                stalled_for,
+            )
+            return
+        logger.error(
+            "tierwise client: no connection from the pool for %.1f s while requests kept timing out "
+            "waiting for one; replacing the connection pool (encode/httpcore#1093)",
+            stalled_for,
+        )
+        stale, self._http = self._http, self._new_http()
+        self.pools_replaced += 1
+        closing = asyncio.ensure_future(stale.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def classify(
         self,
@@ -227,19 +298,36 @@ class AsyncTierwiseClient(_ClientBase):
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Routing:
         payload = classify_payload(text, messages, min_tier, max_tier, route, metadata, tools)
+        reason = f"no answer within {self.timeout:g} s"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
-            response = await asyncio.wait_for(  # a total deadline, not only per connect/read phase
-                self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id)),
-                timeout=self.timeout,
-            )
-        except (httpx.TimeoutException, TimeoutError):
-            reason = f"no answer within {self.timeout:g} s"
-        except httpx.HTTPError as err:
-            reason = f"{type(err).__name__}: {err}"
+            if self._slots.locked():  # waiting for a slot is cancellation-safe, unlike waiting in the pool
+                await asyncio.wait_for(self._slots.acquire(), timeout=self.timeout)
+            else:
+                await self._slots.acquire()
+        except TimeoutError:
+            reason += f" ({MAX_IN_FLIGHT} requests to tierwise were already in flight)"
         else:
-            routing, reason = self.failure_reason(response)
-            if routing is not None:
-                return routing
+            # The request runs in its own task and is never cancelled from outside: after an overload
+            # burst, requests cancelled by the caller's deadline had leaked every slot of httpx's pool,
+            # so tierwise was never asked again. The caller still gets a total deadline; a request it
+            # stops waiting for ends on httpx's own per-phase timeouts and then frees its slot.
+            request = asyncio.ensure_future(
+                self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id))
+            )
+            self._in_flight.add(request)
+            request.add_done_callback(self._finished)
+            done, _ = await asyncio.wait({request}, timeout=max(0.0, deadline - loop.time()))
+            try:
+                if done:
+                    routing, reason = self.failure_reason(request.result())
+                    if routing is not None:
+                        return routing
+            except httpx.TimeoutException:
+                pass  # the reason is "no answer within"
+            except httpx.HTTPError as err:
+                reason = f"{type(err).__name__}: {err}"
         # The privacy rule, locally; a large request is scanned off the event loop.
         kinds = await detect_private_data_async(request_strings(text, messages, tools))
         return failed_upward(self.upward, reason, request_id, kinds)
@@ -260,6 +348,11 @@ class AsyncTierwiseClient(_ClientBase):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        # Requests left running past their callers' deadlines: the pool is closed, so cancelling
+        # them can leak nothing that is still used.
+        for request in list(self._in_flight):
+            request.cancel()
+        await asyncio.gather(*self._in_flight, *self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> AsyncTierwiseClient:
         return self
