@@ -20,7 +20,10 @@ from pathlib import Path
 
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.training import paths
+from tierwise.training.difficulty_targets import Difficulty, fit_difficulty
+from tierwise.training.fit_sources import FIT_LABELED_ORIGINS
 from tierwise.training.labels import TIER_INDEX, TIERS, lowest_tier
+from tierwise.training.source_groups import GROUPS, source_group
 from tierwise.training.sources import LabeledPrompt, SourceStats, read_public_sources
 from tierwise.training.text_cleaning import dedup_key
 from tierwise.training.user_data import MalformedRow, read_user_jsonl
@@ -39,6 +42,7 @@ ORIGIN_PRIORITY = (
     "llmrouter",
     "oasst-qlora",
     "routellm",
+    "mmlu-pro",
     "math-levels",
     "qwen-math",
 )
@@ -53,7 +57,21 @@ class BuildConfig:
     # CRUXEval (code execution, outcomes of 2024 models in all three tiers) is the one whose labels
     # the text can predict: within Winogrande every method ranks at chance (AUC 0.49-0.53: a 2023
     # model majority guessing a binary choice), and commonsense_qa is all `fast` (data/README.md).
-    heldout_sources: tuple[str, ...] = ("winogrande", "commonsense_qa", "cruxeval")
+    # Held out whole as well: four MMLU-Pro categories (29 models' verdicts per question, so their
+    # labels vary inside the source); Winogrande and CommonsenseQA stay reported but leave the gate.
+    heldout_sources: tuple[str, ...] = (
+        "winogrande",
+        "commonsense_qa",
+        "cruxeval",
+        "mmlu_pro_engineering",
+        "mmlu_pro_psychology",
+        "mmlu_pro_history",
+        "mmlu_pro_health",
+    )
+    # A row takes its tier from the item-response fit when at least this many verdicts place it
+    # (ZeroEval 43-51, MMLU-Pro 26-29, RouterBench 13, LLMRouter up to 9); with fewer (RouteLLM's 2,
+    # OpenAssistant's judged pairs) its source's label rule stays and the fit only ranks it.
+    min_verdicts_for_fit_label: int = 8
     # Source balance: no source contributes more than this many rows to train (val/test: a quarter).
     max_rows_per_source: int = 1500
     # all-MiniLM-L6-v2 is an English encoder: other languages are measured apart, never trained on.
@@ -131,7 +149,32 @@ def balance_sources(
     return sorted(out, key=lambda kr: stable_fraction(kr[0], seed + 2))
 
 
-def to_record(key: str, row: LabeledPrompt) -> dict:
+def label_from_fit(
+    deduped: list[tuple[str, LabeledPrompt]],
+    difficulties: dict[str, Difficulty],
+    config: BuildConfig,
+    stats: SourceStats,
+) -> list[tuple[str, LabeledPrompt]]:
+    """Rows whose verdicts are many take the fit's tier as their label; rows of a collection that
+    only the fit labels (MMLU-Pro) are dropped, and counted, when the fit has no verdict for them."""
+    out = []
+    for key, row in deduped:
+        difficulty = difficulties.get(key)
+        if difficulty is not None and (
+            row.origin in FIT_LABELED_ORIGINS or difficulty.evidence >= config.min_verdicts_for_fit_label
+        ):
+            if difficulty.tier not in row.allowed and row.origin not in FIT_LABELED_ORIGINS:
+                rule = label_text(sorted(row.allowed, key=TIER_INDEX.__getitem__))
+                stats.notes[row.origin][f"the label rule said {rule}, the fit {difficulty.tier}"] += 1
+            row = replace(row, allowed=frozenset({difficulty.tier}))
+        elif row.origin in FIT_LABELED_ORIGINS:
+            stats.drop(row.origin, "no verdict reached the item-response fit")
+            continue
+        out.append((key, row))
+    return out
+
+
+def to_record(key: str, row: LabeledPrompt, difficulty: Difficulty | None = None) -> dict:
     allowed = sorted(row.allowed, key=TIER_INDEX.__getitem__)
     return {
         "id": hashlib.sha1(key.encode()).hexdigest()[:16],
@@ -142,6 +185,7 @@ def to_record(key: str, row: LabeledPrompt) -> dict:
         "origin": row.origin,
         "weight": row.weight,
         "lang": row.lang,
+        **(difficulty.record() if difficulty is not None else {}),
         **(row.request or {}),
     }
 
@@ -153,7 +197,11 @@ def row_input(record: dict) -> ClassifierInput:
     return ClassifierInput.plain(record["text"])
 
 
-def split_rows(deduped: list[tuple[str, LabeledPrompt]], config: BuildConfig) -> dict[str, list[dict]]:
+def split_rows(
+    deduped: list[tuple[str, LabeledPrompt]],
+    config: BuildConfig,
+    difficulties: dict[str, Difficulty] | None = None,
+) -> dict[str, list[dict]]:
     grouped: dict[str, list[tuple[str, LabeledPrompt]]] = {s: [] for s in SPLITS}
     for key, row in deduped:
         grouped[assign_split(key, row, config)].append((key, row))
@@ -165,7 +213,10 @@ def split_rows(deduped: list[tuple[str, LabeledPrompt]], config: BuildConfig) ->
         "non_english": config.max_rows_per_source,
     }
     return {
-        split: [to_record(k, r) for k, r in balance_sources(items, caps[split], config.seed)]
+        split: [
+            to_record(k, r, (difficulties or {}).get(k))
+            for k, r in balance_sources(items, caps[split], config.seed)
+        ]
         for split, items in grouped.items()
     }
 
@@ -276,6 +327,52 @@ def datasheet(
     return "\n".join(lines)
 
 
+def fit_verdicts(stats: SourceStats) -> tuple[dict[str, Difficulty], dict]:
+    """The item-response fit over every verdict the readers noted: dedup key -> Difficulty."""
+    if not stats.verdicts.items:
+        return {}, {"items": 0}
+    log.info("item-response fit over %d prompts with verdicts", len(stats.verdicts))
+    difficulties, fit = fit_difficulty(stats.verdicts, stats.price_classes)
+    summary = {
+        "items": len(difficulties),
+        "verdicts": int(fit.evidence.sum()),
+        "models": len(fit.theta),
+        "converged": fit.converged,
+        "price_class_models": dict(sorted(stats.price_classes.items())),
+    }
+    if not fit.converged:
+        log.warning("the item-response fit stopped before converging; its targets are approximate")
+    return difficulties, summary
+
+
+def _difficulty_lines(splits: dict[str, list[dict]], fit_summary: dict) -> str:
+    """The fit's size, and per split and source group the tier mix and the rows the cheap class
+    almost surely fails (P(fast fails) >= 0.8)."""
+    if not fit_summary.get("items"):
+        return ""
+    lines = [
+        "## Difficulty from the item-response fit (training/difficulty.py)",
+        "",
+        f"{fit_summary['items']} prompts, {fit_summary['verdicts']} verdicts of {fit_summary['models']} "
+        f"models; converged: {fit_summary['converged']}. Rows with a fit carry `difficulty`, `p_fail`, "
+        "`target_tier` and `soft_target`.",
+        "",
+        "| split | group | rows | with a fit | fast / balanced / frontier (lowest allowed) | P(fast fails) >= 0.8 |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for split in ("train", "test", "heldout"):
+        for group in GROUPS:
+            rows = [r for r in splits[split] if source_group(r["source"]) == group]
+            if not rows:
+                continue
+            lowest = Counter(lowest_tier(r["allowed_tiers"]) for r in rows)
+            mix = " / ".join(f"{lowest[t] / len(rows):.0%}" for t in TIERS)
+            fitted = sum("p_fail" in r for r in rows)
+            hard = sum(r.get("p_fail", {}).get("fast", 0.0) >= 0.8 for r in rows)
+            lines.append(f"| {split} | {group} | {len(rows)} | {fitted} | {mix} | {hard} |")
+    return "\n".join([*lines, ""]) + "\n"
+
+
 def build(
     out_dir: Path,
     config: BuildConfig,
@@ -302,8 +399,10 @@ def build(
         )
     if not rows:
         raise ValueError("no labeled rows: give --user-data files or leave the public data on")
+    difficulties, fit_summary = fit_verdicts(stats)
     deduped, dedup = deduplicate(rows)
-    splits = split_rows(deduped, config)
+    deduped = label_from_fit(deduped, difficulties, config, stats)
+    splits = split_rows(deduped, config, difficulties)
     if not splits["train"] or not splits["val"]:
         raise ValueError("train or val is empty: add rows or hold out fewer sources (--heldout-sources)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -322,11 +421,11 @@ def build(
             "conflicts": dedup.conflicts,
         },
         "malformed_rows": [str(m) for m in malformed],
+        "difficulty_fit": fit_summary,
     }
     (out_dir / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "datasheet.md").write_text(
-        datasheet(splits, stats, dedup, malformed, config, digest), encoding="utf-8"
-    )
+    sheet = datasheet(splits, stats, dedup, malformed, config, digest)
+    (out_dir / "datasheet.md").write_text(sheet + _difficulty_lines(splits, fit_summary), encoding="utf-8")
     return summary
 
 

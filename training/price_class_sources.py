@@ -14,6 +14,7 @@ from pathlib import Path
 from tierwise.training.labels import TIERS, cheapest_passing, half_or_more_pass
 from tierwise.training.source_rows import LabeledPrompt, SourceStats, nonblank_lines
 from tierwise.training.text_cleaning import clean_prompt
+from tierwise.training.verdicts import model_key
 
 # --- ZeroEval (GSM8K, MATH level 5, CRUXEval; 43-51 models of 2024, all three tiers) ----------
 # The most direct evidence about today's classes: each model's class is in zeroeval/models.json.
@@ -42,10 +43,18 @@ def _tier_models(path: Path, core_only: bool) -> dict[str, str]:
 def read_zeroeval(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     """Cheapest tier in which at least half of the core models with a verdict on the row pass."""
     tier_of = _tier_models(root / "zeroeval" / "models.json", core_only=True)
+    # The core models of each class are the ones whose abilities stand for today's classes in the fit.
+    stats.price_classes.update({model_key(m): tier for m, tier in tier_of.items()})
     for name, source in ZEROEVAL_FILES.items():
         for line in nonblank_lines(root / "zeroeval" / f"{name}.jsonl"):
             row = json.loads(line)
             stats.read["zeroeval"] += 1
+            text = row["prompt"]
+            if source == "cruxeval":
+                text = text.strip().removeprefix(CRUXEVAL_PREAMBLE)
+            text = clean_prompt(text)
+            # Every model's verdict informs the fit (snapshots and `other` too); only core ones vote.
+            stats.verdicts.add(text, source, {m: 1.0 if c else 0.0 for m, c in row["correct"].items()})
             outcomes: dict[str, list[float]] = defaultdict(list)
             for model, correct in row["correct"].items():
                 if model in tier_of:
@@ -57,10 +66,7 @@ def read_zeroeval(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             if allowed is None:
                 stats.drop("zeroeval", f"no tier passes ({source})")
                 continue
-            text = row["prompt"]
-            if source == "cruxeval":
-                text = text.strip().removeprefix(CRUXEVAL_PREAMBLE)
-            yield LabeledPrompt(clean_prompt(text), allowed, source, "zeroeval")
+            yield LabeledPrompt(text, allowed, source, "zeroeval")
 
 
 # --- shaberi (Japanese chat prompts, GPT-4.1 judge scores of 13 current models) --------------

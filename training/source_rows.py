@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tierwise.training.verdicts import VerdictTable
+
 
 @dataclass(frozen=True)
 class LabeledPrompt:
@@ -23,12 +25,16 @@ class LabeledPrompt:
 
 @dataclass
 class SourceStats:
-    """Rows read and rows dropped (with the reason) per origin, for the datasheet."""
+    """Rows read and dropped (with the reason) per origin, for the datasheet; verdicts for the fit."""
 
     read: Counter[str] = field(default_factory=Counter)
     dropped: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # Rows kept but worth a look (e.g. shaberi inversions), counted per origin for the datasheet.
     notes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    # Every model verdict per prompt, rows no tier passes included: the item-response fit's input.
+    verdicts: VerdictTable = field(default_factory=VerdictTable)
+    # model_key -> today's price class (fast / balanced / frontier) of the models that stand for it.
+    price_classes: dict[str, str] = field(default_factory=dict)
 
     def drop(self, origin: str, reason: str) -> None:
         self.dropped[origin][reason] += 1

@@ -2,7 +2,8 @@
 
 Each reader yields `LabeledPrompt`s: cleaned text, the allowed tiers derived by the rules in
 `tierwise.training.labels`, the benchmark it came from (`source`) and the collection it was read from
-(`origin`). Rows a rule cannot label are counted in `SourceStats`, never silently lost.
+(`origin`). Rows a rule cannot label are counted in `SourceStats`, never silently lost. Every model
+verdict a reader sees, of rows it drops too, goes to `SourceStats.verdicts` for the item-response fit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from tierwise.training.fit_sources import read_mmlu_pro
 from tierwise.training.labels import (
     DIFFICULTY_SOURCE_TIERS,
     MATH_LEVEL_TIERS,
@@ -22,6 +24,7 @@ from tierwise.training.labels import (
 from tierwise.training.price_class_sources import read_shaberi, read_zeroeval
 from tierwise.training.source_rows import LabeledPrompt, SourceStats, nonblank_lines
 from tierwise.training.text_cleaning import chat_to_text, clean_prompt, format_choices
+from tierwise.training.verdicts import choice_guess
 
 csv.field_size_limit(2**31 - 1)  # RouterBench cells hold whole model responses
 
@@ -44,6 +47,14 @@ ROUTERBENCH_TIERS = {
     "balanced": ["claude-v1", "claude-v2", "gpt-4-1106-preview"],
 }
 ROUTERBENCH_FILES = {"arc_challenge": True, "winograde": True, "mbpp": False}  # name -> multiple choice
+ROUTERBENCH_GUESS = {"arc_challenge": choice_guess(4), "winograde": choice_guess(2), "mbpp": 0.0}
+# Every model with a 0/1 column is a verdict for the fit, the 7-13B models left out of the tiers too.
+ROUTERBENCH_MODELS = [
+    *ROUTERBENCH_TIERS["fast"],
+    *ROUTERBENCH_TIERS["balanced"],
+    "mistralai/mistral-7b-chat",
+    "WizardLM/WizardLM-13B-V1.2",
+]
 
 
 def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
@@ -53,6 +64,9 @@ def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             with open(root / "routerbench" / f"{name}_{split}.csv", newline="", encoding="utf-8") as f:
                 for row in csv.DictReader(f):
                     stats.read["routerbench"] += 1
+                    text = clean_prompt(row["prompt"])
+                    verdicts = {m: float(row[m]) for m in ROUTERBENCH_MODELS if row.get(m)}
+                    stats.verdicts.add(text, source, verdicts, ROUTERBENCH_GUESS[name])
                     outcomes = {
                         t: [float(row[m]) for m in ms if row.get(m)] for t, ms in ROUTERBENCH_TIERS.items()
                     }
@@ -64,7 +78,7 @@ def read_routerbench(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
                     if allowed is None:
                         stats.drop("routerbench", "no tier passes (no frontier model was run)")
                         continue
-                    yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "routerbench")
+                    yield LabeledPrompt(text, allowed, source, "routerbench")
 
 
 # --- LLMRouter (9 open models of 2024, 7B to 70B: today's fast class only) -------------------
@@ -93,6 +107,9 @@ LLMROUTER_EXCLUDED = {
 }
 LLMROUTER_MULTIPLE_CHOICE = {"em_mc"}
 LLMROUTER_EXACT_MATCH_QA = {"trivia_qa", "natural_qa"}  # a 0 is often a correct answer worded differently
+# Not verdicts for the fit: exact-match QA (above) and CommonGen, whose score is a coverage share.
+# No guessing floor: GPQA scores below chance (10%) show that unparsed answers count as wrong.
+LLMROUTER_NOT_VERDICTS = LLMROUTER_EXACT_MATCH_QA | {"commongen"}
 
 
 def _llmrouter_outcomes(task: str, scores: dict[str, float]) -> dict[str, list[float]]:
@@ -117,6 +134,14 @@ def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
                 stats.drop("llmrouter", "no task name (question not in default_query_*.jsonl)")
                 continue
             task = query["task_name"]
+            text = query["query"]
+            choices = query.get("choices")
+            if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
+                text = f"{text}\n{format_choices(choices)}"
+            text = clean_prompt(text)
+            if task not in LLMROUTER_NOT_VERDICTS:
+                excluded = LLMROUTER_EXCLUDED["*"] | LLMROUTER_EXCLUDED.get(task, set())
+                stats.verdicts.add(text, task, {m: s for m, s in row["scores"].items() if m not in excluded})
             outcomes = _llmrouter_outcomes(task, row["scores"])
             allowed = cheapest_passing(outcomes, query["metric"] in LLMROUTER_MULTIPLE_CHOICE)
             if allowed is None:
@@ -125,11 +150,7 @@ def read_llmrouter(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
                 else:
                     stats.drop("llmrouter", "no tier passes (no stronger model was run)")
                 continue
-            text = query["query"]
-            choices = query.get("choices")
-            if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
-                text = f"{text}\n{format_choices(choices)}"
-            yield LabeledPrompt(clean_prompt(text), allowed, task, "llmrouter")
+            yield LabeledPrompt(text, allowed, task, "llmrouter")
 
 
 # --- RouteLLM (Mixtral-8x7B and gpt-4-1106: bounds the tier) ---------------------------------
@@ -145,9 +166,13 @@ ROUTELLM_LABELS = {
 
 
 def _routellm_file(path: Path, source: str, stats: SourceStats) -> Iterator[LabeledPrompt]:
+    guess = choice_guess(4) if source == "mmlu" else 0.0
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             stats.read["routellm"] += 1
+            text = clean_prompt(row["prompt"])
+            verdicts = {m: float(row[m] == "True") for m in (ROUTELLM_MIXTRAL, ROUTELLM_GPT4)}
+            stats.verdicts.add(text, source, verdicts, guess)
             if row[ROUTELLM_MIXTRAL] == "True":
                 allowed = ROUTELLM_LABELS["mixtral passes"]
             elif row[ROUTELLM_GPT4] == "True":
@@ -155,7 +180,7 @@ def _routellm_file(path: Path, source: str, stats: SourceStats) -> Iterator[Labe
             else:
                 stats.drop("routellm", "no tier passes")
                 continue
-            yield LabeledPrompt(clean_prompt(row["prompt"]), allowed, source, "routellm")
+            yield LabeledPrompt(text, allowed, source, "routellm")
 
 
 def read_routellm(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
@@ -197,6 +222,19 @@ def _oasst_holds_up(
     return None if total == 0 else held * 2 >= total
 
 
+def _oasst_shares(verdicts: dict[str, list[tuple[str, str, int]]], message_id: str) -> dict[str, float]:
+    """Each system's share of its verdicts (against any other system) where it ties or wins.
+
+    The fit reads that share as the system's judged outcome on the prompt: a prompt where only
+    GPT-4's answer holds up is a hard one; one where a 7B answer holds up against GPT-4 is easy.
+    """
+    held: dict[str, list[float]] = defaultdict(list)
+    for a, b, score in verdicts.get(message_id, []):
+        held[a].append(float(score in (1, 3)))
+        held[b].append(float(score in (2, 3)))
+    return {system: sum(h) / len(h) for system, h in held.items()}
+
+
 def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
     """fast if the small systems hold up against gpt-3.5 or the mid systems against GPT-4; else balanced.
 
@@ -223,6 +261,7 @@ def read_oasst(root: Path, stats: SourceStats) -> Iterator[LabeledPrompt]:
             continue
         tier = "fast" if any(held_up) else OASST_OTHERWISE
         text = chat_to_text(q["input"])
+        stats.verdicts.add(text, "oasst", _oasst_shares(verdicts, q["message_id"]))
         yield LabeledPrompt(text, frozenset({tier}), "oasst", "oasst-qlora", lang=q.get("lang", "en"))
 
 
@@ -274,6 +313,7 @@ READERS = {
     "llmrouter": read_llmrouter,
     "routellm": read_routellm,
     "oasst-qlora": read_oasst,
+    "mmlu-pro": read_mmlu_pro,
     "math-levels": read_math_levels,
     "qwen-math": read_qwen_math,
 }

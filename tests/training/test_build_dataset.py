@@ -10,8 +10,12 @@ from tierwise.training.build_dataset import (
     build,
     datasheet,
     deduplicate,
+    label_from_fit,
     main,
+    to_record,
 )
+from tierwise.training.difficulty_targets import Difficulty, soft_target
+from tierwise.training.labels import TIERS
 from tierwise.training.sources import LabeledPrompt, SourceStats
 from tierwise.training.text_cleaning import dedup_key
 
@@ -109,3 +113,40 @@ def test_japanese_rows_go_to_non_english_and_notes_reach_the_datasheet():
     splits = {s: [] for s in SPLITS} | {"non_english": [record]}
     sheet = datasheet(splits, stats, dedup, [], config, "0" * 64)
     assert "shaberi: inversions kept as fast: 1" in sheet
+
+
+def _difficulty(tier: str, evidence: int, p_fast: float) -> Difficulty:
+    p_fail = {"fast": p_fast, "balanced": p_fast / 2, "frontier": p_fast / 4}
+    return Difficulty(0.5, 0.2, evidence, p_fail, tier, soft_target(p_fail))
+
+
+def test_rows_with_many_verdicts_take_the_fits_tier_and_few_keep_their_rule():
+    rows = [
+        LabeledPrompt("many verdicts", frozenset({"fast"}), "zeroeval_math_l5", "zeroeval"),
+        LabeledPrompt("two verdicts", frozenset({"fast"}), "gsm8k", "routellm"),
+        LabeledPrompt("fit only", frozenset(TIERS), "mmlu_pro_law", "mmlu-pro"),
+        LabeledPrompt("fit only, no verdict", frozenset(TIERS), "mmlu_pro_law", "mmlu-pro"),
+        LabeledPrompt("no verdicts at all", frozenset({"balanced"}), "oasst", "oasst-qlora"),
+    ]
+    difficulties = {
+        dedup_key("many verdicts"): _difficulty("frontier", 43, 0.9),
+        dedup_key("two verdicts"): _difficulty("balanced", 2, 0.6),
+        dedup_key("fit only"): _difficulty("balanced", 29, 0.7),
+    }
+    stats = SourceStats()
+    deduped = [(dedup_key(r.text), r) for r in rows]
+    labeled = dict(label_from_fit(deduped, difficulties, BuildConfig(), stats))
+    assert labeled[dedup_key("many verdicts")].allowed == {"frontier"}
+    assert labeled[dedup_key("two verdicts")].allowed == {"fast"}  # 2 < min_verdicts_for_fit_label
+    assert labeled[dedup_key("fit only")].allowed == {"balanced"}
+    assert dedup_key("fit only, no verdict") not in labeled  # dropped, and counted
+    assert stats.dropped["mmlu-pro"] == {"no verdict reached the item-response fit": 1}
+    assert labeled[dedup_key("no verdicts at all")].allowed == {"balanced"}
+    assert stats.notes["zeroeval"] == {"the label rule said fast, the fit frontier": 1}
+    # every row with a fit carries what the loss and the gate read, rows without one nothing
+    record = to_record(
+        dedup_key("two verdicts"), labeled[dedup_key("two verdicts")], difficulties[dedup_key("two verdicts")]
+    )
+    assert record["allowed_tiers"] == ["fast"] and record["target_tier"] == "balanced"
+    assert record["p_fail"]["fast"] == 0.6 and record["soft_target"] == [0.4, 0.3, 0.3]
+    assert "p_fail" not in to_record("k", labeled[dedup_key("no verdicts at all")])

@@ -1,6 +1,7 @@
 """Edge cases of the label rules in `tierwise.training.sources`: rows no rule can label, blank cells,
 per-task exclusions, unknown systems, and every collection read in order."""
 
+import gzip
 import json
 
 import pytest
@@ -147,6 +148,10 @@ def test_every_collection_is_read_in_the_readers_order(tmp_path):
         [{"input": "### Human: oasst row### Assistant:", "message_id": "m"}],
     )
     oasst_verdicts(tmp_path, "7b", "gpt-3.5", {"m": 3})
+    mmlu_pro = {"question": "mmlu-pro row", "options": ["a", "b"], "category": "law", "correct": {"m1": True}}
+    (tmp_path / "mmlu-pro").mkdir()
+    with gzip.open(tmp_path / "mmlu-pro" / "outcomes.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(mmlu_pro) + "\n")
     write_jsonl(tmp_path / "math-levels" / "math_test.jsonl", [{"problem": "math row", "level": "Level 1"}])
     for name in DIFFICULTY_SOURCE_TIERS:
         write_jsonl(tmp_path / "qwen-math" / f"{name}.jsonl", [])
