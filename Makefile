@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,9 @@ source-signal: install ## Can a source's labels be ranked from its text? AUC wit
 
 invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, macro-F1, under-routing, AUC, bare vs wrapped [ROWS=400]
 	$(PY) -m tierwise.training.invariance --model models/$(MODEL) --rows $(or $(ROWS),400)
+
+within-source: install ## Within-source ranking of models/$(MODEL): AUC and Spearman per source beside length, TF-IDF, source prior; leave-source-out (into its report/) [SPLITS="test heldout"]
+	$(PY) -m tierwise.training.within_source --model models/$(MODEL) $(if $(SPLITS),--splits $(SPLITS))
 
 promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
 	$(PY) -m tierwise.training.promote --name $(MODEL)

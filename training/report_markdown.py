@@ -14,6 +14,7 @@ from tierwise.core.scoring import percent
 from tierwise.training.estimator import render_markdown as render_estimator
 from tierwise.training.invariance import render_markdown as render_invariance
 from tierwise.training.labels import TIERS
+from tierwise.training.within_source import within_source_markdown
 
 SPLIT_TITLES = {
     "val": "val (calibration split)",
@@ -198,6 +199,8 @@ def render_header(manifest: dict[str, Any], evaluation: dict[str, Any]) -> str:
         sections.append(render_invariance(evaluation["invariance"]))
     if "estimator" in evaluation:
         sections.append(render_estimator(evaluation["estimator"]))
+    if "within_source" in evaluation:
+        sections.append(within_source_markdown(evaluation["within_source"]))
     return HEADER.substitute(
         name=manifest["name"],
         base_model=base["name"],

@@ -1,0 +1,611 @@
+"""`make within-source`: an evaluation that cannot be won by naming the source (issue 21, item 3).
+
+    python -m tierwise.training.within_source --model models/default [--splits test heldout]
+
+Most training sources carry one label for every row, so pooled figures reward a model for knowing
+which benchmark a prompt came from: the source prior (the row's source's mean label in `train`) wins
+them. Inside one source the source is constant, so ranking its rows takes reading how hard each is.
+For each judged split, bare and wrapped once by the evaluation-only wrappers (never trained on):
+
+- per source: AUC of P(tier > fast) against "fast does not suffice" and Spearman against the item
+  difficulty, beside prompt length and TF-IDF + logistic regression fitted on `train`;
+- the macro average over the sources with spread, with a seeded bootstrap 95% interval (rows
+  resampled within their source, the same draws for every score);
+- pooled AUC beside the source prior, which is 0.5 within any source by construction;
+- the hard rows (P(fast fails) >= 0.8) routed to `fast` and the tier mix, per source group.
+
+Grouped leave-source-out: TF-IDF ridge and a logistic head on the estimator's hashed n-grams, fitted
+on the train rows of every other source group, judge the rows of the group left out.
+Writes models/NAME/report/within_source.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from tierwise.core.classifier import TierClassifier
+from tierwise.core.escalation import TierOffsets, route_upward
+from tierwise.core.estimator import DEFAULT_FEATURES
+from tierwise.core.request_text import ClassifierInput, request_input
+from tierwise.training import paths
+from tierwise.training.build_dataset import row_input
+from tierwise.training.estimator import REGULARIZATION_C, feature_matrix
+from tierwise.training.invariance import read_splits, sample_rows
+from tierwise.training.labels import TIER_INDEX, TIERS, lowest_tier
+from tierwise.training.source_groups import source_group
+from tierwise.training.wrappers import WrapperLibrary
+
+log = logging.getLogger("tierwise.within_source")
+
+JUDGED_SPLITS = ("test", "heldout")
+MIN_ROWS = 20  # fewer rows rank too few pairs to say anything about one source
+MIN_CLASS_ROWS = 3  # an AUC from one or two positives is one or two ranks, noise in a macro average
+FAIL_LABEL = 0.5  # P(fast fails) at or above which fast "does not suffice"
+HARD_THRESHOLD = 0.8  # the gate's hard rows: the cheap class almost surely fails
+BOOTSTRAP = 1000
+ROWS_PER_SOURCE = 400  # per split and source: bounds the encoder passes of `make train`
+SCORES = ("model", "length", "tfidf")
+LOSO_SCORES = ("tfidf_ridge", "hashed_ngrams", "length")
+
+
+class Manifest(Protocol):
+    escalation_q: float
+    tier_offsets: TierOffsets
+
+
+class Scorer(Protocol):
+    """What this module needs of tierwise.core.classifier.TierClassifier."""
+
+    manifest: Manifest
+
+    def predict_proba(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]: ...
+
+
+# --- labels and difficulty ---------------------------------------------------------------------
+
+
+def needs_more_than_fast(row: dict) -> int:
+    """1 when fast does not suffice: P(fast fails) >= 0.5 from the item-response fit where the row
+    has one, else its cheapest allowed tier is above fast."""
+    p_fail = row.get("p_fail")
+    if p_fail:
+        return int(p_fail["fast"] >= FAIL_LABEL)
+    return int(TIER_INDEX[lowest_tier(row["allowed_tiers"])] > 0)
+
+
+def fast_fail_target(row: dict) -> float:
+    """P(fast fails), or the 0/1 label without a fit: one scale for every source, so a regression
+    fitted across sources is not asked to reconcile difficulty scales of different sources."""
+    p_fail = row.get("p_fail")
+    return float(p_fail["fast"]) if p_fail else float(needs_more_than_fast(row))
+
+
+def source_difficulty(rows: list[dict]) -> tuple[np.ndarray, str]:
+    """Item difficulty of one source's rows: the fit's `difficulty` when every row has one, else the
+    index of the cheapest allowed tier (ordinal). Never a mix: the two scales are not comparable."""
+    if rows and all(r.get("difficulty") is not None for r in rows):
+        return np.array([float(r["difficulty"]) for r in rows]), "fit"
+    return np.array([float(TIER_INDEX[lowest_tier(r["allowed_tiers"])]) for r in rows]), "ordinal"
+
+
+# --- ranking metrics, batched so the bootstrap is one array operation per source ------------------
+
+
+def batched_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(B, n) 0/1 labels and scores -> (B,) ROC AUC, ties counted half; nan where a class is absent."""
+    ranks = rankdata(scores, axis=-1)
+    positives = labels.sum(axis=-1)
+    negatives = labels.shape[-1] - positives
+    u = (ranks * labels).sum(axis=-1) - positives * (positives + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
+
+
+def batched_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(B, n) -> (B,) Spearman correlation (Pearson of average ranks); nan where either is constant."""
+    rx = rankdata(x, axis=-1)
+    ry = rankdata(y, axis=-1)
+    rx -= rx.mean(axis=-1, keepdims=True)
+    ry -= ry.mean(axis=-1, keepdims=True)
+    denominator = np.sqrt((rx * rx).sum(axis=-1) * (ry * ry).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (rx * ry).sum(axis=-1) / denominator, np.nan)
+
+
+def rank_metric(target: str, truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(B, n) -> (B,) AUC (truth: 0/1 labels) or Spearman (truth: difficulty). A score constant over
+    the rows ranks nothing: ρ 0 there, as its AUC is 0.5 by ties; nan only where the truth has no spread."""
+    if target == "auc":
+        return batched_auc(truth, scores)
+    rho = batched_spearman(scores, truth)
+    return np.where((np.ptp(scores, axis=-1) == 0) & (np.ptp(truth, axis=-1) > 0), 0.0, rho)
+
+
+def one(target: str, truth: np.ndarray, scores: np.ndarray) -> float | None:
+    value = float(rank_metric(target, truth[None, :], scores[None, :])[0])
+    return None if np.isnan(value) else value
+
+
+# --- per source tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRows:
+    """One source's rows of a split: their positions, labels and difficulty."""
+
+    source: str
+    index: np.ndarray
+    labels: np.ndarray
+    difficulty: np.ndarray
+    difficulty_kind: str
+
+    @property
+    def ranks_labels(self) -> bool:
+        positives = int(self.labels.sum())
+        return len(self.index) >= MIN_ROWS and min(positives, len(self.index) - positives) >= MIN_CLASS_ROWS
+
+    @property
+    def ranks_difficulty(self) -> bool:
+        return len(self.index) >= MIN_ROWS and np.ptp(self.difficulty) > 0
+
+
+def by_source(rows: list[dict]) -> list[SourceRows]:
+    positions: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        positions[r["source"]].append(i)
+    out = []
+    for source, index in sorted(positions.items()):
+        members = [rows[i] for i in index]
+        difficulty, kind = source_difficulty(members)
+        labels = np.array([needs_more_than_fast(r) for r in members], dtype=float)
+        out.append(SourceRows(source, np.array(index), labels, difficulty, kind))
+    return out
+
+
+def source_entry(s: SourceRows, scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "source": s.source,
+        "group": source_group(s.source),
+        "n": len(s.index),
+        "positives": int(s.labels.sum()),
+        "difficulty": s.difficulty_kind,
+        "auc": {k: one("auc", s.labels, v[s.index]) if s.ranks_labels else None for k, v in scores.items()},
+        "spearman": {
+            k: one("spearman", s.difficulty, v[s.index]) if s.ranks_difficulty else None
+            for k, v in scores.items()
+        },
+    }
+
+
+def bootstrap_macro(
+    sources: list[SourceRows], target: str, scores: np.ndarray, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Macro average over `sources` and its 95% interval: rows resampled within each source, drawn
+    from `seed` alone so every score sees the same resamples (a paired comparison)."""
+    if not sources:
+        return {"value": None, "low": None, "high": None, "sources": 0}
+    rng = np.random.default_rng(seed)
+    point, draws = [], []
+    for s in sources:
+        truth = s.labels if target == "auc" else s.difficulty
+        own = scores[s.index]
+        point.append(one(target, truth, own))
+        picks = rng.integers(0, len(s.index), size=(n_boot, len(s.index)))
+        draws.append(rank_metric(target, truth[picks], own[picks]))
+    with warnings.catch_warnings():  # a resample that loses a class skips that source (nan)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        macro = np.nanmean(np.stack(draws), axis=0)
+        low, high = np.nanpercentile(macro, [2.5, 97.5])
+    return {"value": float(np.mean(point)), "low": float(low), "high": float(high), "sources": len(sources)}
+
+
+def ranking_table(
+    rows: list[dict],
+    scores: dict[str, np.ndarray],
+    pooled_only: dict[str, np.ndarray] | None = None,
+    n_boot: int = BOOTSTRAP,
+    seed: int = 13,
+) -> dict[str, Any]:
+    """Per source, macro (sources with spread) and pooled figures of each (N,) score of `rows`.
+    `pooled_only`: scores that are constant within a source (the source prior), shown pooled only."""
+    sources = by_source(rows)
+    labels = np.array([needs_more_than_fast(r) for r in rows], dtype=float)
+    ranked = {
+        "auc": [s for s in sources if s.ranks_labels],
+        "spearman": [s for s in sources if s.ranks_difficulty],
+    }
+    return {
+        "n": len(rows),
+        "per_source": [source_entry(s, scores) for s in sources],
+        "no_spread": [
+            {"source": s.source, "n": len(s.index)}
+            for s in sources
+            if not (s.ranks_labels or s.ranks_difficulty)
+        ],
+        "macro": {
+            target: {k: bootstrap_macro(members, target, v, n_boot, seed) for k, v in scores.items()}
+            for target, members in ranked.items()
+        },
+        "pooled_auc": {k: one("auc", labels, v) for k, v in {**scores, **(pooled_only or {})}.items()},
+    }
+
+
+# --- baselines --------------------------------------------------------------------------------------
+
+
+def lengths(texts: list[str]) -> np.ndarray:
+    return np.array([len(t) for t in texts], dtype=float)
+
+
+def fit_tfidf_logistic(train_rows: list[dict], seed: int) -> Callable[[list[str]], np.ndarray]:
+    """P(fast does not suffice) from TF-IDF word 1-2 grams + class-balanced logistic regression."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
+    model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
+    model.fit(
+        vectorizer.fit_transform([r["text"] for r in train_rows]),
+        [needs_more_than_fast(r) for r in train_rows],
+    )
+    return lambda texts: model.predict_proba(vectorizer.transform(texts))[:, 1]
+
+
+def fit_tfidf_ridge(train_rows: list[dict]) -> Callable[[list[str]], np.ndarray]:
+    """P(fast fails) regressed on TF-IDF word 1-2 grams (the issue's within-source probe)."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
+    model = Ridge(alpha=1.0)
+    model.fit(
+        vectorizer.fit_transform([r["text"] for r in train_rows]), [fast_fail_target(r) for r in train_rows]
+    )
+    return lambda texts: model.predict(vectorizer.transform(texts))
+
+
+def fit_hashed_ngrams(train_rows: list[dict], seed: int) -> Callable[[list[ClassifierInput]], np.ndarray]:
+    """The load-shedding estimator's features (hashed 1-2 grams of the task) under a binary logistic
+    head: the served head has one output per tier and cannot be fitted when the rows left in lack a
+    tier (leaving out math leaves no `frontier` label today)."""
+    model = LogisticRegression(C=REGULARIZATION_C, class_weight="balanced", max_iter=3000, random_state=seed)
+    model.fit(
+        feature_matrix([row_input(r) for r in train_rows], DEFAULT_FEATURES),
+        [needs_more_than_fast(r) for r in train_rows],
+    )
+    return lambda inputs: model.predict_proba(feature_matrix(inputs, DEFAULT_FEATURES))[:, 1]
+
+
+def fit_source_prior(train_rows: list[dict]) -> Callable[[list[dict]], np.ndarray]:
+    """Each row's source's mean label in `train`; sources absent from train get train's mean."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in train_rows:
+        sums[r["source"]][0] += needs_more_than_fast(r)
+        sums[r["source"]][1] += 1
+    overall = sum(s for s, _ in sums.values()) / max(1, sum(n for _, n in sums.values()))
+    means = {source: s / n for source, (s, n) in sums.items()}
+    return lambda rows: np.array([means.get(r["source"], overall) for r in rows])
+
+
+@dataclass(frozen=True)
+class Baselines:
+    tfidf: Callable[[list[str]], np.ndarray]
+    source_prior: Callable[[list[dict]], np.ndarray]
+
+
+def fit_baselines(train_rows: list[dict], seed: int) -> Baselines:
+    return Baselines(fit_tfidf_logistic(train_rows, seed), fit_source_prior(train_rows))
+
+
+# --- the hard-requests check ------------------------------------------------------------------------
+
+
+def tier_name(tier: str | int) -> str:
+    return TIERS[tier] if isinstance(tier, int | np.integer) else str(tier)
+
+
+def hard_rows_routed_fast(
+    rows: list[dict], tiers_routed: Sequence[str | int], threshold: float = HARD_THRESHOLD
+) -> dict[str, Any]:
+    """Per source group (and `all`): the tier mix, and of the rows the cheap class almost surely fails
+    (P(fast fails) >= threshold; rows without a fit never count), how many were routed to `fast`."""
+    if len(rows) != len(tiers_routed):
+        raise ValueError(f"{len(rows)} rows but {len(tiers_routed)} routed tiers")
+    counts: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"n": 0, "tiers": dict.fromkeys(TIERS, 0), "hard": 0, "hard_fast": 0}
+    )
+    for row, routed in zip(rows, tiers_routed, strict=True):
+        tier = tier_name(routed)
+        hard = (row.get("p_fail") or {}).get("fast", 0.0) >= threshold
+        for group in (source_group(row["source"]), "all"):
+            c = counts[group]
+            c["n"] += 1
+            c["tiers"][tier] += 1
+            c["hard"] += int(hard)
+            c["hard_fast"] += int(hard and tier == "fast")
+    groups = {group: summarize_group(c) for group, c in sorted(counts.items(), key=lambda kv: kv[0] == "all")}
+    frontier_not_math = sum(c["tiers"]["frontier"] for g, c in counts.items() if g not in ("math", "all"))
+    return {"threshold": threshold, "groups": groups, "frontier_outside_math": frontier_not_math}
+
+
+def summarize_group(c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "n": c["n"],
+        "tier_counts": c["tiers"],
+        "tier_mix": {t: c["tiers"][t] / c["n"] for t in TIERS},
+        "hard": c["hard"],
+        "hard_fast": c["hard_fast"],
+        "hard_fast_share": c["hard_fast"] / c["hard"] if c["hard"] else None,
+    }
+
+
+# --- one split, bare and wrapped ----------------------------------------------------------------------
+
+
+def wrapped_once(rows: list[dict], library: WrapperLibrary, seed: int) -> list[ClassifierInput]:
+    """Each row under one evaluation-only wrapper, drawn from (seed, row id) alone: reruns agree."""
+    return [request_input(library.sample(r["text"], random.Random(f"{seed}:{r['id']}"))) for r in rows]
+
+
+def shape_section(
+    classifier: Scorer,
+    rows: list[dict],
+    inputs: list[ClassifierInput],
+    baselines: Baselines,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The ranking table and the hard-rows check of one shape (bare or wrapped) of a split's rows.
+    Length and TF-IDF read every word of the request, as a naive router would."""
+    probabilities, _ = classifier.predict_proba(inputs)
+    texts = [item.text for item in inputs]
+    scores = {"model": 1.0 - probabilities[:, 0], "length": lengths(texts), "tfidf": baselines.tfidf(texts)}
+    table = ranking_table(rows, scores, {"source prior": baselines.source_prior(rows)}, n_boot, seed)
+    routed = route_upward(probabilities, classifier.manifest.escalation_q, classifier.manifest.tier_offsets)
+    table["hard_rows"] = hard_rows_routed_fast(rows, [int(t) for t in routed])
+    return table
+
+
+def judged_rows(rows: list[dict], per_source: int | None, seed: int) -> list[dict]:
+    """At most `per_source` seeded rows of each source (all with None)."""
+    if per_source is None:
+        return rows
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[r["source"]].append(r)
+    return [r for source in sorted(grouped) for r in sample_rows(grouped[source], per_source, seed)]
+
+
+# --- grouped leave-source-out ---------------------------------------------------------------------------
+
+
+def leave_group_out(splits: dict[str, list[dict]], seed: int, n_boot: int = BOOTSTRAP) -> dict[str, Any]:
+    """For each source group: cheap models fitted on the train rows of every other group judge every
+    row of the group (all splits; none of them was seen), within its sources."""
+    every_row = [r for split, rows in splits.items() if split != "non_english" for r in rows]
+    out = []
+    for group in sorted({source_group(r["source"]) for r in every_row}):
+        fitted = [r for r in splits["train"] if source_group(r["source"]) != group]
+        judged = [r for r in every_row if source_group(r["source"]) == group]
+        log.info("leave-source-out: %s, fit on %d rows, judge %d", group, len(fitted), len(judged))
+        inputs = [row_input(r) for r in judged]
+        texts = [item.text for item in inputs]
+        scores = {
+            "tfidf_ridge": fit_tfidf_ridge(fitted)(texts),
+            "hashed_ngrams": fit_hashed_ngrams(fitted, seed)(inputs),
+            "length": lengths(texts),
+        }
+        out.append(
+            {"group": group, "fit_rows": len(fitted), **ranking_table(judged, scores, None, n_boot, seed)}
+        )
+    return {"groups": out}
+
+
+# --- the report ----------------------------------------------------------------------------------------
+
+
+def within_source_report(
+    classifier: Scorer,
+    splits: dict[str, list[dict]],
+    seed: int,
+    *,
+    judged: Sequence[str] = JUDGED_SPLITS,
+    rows_per_source: int | None = ROWS_PER_SOURCE,
+    n_boot: int = BOOTSTRAP,
+    leave_source_out: bool = True,
+) -> dict[str, Any]:
+    """The whole section: each judged split bare and wrapped, and the leave-source-out table.
+    `splits` needs `train` (baselines) and the judged splits."""
+    baselines = fit_baselines(splits["train"], seed)
+    library = WrapperLibrary.load("eval")
+    report: dict[str, Any] = {
+        "seed": seed,
+        "bootstrap": n_boot,
+        "rows_per_source": rows_per_source,
+        "min_rows": MIN_ROWS,
+        "min_class_rows": MIN_CLASS_ROWS,
+        "splits": {},
+    }
+    for split in judged:
+        rows = judged_rows(splits.get(split) or [], rows_per_source, seed)
+        if not rows:
+            continue
+        log.info("within-source: %s, %d rows, bare and wrapped", split, len(rows))
+        report["splits"][split] = {
+            "bare": shape_section(classifier, rows, [row_input(r) for r in rows], baselines, n_boot, seed),
+            "wrapped": shape_section(
+                classifier, rows, wrapped_once(rows, library, seed), baselines, n_boot, seed
+            ),
+        }
+    if leave_source_out:
+        report["leave_source_out"] = leave_group_out(splits, seed, n_boot)
+    return report
+
+
+# --- markdown -------------------------------------------------------------------------------------------
+
+
+def num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def interval(m: dict[str, Any]) -> str:
+    return "-" if m["value"] is None else f"{m['value']:.3f} [{m['low']:.2f}, {m['high']:.2f}]"
+
+
+def table_markdown(table: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """Per source with spread, the macro row with its interval, the pooled row with the source prior."""
+    head = " | ".join(f"AUC {n}" for n in names) + " | " + " | ".join(f"ρ {n}" for n in names)
+    lines = [
+        f"| source | group | n | fast fails | difficulty | {head} |",
+        "|---|---|---:|---:|---|" + "---:|" * 2 * len(names),
+    ]
+    for e in table["per_source"]:
+        if all(v is None for v in (*e["auc"].values(), *e["spearman"].values())):
+            continue
+        cells = [num(e["auc"][n]) for n in names] + [num(e["spearman"][n]) for n in names]
+        lines.append(
+            f"| {e['source']} | {e['group']} | {e['n']} | {e['positives']} | {e['difficulty']} | {' | '.join(cells)} |"
+        )
+    macro = table["macro"]
+    cells = [interval(macro["auc"][n]) for n in names] + [interval(macro["spearman"][n]) for n in names]
+    counts = f"{macro['auc'][names[0]]['sources']} / {macro['spearman'][names[0]]['sources']} sources"
+    lines.append(f"| **macro** | {counts} | | | | {' | '.join(cells)} |")
+    pooled = table["pooled_auc"]
+    lines += [
+        "",
+        f"Pooled AUC over all {table['n']} rows (naming the source wins this one): "
+        + ", ".join(f"{k} {num(v)}" for k, v in pooled.items())
+        + ".",
+    ]
+    if table["no_spread"]:
+        lines.append(
+            "No spread (left out): "
+            + ", ".join(f"{s['source']} ({s['n']})" for s in table["no_spread"])
+            + "."
+        )
+    return lines
+
+
+def hard_rows_markdown(hard: dict[str, Any]) -> list[str]:
+    lines = [
+        f"| group | n | routed fast / balanced / frontier | hard rows (P(fast fails) >= {hard['threshold']}) | hard to fast |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for group, g in hard["groups"].items():
+        mix = " / ".join(f"{100 * g['tier_mix'][t]:.0f}%" for t in TIERS)
+        share = (
+            "-" if g["hard_fast_share"] is None else f"{g['hard_fast']} ({100 * g['hard_fast_share']:.0f}%)"
+        )
+        lines.append(f"| {group} | {g['n']} | {mix} | {g['hard']} | {share} |")
+    lines.append(f"\nRouted to frontier outside math: {hard['frontier_outside_math']} rows.")
+    return lines
+
+
+def within_source_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "## Within-source ranking",
+        "",
+        "Inside one source the source is constant, so these figures cannot be won by naming it. AUC of "
+        "P(tier > fast) against 'fast does not suffice' (P(fast fails) >= 0.5 from the item-response "
+        "fit, else the cheapest allowed tier); ρ: Spearman against the item difficulty (the fit's, else "
+        f"the cheapest allowed tier). Sources with >= {report['min_rows']} rows and >= "
+        f"{report['min_class_rows']} of each class (AUC) or non-constant difficulty (ρ); macro with a "
+        f"bootstrap 95% interval ({report['bootstrap']} resamples within sources, seed {report['seed']}). "
+        "Length and TF-IDF (logistic, fitted on `train`) read every word of the request. Wrapped: each "
+        "row once under an evaluation-only wrapper. The source prior is constant within a source "
+        "(AUC 0.5 there by construction) and shown pooled only.",
+        "",
+    ]
+    for split, shapes in report["splits"].items():
+        for shape, table in shapes.items():
+            lines += [
+                f"### {split}, {shape}",
+                "",
+                *table_markdown(table, SCORES),
+                "",
+                *hard_rows_markdown(table["hard_rows"]),
+                "",
+            ]
+    if "leave_source_out" in report:
+        lines += [*leave_source_out_markdown(report["leave_source_out"]), ""]
+    return "\n".join(lines)
+
+
+def leave_source_out_markdown(section: dict[str, Any]) -> list[str]:
+    names = LOSO_SCORES
+    lines = [
+        "### Grouped leave-source-out",
+        "",
+        "Each source group judged by cheap models fitted on the train rows of every other group: TF-IDF "
+        "ridge on P(fast fails), a logistic head on the estimator's hashed n-grams; length needs no fit. "
+        "Macro over the group's sources with spread (every split).",
+        "",
+        "| group | fit rows | judged rows | sources (AUC / ρ) | "
+        + " | ".join(f"AUC {n}" for n in names)
+        + " | "
+        + " | ".join(f"ρ {n}" for n in names)
+        + " |",
+        "|---|---:|---:|---|" + "---:|" * 2 * len(names),
+    ]
+    for g in section["groups"]:
+        macro = g["macro"]
+        cells = [interval(macro["auc"][n]) for n in names] + [interval(macro["spearman"][n]) for n in names]
+        sources = f"{macro['auc'][names[0]]['sources']} / {macro['spearman'][names[0]]['sources']}"
+        lines.append(f"| {g['group']} | {g['fit_rows']} | {g['n']} | {sources} | {' | '.join(cells)} |")
+    return lines
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default models/default)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="splits from `make data`")
+    parser.add_argument("--splits", nargs="+", default=list(JUDGED_SPLITS), help="splits to judge")
+    parser.add_argument("--rows-per-source", type=int, default=ROWS_PER_SOURCE, help="0: every row")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
+    parser.add_argument(
+        "--no-leave-source-out", action="store_true", help="skip the grouped leave-source-out fits"
+    )
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    model_dir = args.model or paths.models_dir() / "default"
+    try:
+        classifier = TierClassifier(model_dir)
+        splits = read_splits(args.data_dir or paths.processed_dir())
+        report = within_source_report(
+            classifier,
+            splits,
+            args.seed,
+            judged=args.splits,
+            rows_per_source=args.rows_per_source or None,
+            n_boot=args.bootstrap,
+            leave_source_out=not args.no_leave_source_out,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    markdown = within_source_markdown(report)
+    out_dir = model_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "within_source.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out_dir / "within_source.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
