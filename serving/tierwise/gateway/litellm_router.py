@@ -16,9 +16,14 @@ upward, so the chain starts at the top tier, except for a request with personal 
 the client applies the privacy rule itself and sends it to the policy's private tier. A private
 request never falls back to a public group (its fallbacks, context-window and content-policy
 fallbacks are set to the private tier's own models, overriding the router's defaults), and when no
-private group is configured it is refused (`PrivateDataUnroutableError`). The proxy hook also sets
-`response.model` to the model group that answered (LiteLLM would otherwise echo `tierwise`). See
-serving/tierwise/gateway/LITELLM.md for a copy-paste config.
+private group is configured it is refused (`PrivateDataUnroutableError`). A private request also fails
+closed fast: it carries `num_retries` = `private_retries` (default `PRIVATE_RETRIES`, 0) and
+`timeout`/`stream_timeout` = `private_timeout_s` (default `PRIVATE_TIMEOUT_S`, seconds per attempt),
+so a failing private deployment ends in an error after at most 1 + private_retries attempts of at
+most private_timeout_s each per private model group (plus LiteLLM's back-off sleeps when
+private_retries > 0), instead of waiting out the router's retries and their back-off. The proxy hook
+also sets `response.model` to the model group that answered (LiteLLM would otherwise echo
+`tierwise`). See serving/tierwise/gateway/LITELLM.md for a copy-paste config.
 
 Import LiteLLM with `LITELLM_LOCAL_MODEL_COST_MAP=True` in the environment on machines without
 internet access (LiteLLM otherwise fetches its price map on import).
@@ -27,6 +32,7 @@ internet access (LiteLLM otherwise fetches its price map on import).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +51,16 @@ ROUTED_CALL_TYPES = {
     "responses",
     "aresponses",
 }
+
+
+# How long a private request may take to fail closed: LiteLLM's retries of it after a failure (each after
+# a back-off sleep; 0: the private tier's other models, its `fallbacks`, are the second chance) and the
+# timeout of each attempt in seconds (for a non-streamed answer it bounds the whole generation, so keep
+# it above the private model's slowest answer). Settings of TierwiseLiteLLMRouter / TierwiseProxyHook
+# (`private_retries=`, `private_timeout_s=`; the proxy's hook: TIERWISE_PRIVATE_RETRIES,
+# TIERWISE_PRIVATE_TIMEOUT_SECONDS); see LITELLM.md.
+PRIVATE_RETRIES = 0
+PRIVATE_TIMEOUT_S = 60.0
 
 
 class NoDeploymentError(LookupError):
@@ -85,14 +101,51 @@ def is_private(routing: Routing, client: TierwiseClient | AsyncTierwiseClient | 
     )
 
 
+def checked_private_bounds(retries: int, timeout_s: float) -> tuple[int, float]:
+    """(private_retries, private_timeout_s), validated: retries an int >= 0, a finite timeout > 0."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"private_retries must be an int >= 0, got {retries!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ValueError(f"private_timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+    return retries, float(timeout_s)
+
+
+def _at_most(requested: Any, limit: float, allow_zero: bool) -> Any:
+    """The request's own value when it is a number within the limit (a tighter bound), else the limit."""
+    if isinstance(requested, bool) or not isinstance(requested, (int, float)):
+        return limit
+    lowest_ok = requested >= 0 if allow_zero else requested > 0  # a timeout of 0 means "none" to LiteLLM
+    return requested if lowest_ok and requested <= limit else limit
+
+
+def fail_closed_fields(
+    request: Mapping[str, Any], retries: int = PRIVATE_RETRIES, timeout_s: float = PRIVATE_TIMEOUT_S
+) -> dict[str, Any]:
+    """The LiteLLM request fields that bound how long a private request takes to fail: the Router's
+    retries (`num_retries`, which overrides the router's and the deployment's; the Router sleeps a
+    back-off after each failed attempt once it retries at all) and each attempt's timeout (`timeout`,
+    and `stream_timeout`, which a deployment's own would otherwise override for a stream). A tighter
+    value the request already carries is kept. (`max_retries`, the provider SDK's retries, is left
+    alone: the Router sets it to 0 and does not retry through it.)"""
+    return {
+        "num_retries": int(_at_most(request.get("num_retries"), retries, allow_zero=True)),
+        "timeout": _at_most(request.get("timeout"), timeout_s, allow_zero=False),
+        "stream_timeout": _at_most(request.get("stream_timeout"), timeout_s, allow_zero=False),
+    }
+
+
 def routed_chain(
     routing: Routing,
     known_groups: Iterable[str] | None,
     model_groups: Mapping[str, str],
     client: TierwiseClient | AsyncTierwiseClient | None,
+    request: Mapping[str, Any] | None = None,
+    private_retries: int = PRIVATE_RETRIES,
+    private_timeout_s: float = PRIVATE_TIMEOUT_S,
 ) -> tuple[list[str], dict[str, Any]]:
     """The chain of model groups and the request fields that make LiteLLM follow it; a private
-    request's fallbacks of every kind stay inside the private tier."""
+    request's fallbacks of every kind stay inside the private tier, and its retries and timeouts are
+    bounded (`fail_closed_fields`; `request`: the call's own fields)."""
     private = is_private(routing, client)
     try:
         chain = model_chain(routing, known_groups, model_groups)
@@ -109,6 +162,7 @@ def routed_chain(
     if private:
         fields["context_window_fallbacks"] = []
         fields["content_policy_fallbacks"] = []
+        fields.update(fail_closed_fields(request or {}, private_retries, private_timeout_s))
     return chain, fields
 
 
@@ -158,17 +212,30 @@ class TierwiseLiteLLMRouter:
         sync_client: TierwiseClient | None = None,
         model_groups: Mapping[str, str] | None = None,
         auto_model: str = AUTO_MODEL,
+        private_retries: int = PRIVATE_RETRIES,
+        private_timeout_s: float = PRIVATE_TIMEOUT_S,
     ) -> None:
         self.router = router
         self.client = client
         self.sync_client = sync_client
         self.model_groups = dict(model_groups or {})
         self.auto_model = auto_model
+        self.private_retries, self.private_timeout_s = checked_private_bounds(
+            private_retries, private_timeout_s
+        )
         self.last_routing: Routing | None = None
 
     def _route(self, routing: Routing, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         client = self.client or self.sync_client
-        chain, fields = routed_chain(routing, router_model_groups(self.router), self.model_groups, client)
+        chain, fields = routed_chain(
+            routing,
+            router_model_groups(self.router),
+            self.model_groups,
+            client,
+            kwargs,
+            self.private_retries,
+            self.private_timeout_s,
+        )
         self.last_routing = routing
         kwargs.update(fields)
         kwargs["metadata"] = annotate(kwargs.get("metadata"), routing, chain)
@@ -231,10 +298,12 @@ def _custom_logger_base() -> type:
 
 
 class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
-    """LiteLLM proxy callback: requests for `auto_model` get the model and fallbacks tierwise chose.
+    """LiteLLM proxy callback: requests for `auto_model` get the model and fallbacks tierwise chose
+    (private requests: bounded retries and timeout, `private_retries` / `private_timeout_s`).
 
     In the proxy config: `litellm_settings: {callbacks: tierwise.gateway.litellm_router.proxy_hook}` (an
-    instance built from TIERWISE_URL, TIERWISE_API_KEY, TIERWISE_TIMEOUT_SECONDS); see LITELLM.md.
+    instance built from TIERWISE_URL, TIERWISE_API_KEY, TIERWISE_TIMEOUT_SECONDS,
+    TIERWISE_PRIVATE_RETRIES, TIERWISE_PRIVATE_TIMEOUT_SECONDS); see LITELLM.md.
     """
 
     def __init__(
@@ -244,11 +313,16 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         auto_model: str = AUTO_MODEL,
         router: Any = None,
         router_getter: Callable[[], Any] = _proxy_router,
+        private_retries: int = PRIVATE_RETRIES,
+        private_timeout_s: float = PRIVATE_TIMEOUT_S,
     ) -> None:
         super().__init__()
         self.client = client
         self.model_groups = dict(model_groups or {})
         self.auto_model = auto_model
+        self.private_retries, self.private_timeout_s = checked_private_bounds(
+            private_retries, private_timeout_s
+        )
         self.router = router
         self.router_getter = router_getter
 
@@ -269,7 +343,9 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         routing = await self.client.classify(text=text, messages=messages, route=route, tools=tools)
         router = self.router or self.router_getter()
         known = router_model_groups(router) if router is not None else None
-        chain, fields = routed_chain(routing, known, self.model_groups, self.client)
+        chain, fields = routed_chain(
+            routing, known, self.model_groups, self.client, data, self.private_retries, self.private_timeout_s
+        )
         data["model"] = chain[0]
         data.update(fields)
         data["metadata"] = annotate(metadata if isinstance(metadata, Mapping) else None, routing, chain)
@@ -298,7 +374,8 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
 
 def proxy_hook_from_environment() -> TierwiseProxyHook:
     """The hook the proxy config names, configured by TIERWISE_URL / TIERWISE_API_KEY / TIERWISE_TIMEOUT_SECONDS
-    (and TIERWISE_POLICY_FILE for the fail-upward tier)."""
+    (and TIERWISE_POLICY_FILE for the fail-upward tier; TIERWISE_PRIVATE_RETRIES /
+    TIERWISE_PRIVATE_TIMEOUT_SECONDS for how long a private request may take to fail closed)."""
     import os
     from pathlib import Path
 
@@ -309,7 +386,11 @@ def proxy_hook_from_environment() -> TierwiseProxyHook:
         api_key=os.environ.get("TIERWISE_API_KEY") or None,
         policy_file=Path(policy) if policy else None,
     )
-    return TierwiseProxyHook(client)
+    return TierwiseProxyHook(
+        client,
+        private_retries=int(os.environ.get("TIERWISE_PRIVATE_RETRIES", str(PRIVATE_RETRIES))),
+        private_timeout_s=float(os.environ.get("TIERWISE_PRIVATE_TIMEOUT_SECONDS", str(PRIVATE_TIMEOUT_S))),
+    )
 
 
 def __getattr__(name: str) -> Any:
