@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,7 +74,10 @@ invariance: install ## Wrapper invariance of models/$(MODEL): tier flips, mix, m
 within-source: install ## Within-source ranking of models/$(MODEL): AUC and Spearman per source beside length, TF-IDF, source prior; leave-source-out (into its report/) [SPLITS="test heldout"]
 	$(PY) -m tierwise.training.within_source --model models/$(MODEL) $(if $(SPLITS),--splits $(SPLITS))
 
-promote: install ## Make models/$(MODEL) the default, only if its report passed the held-out + wrapped gate
+gate: install ## The promotion gate of models/$(MODEL) (ranking, wrappers, hard rows, idle serve) [AGAINST=default: the fallback rule]
+	$(PY) -m tierwise.training.gate --model models/$(MODEL) $(if $(AGAINST),--against models/$(AGAINST)) $(if $(TEACHER),--teacher models/$(TEACHER))
+
+promote: install ## Make models/$(MODEL) the default, only if `make gate` passed (or its fallback rule did)
 	$(PY) -m tierwise.training.promote --name $(MODEL)
 
 k8s-policy: ## Regenerate deploy/k8s/configmap.yaml from the packaged policy [POLICY=your/policy.yaml]

@@ -55,6 +55,7 @@ from tierwise.training.invariance import evaluate_invariance
 from tierwise.training.labels import TIERS, allowed_mask
 from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from tierwise.training.report import write_report
+from tierwise.training.within_source import within_source_report, write_within_source
 from tierwise.training.wrappers import WrapperLibrary
 from tokenizers import Tokenizer
 
@@ -340,7 +341,9 @@ def finish(
     evaluation["invariance"] = evaluate_invariance(
         classifier, splits, baselines, config.invariance_rows, config.seed
     )
-    manifest["gate"] = evaluation["invariance"]["gate"]
+    # Ranking inside each source, hard rows per source group: what the promotion gate reads
+    # (training/gate.py, `make gate`, which also times the model in an idle service).
+    evaluation["within_source"] = within_source_report(classifier, splits, config.seed)
     # The estimator the service answers from when the encoder cannot make its deadline.
     manifest["estimator"] = build_estimator(
         out,
@@ -359,6 +362,7 @@ def finish(
         manifest["pipeline_seconds"] = round(time.time() - started, 1)
     write_manifest(out, manifest)
     write_report(out / "report", manifest, evaluation)
+    write_within_source(out / "report", evaluation["within_source"])
     log.info("wrote %s (%s, %.1f MB)", out, manifest["precision"], (out / ONNX_FILE).stat().st_size / 1e6)
     return out
 

@@ -55,7 +55,7 @@ def test_folder_describes_itself(trained_folder):
     assert {"test", "heldout"} <= set(m["metrics"])
     assert m["truncation"]["strategy"] == "task_first" and m["truncation"]["context_tokens"] == 16
     assert set(m["tier_classes"]) == set(m["tiers"])
-    assert isinstance(m["gate"]["passed"], bool) and isinstance(m["gate"]["failures"], list)
+    assert "gate" not in m  # the promotion gate is `make gate`'s: it also times an idle service
 
 
 @pytest.mark.slow
@@ -69,6 +69,8 @@ def test_report_has_every_artefact(trained_folder):
         "confusion_test_normalized.png",
         "confusion_heldout.png",
         "reliability_test.png",
+        "within_source.json",
+        "within_source.md",
     ):
         assert (report / name).is_file(), name
     text = (report / "report.md").read_text()
