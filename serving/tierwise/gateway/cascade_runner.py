@@ -1,0 +1,385 @@
+"""Running the cascade around calls a gateway makes: check the answer, retry one tier up, record.
+
+`Cascade.arun` (asyncio) and `Cascade.run` (blocking) drive one request's cascade, the same steps
+for both (`_steps`, a generator that asks its driver to call a model or the judge): check the answer
+(cascade.py), optionally have the judge grade it, ask the planner for the next tier, call it through
+the gateway's own `call`, and so on. When a retry itself fails (every group of its chain errs), the
+last answer is kept. Each failed check is then sent as feedback to tierwise in the background
+(`POST /feedback`, source `cascade`, the tier whose answer failed and the reason; the last row also
+carries the request's estimated cost and the latency the cascade added), so `tierwise report`, the
+live confusion matrix and `tierwise export-feedback` see it; and counted (`CascadeStats`, mirrored to
+Prometheus in the gateway's process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tierwise.gateway.cascade import (
+    JUDGE_LOW,
+    STOP_PASSED,
+    CheckFailure,
+    RetryPlanner,
+    Rung,
+    as_dict,
+    check_answer,
+    response_usage,
+)
+from tierwise.gateway.cascade_config import CascadeConfig
+from tierwise.gateway.cascade_stats import CascadeStats
+from tierwise.gateway.wire import Routing
+
+logger = logging.getLogger("tierwise.cascade")
+
+CASCADE_SOURCE = "cascade"  # the feedback source of failed checks
+STOP_RETRY_ERROR = "retry_error"  # the retry's call failed: the last answer is kept
+HEADER = "x-tierwise-cascade"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A model's answer: the complete response (what is checked), the group that gave it, and what
+    the caller delivers (the response itself, or a buffered stream's chunks)."""
+
+    response: Any
+    group: str | None
+    deliver: Any = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    tier: str | None
+    group: str | None
+    reason: str | None  # None: the answer passed
+    detail: str = ""
+    cost_usd: float = 0.0
+    next_tier: str | None = None
+
+
+@dataclass
+class CascadeOutcome:
+    answer: Answer
+    attempts: list[Attempt]
+    stop: str
+    added_ms: float
+    spent_usd: float
+    judged: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.attempts[-1].reason is None
+
+    @property
+    def retries(self) -> int:
+        return len(self.attempts) - 1
+
+    def header(self) -> str:
+        """`x-tierwise-cascade`: each tier tried and its check, then why it stopped, e.g.
+        `fast:invalid_json balanced:ok; stop=passed`."""
+        tried = " ".join(f"{a.tier or a.group}:{a.reason or 'ok'}" for a in self.attempts)
+        return f"{tried}; stop={self.stop}"
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "tried": [
+                {"tier": a.tier, "model": a.group, "check": a.reason or "ok", "detail": a.detail}
+                for a in self.attempts
+            ],
+            "stop": self.stop,
+            "passed": self.passed,
+            "retries": self.retries,
+            "added_ms": round(self.added_ms, 3),
+            "estimated_usd": round(self.spent_usd, 8),
+            "judged": self.judged,
+        }
+
+
+@dataclass(frozen=True)
+class _Call:
+    rung: Rung
+
+
+@dataclass(frozen=True)
+class _Judge:
+    messages: list[dict[str, str]]
+
+
+@dataclass
+class _Request:
+    """One request's cascade inputs."""
+
+    body: Mapping[str, Any]
+    routing: Routing
+    chain: Sequence[str]
+    private: bool
+    route: str | None = None
+
+
+AsyncCall = Callable[[Rung], Awaitable[Answer]]
+SyncCall = Callable[[Rung], Answer]
+AsyncJudge = Callable[[list[dict[str, str]]], Awaitable[str | None]]
+SyncJudge = Callable[[list[dict[str, str]]], str | None]
+
+
+def _sampled(key: str, share: float) -> bool:
+    if share <= 0:
+        return False
+    digest = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < share
+
+
+def _judged(judge: SyncJudge | None, messages: list[dict[str, str]]) -> str | None:
+    return judge(messages) if judge is not None else None
+
+
+def _answer_text(response: Any) -> str:
+    choices = as_dict(response).get("choices") or []
+    message = as_dict(as_dict(choices[0]).get("message") or {}) if choices else {}
+    return str(message.get("content") or message.get("tool_calls") or "")
+
+
+class Cascade:
+    """One gateway's cascade: its settings, planner, statistics and feedback sender."""
+
+    def __init__(
+        self,
+        planner: RetryPlanner,
+        feedback_client: Any = None,
+        stats: CascadeStats | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.planner = planner
+        self.config: CascadeConfig = planner.config
+        self.feedback_client = feedback_client  # AsyncTierwiseClient or TierwiseClient
+        self.stats = stats or CascadeStats()
+        self.clock = clock
+        self._pending: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._futures: list[Future[None]] = []
+
+    # -- the steps, shared by both drivers -----------------------------------------------------------
+
+    def _wants_judge(self, request: _Request, tier: str | None, has_judge: bool) -> bool:
+        judge = self.config.judge
+        if judge is None or not has_judge or request.private:
+            return False
+        key = request.routing.request_id or repr(request.body.get("messages"))
+        if _sampled(key, judge.share):
+            return True
+        rate = self.stats.segment_failure_rate(request.route, tier, judge.min_answers)
+        return judge.failure_rate is not None and rate is not None and rate >= judge.failure_rate
+
+    def _judge_messages(self, request: _Request, response: Any) -> list[dict[str, str]]:
+        from tierwise.ops.judge import conversation_block, rubric_messages
+
+        messages = [m for m in request.body.get("messages") or [] if isinstance(m, Mapping)]
+        return rubric_messages(conversation_block(messages), _answer_text(response))
+
+    def _steps(
+        self, request: _Request, first: Answer, has_judge: bool
+    ) -> Generator[_Call | _Judge, Any, CascadeOutcome]:
+        started = self.clock()
+        answer, attempts, spent, judged, stop = first, [], 0.0, False, STOP_PASSED
+        max_tokens = request.body.get("max_tokens") or request.body.get("max_completion_tokens")
+        while True:
+            tier = self.planner.tier_of(answer.group) or request.routing.tier
+            usage = response_usage(request.body, answer.response)
+            cost = self.planner.cost_usd(tier, usage)
+            spent += cost
+            failure = check_answer(request.body, answer.response, self.config.checks)
+            if failure is None and self._wants_judge(request, tier, has_judge):
+                judged = True
+                failure = self._graded((yield _Judge(self._judge_messages(request, answer.response))))
+            self.stats.observe_check(request.route, tier, failure is None)
+            if failure is None:
+                attempts.append(Attempt(tier, answer.group, None, cost_usd=cost))
+                break
+            plan = self.planner.next_rung(
+                request.chain, tier, len(attempts), spent, usage, request.private,
+                max_tokens if isinstance(max_tokens, int) else None,
+            )  # fmt: skip
+            next_tier = plan.rung.tier if plan.rung is not None else None
+            attempts.append(Attempt(tier, answer.group, failure.reason, failure.detail, cost, next_tier))
+            if plan.rung is None:
+                stop = plan.stop or STOP_PASSED
+                break
+            try:
+                answer = yield _Call(plan.rung)
+            except Exception as err:  # every group of the retry's chain failed: keep the last answer
+                logger.warning("tierwise cascade: the retry to %s failed (%s)", plan.rung.group, err)
+                attempts[-1] = Attempt(tier, attempts[-1].group, failure.reason, failure.detail, cost, None)
+                stop = STOP_RETRY_ERROR
+                break
+        outcome = CascadeOutcome(answer, attempts, stop, (self.clock() - started) * 1000, spent, judged)
+        self.stats.observe_outcome(outcome)
+        return outcome
+
+    def _graded(self, reply: str | None) -> CheckFailure | None:
+        from tierwise.ops.judge import parse_grade
+
+        grade = parse_grade(reply)
+        judge = self.config.judge
+        if grade is None or judge is None or grade >= judge.min_grade:
+            return None  # an unreadable verdict fails nothing: the local checks already passed
+        return CheckFailure(JUDGE_LOW, f"judge grade {grade} < {judge.min_grade}")
+
+    # -- drivers -------------------------------------------------------------------------------------
+
+    async def arun(
+        self,
+        body: Mapping[str, Any],
+        routing: Routing,
+        chain: Sequence[str],
+        first: Answer,
+        call: AsyncCall,
+        private: bool,
+        judge: AsyncJudge | None = None,
+        route: str | None = None,
+    ) -> CascadeOutcome:
+        """The cascade of one request whose first answer is `first`; `call` calls a rung's group."""
+        request = _Request(body, routing, chain, private, route)
+        steps = self._steps(request, first, judge is not None)
+        reply: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                effect = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as stop:
+                outcome: CascadeOutcome = stop.value
+                break
+            reply, error = None, None
+            try:
+                if isinstance(effect, _Call):
+                    reply = await call(effect.rung)
+                elif judge is not None:
+                    reply = await judge(effect.messages)
+            except Exception as err:
+                if isinstance(effect, _Judge):
+                    logger.warning("tierwise cascade: the judge failed (%s); the answer stands", err)
+                else:
+                    error = err
+        self._send_feedback_async(request, outcome)
+        return outcome
+
+    def run(
+        self,
+        body: Mapping[str, Any],
+        routing: Routing,
+        chain: Sequence[str],
+        first: Answer,
+        call: SyncCall,
+        private: bool,
+        judge: SyncJudge | None = None,
+        route: str | None = None,
+    ) -> CascadeOutcome:
+        """`arun` for blocking code."""
+        request = _Request(body, routing, chain, private, route)
+        steps = self._steps(request, first, judge is not None)
+        reply: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                effect = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as stop:
+                outcome: CascadeOutcome = stop.value
+                break
+            reply, error = None, None
+            try:
+                reply = call(effect.rung) if isinstance(effect, _Call) else _judged(judge, effect.messages)
+            except Exception as err:
+                if isinstance(effect, _Judge):
+                    logger.warning("tierwise cascade: the judge failed (%s); the answer stands", err)
+                else:
+                    error = err
+        self._send_feedback_sync(request, outcome)
+        return outcome
+
+    # -- feedback ------------------------------------------------------------------------------------
+
+    def feedback_rows(self, request: _Request, outcome: CascadeOutcome) -> list[dict[str, Any]]:
+        """The `feedback()` keyword arguments of each failed check (none without a tierwise decision)."""
+        routing = request.routing
+        if not self.config.feedback or routing.failed_upward or not routing.request_id:
+            return []
+        failed = [(i, a) for i, a in enumerate(outcome.attempts) if a.reason is not None]
+        rows = []
+        for position, (index, attempt) in enumerate(failed):
+            evidence: dict[str, Any] = {
+                "tier": attempt.tier,
+                "model": attempt.group,
+                "reason": attempt.reason,
+                "detail": attempt.detail[:300],
+                "attempt": index,
+                "next_tier": attempt.next_tier,
+                "cost_usd": round(attempt.cost_usd, 8),
+            }
+            if position == len(failed) - 1:  # the request's summary rides on its last row
+                evidence |= {
+                    "stop": outcome.stop,
+                    "final_passed": outcome.passed,
+                    "request_cost_usd": round(outcome.spent_usd, 8),
+                    "added_ms": round(outcome.added_ms, 3),
+                }
+            rows.append(
+                {
+                    "request_id": routing.request_id,
+                    "passed": False,
+                    "source": CASCADE_SOURCE,
+                    "tier": attempt.tier,
+                    "reason": attempt.reason,
+                    "evidence": evidence,
+                }
+            )
+        return rows
+
+    def _send_feedback_async(self, request: _Request, outcome: CascadeOutcome) -> None:
+        rows = self.feedback_rows(request, outcome)
+        if not rows or self.feedback_client is None:
+            return
+        task = asyncio.ensure_future(self._deliver_async(rows))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _deliver_async(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:  # in order: the decision's latest feedback is its last failed tier
+            try:
+                await self.feedback_client.feedback(**row)
+                self.stats.observe_feedback("sent")
+            except Exception as err:
+                self.stats.observe_feedback("failed")
+                logger.warning("tierwise cascade: feedback not recorded (%s)", err)
+
+    def _send_feedback_sync(self, request: _Request, outcome: CascadeOutcome) -> None:
+        rows = self.feedback_rows(request, outcome)
+        if not rows or self.feedback_client is None:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-cascade")
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(self._executor.submit(self._deliver_sync, rows))
+
+    def _deliver_sync(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            try:
+                self.feedback_client.feedback(**row)
+                self.stats.observe_feedback("sent")
+            except Exception as err:
+                self.stats.observe_feedback("failed")
+                logger.warning("tierwise cascade: feedback not recorded (%s)", err)
+
+    async def drain(self) -> None:
+        """Wait for the feedback sent in the background (tests, benchmarks, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def drain_sync(self, timeout: float = 30.0) -> None:
+        for future in list(self._futures):
+            future.result(timeout=timeout)
+        self._futures.clear()
