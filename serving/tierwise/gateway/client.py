@@ -175,9 +175,13 @@ class TierwiseClient(_ClientBase):
         needed_tier: str | None = None,
         passed: bool | None = None,
         source: str | None = None,
+        tier: str | None = None,
+        reason: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Report an outcome; raises TierwiseRequestError (4xx) or TierwiseUnavailableError."""
-        payload = feedback_payload(request_id, needed_tier, passed, source)
+        """Report an outcome; raises TierwiseRequestError (4xx) or TierwiseUnavailableError. `tier`:
+        the tier whose answer it is about (default: the served one), with `reason` and `evidence`."""
+        payload = feedback_payload(request_id, needed_tier, passed, source, tier, reason, evidence)
         try:
             response = self._http.post("/feedback", json=payload, headers=headers(self.api_key, None))
         except httpx.HTTPError as err:
@@ -338,8 +342,11 @@ class AsyncTierwiseClient(_ClientBase):
         needed_tier: str | None = None,
         passed: bool | None = None,
         source: str | None = None,
+        tier: str | None = None,
+        reason: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload = feedback_payload(request_id, needed_tier, passed, source)
+        payload = feedback_payload(request_id, needed_tier, passed, source, tier, reason, evidence)
         try:
             response = await self._http.post("/feedback", json=payload, headers=headers(self.api_key, None))
         except httpx.HTTPError as err:

@@ -114,14 +114,25 @@ def routing_from_response(response: httpx.Response) -> Routing:
 
 
 def feedback_payload(
-    request_id: str, needed_tier: str | None, passed: bool | None, source: str | None
+    request_id: str,
+    needed_tier: str | None,
+    passed: bool | None,
+    source: str | None,
+    tier: str | None = None,
+    reason: str | None = None,
+    evidence: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """POST /feedback's body; `tier` (the tier whose answer it is about), `reason` and `evidence` are
+    what a cascade reports of each failed check."""
     if (needed_tier is None) == (passed is None):
         raise ValueError("pass exactly one of needed_tier= or passed=")
     outcome: dict[str, Any] = {"needed_tier": needed_tier} if needed_tier is not None else {"passed": passed}
     payload: dict[str, Any] = {"request_id": request_id, "outcome": outcome}
-    if source:
-        payload["source"] = source
+    for key, value in (("source", source), ("tier", tier), ("reason", reason)):
+        if value:
+            payload[key] = value
+    if evidence:
+        payload["evidence"] = dict(evidence)
     return payload
 
 

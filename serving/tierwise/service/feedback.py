@@ -6,13 +6,22 @@ An outcome says which tier turned out to be needed, or whether the served tier's
     {"request_id": "...", "outcome": {"passed": false}, "source": "retry"}
     {"request_id": "...", "outcome": "balanced"}      # shorthand for needed_tier
     {"request_id": "...", "outcome": "passed"}        # shorthand for passed: true ("failed": false)
+
+A gateway that tried several tiers reports each one's failure: `tier` names the tier whose answer the
+outcome is about (default: the served tier), `reason` why it failed, and `evidence` (a small JSON
+object) what else it knows; both go into the feedback row's `evidence`:
+
+    {"request_id": "...", "outcome": {"passed": false}, "source": "cascade", "tier": "balanced",
+     "reason": "invalid_json", "evidence": {"next_tier": "frontier", "cost_usd": 0.0031}}
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +35,7 @@ logger = logging.getLogger("tierwise.feedback")
 
 PASSED_WORDS = {"passed": True, "pass": True, "failed": False, "fail": False}
 UNKNOWN_ID_WAIT_SECONDS = 2.0
+MAX_EVIDENCE_CHARS = 4096  # a feedback row's `evidence`, as JSON
 
 
 class FeedbackOutcome(BaseModel):
@@ -58,7 +68,23 @@ class FeedbackRequest(BaseModel):
     request_id: StrictStr = Field(min_length=1, max_length=128)
     outcome: FeedbackOutcome
     source: StrictStr | None = Field(
-        default=None, max_length=64, description="where the outcome came from, e.g. grader, retry, user"
+        default=None,
+        max_length=64,
+        description="where the outcome came from, e.g. grader, retry, user, cascade",
+    )
+    tier: StrictStr | None = Field(
+        default=None,
+        max_length=64,
+        description="the tier whose answer the outcome is about (default: the served tier), e.g. a cascade's retry",
+    )
+    reason: StrictStr | None = Field(
+        default=None,
+        max_length=64,
+        description="why the answer failed, e.g. invalid_json, truncated, refusal",
+    )
+    evidence: dict[str, Any] | None = Field(
+        default=None,
+        description=f"what else the reporter knows, a JSON object of at most {MAX_EVIDENCE_CHARS} chars",
     )
 
     @model_validator(mode="before")
@@ -107,7 +133,7 @@ def parse_feedback(raw: Any, policy: Policy) -> FeedbackRequest:
         field = ".".join(str(p) for p in first["loc"]) or "body"
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown field; allowed: request_id, outcome {needed_tier | passed}, source"
+            message = "unknown field; allowed: request_id, outcome {needed_tier | passed}, source, tier, reason, evidence"
         elif first["type"] == "missing":
             message = "required"
         raise FeedbackError(
@@ -125,11 +151,38 @@ def parse_feedback(raw: Any, policy: Policy) -> FeedbackRequest:
             "(or 'passed': true/false)",
             "outcome.needed_tier",
         )
+    private = policy.private_tier.name if policy.private_tier is not None else None
+    if body.tier is not None and body.tier not in (*policy.tier_names, private):
+        raise FeedbackError(
+            422, "unknown_tier", f"tier is '{body.tier}', which is not a tier of the policy", "tier"
+        )
+    if body.evidence is not None and len(json.dumps(body.evidence, default=str)) > MAX_EVIDENCE_CHARS:
+        raise FeedbackError(
+            422, "invalid_request", f"evidence: at most {MAX_EVIDENCE_CHARS} characters as JSON", "evidence"
+        )
     return body
 
 
-async def record_feedback(raw: Any, policy: Policy, recorder: Any) -> FeedbackResponse:
-    """Check and store one outcome; raise FeedbackError for the caller's mistakes."""
+def stored_evidence(body: FeedbackRequest) -> dict[str, Any] | None:
+    """The row's `evidence`: the reporter's, with the tier and reason it named."""
+    named = {k: v for k, v in (("tier", body.tier), ("reason", body.reason)) if v is not None}
+    if body.evidence is None and not named:
+        return None
+    return {**(body.evidence or {}), **named}
+
+
+def cascade_retry(body: FeedbackRequest) -> tuple[str, str] | None:
+    """(from_tier, reason) when the outcome says a cascade retried one tier up after this failure."""
+    if body.source != "cascade" or not (body.evidence or {}).get("next_tier"):
+        return None
+    return body.tier or "unknown", body.reason or "unknown"
+
+
+async def record_feedback(
+    raw: Any, policy: Policy, recorder: Any, on_stored: Callable[[FeedbackRequest], None] | None = None
+) -> FeedbackResponse:
+    """Check and store one outcome; raise FeedbackError for the caller's mistakes. `on_stored` sees
+    each stored body (the service counts cascade retries with it)."""
     from tierwise.ops.decision_log import DecisionRecorder, FeedbackRecord, outcome_range, utc_now
 
     if recorder is None:
@@ -154,7 +207,8 @@ async def record_feedback(raw: Any, policy: Policy, recorder: Any) -> FeedbackRe
             "that /classify returned (batch items are '<request_id>-<index>')",
             "request_id",
         )
-    bounds = outcome_range(policy.tier_names, decision.tier, body.outcome.needed_tier, body.outcome.passed)
+    judged_tier = body.tier or decision.tier
+    bounds = outcome_range(policy.tier_names, judged_tier, body.outcome.needed_tier, body.outcome.passed)
     record = FeedbackRecord(
         request_id=body.request_id,
         created_at=utc_now(),
@@ -163,8 +217,11 @@ async def record_feedback(raw: Any, policy: Policy, recorder: Any) -> FeedbackRe
         source=body.source,
         low_tier=bounds[0] if bounds else None,
         high_tier=bounds[1] if bounds else None,
+        evidence=stored_evidence(body),
     )
     feedback_id = await asyncio.to_thread(store.insert_feedback, record)
+    if on_stored is not None:
+        on_stored(body)
     names = list(policy.tier_names)
     allowed = names[names.index(bounds[0]) : names.index(bounds[1]) + 1] if bounds else []
     return FeedbackResponse(

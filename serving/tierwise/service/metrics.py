@@ -261,6 +261,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",), r)
+        self.cascade_retries = Counter(
+            "tierwise_cascade_retries_total",
+            "Gateway cascade retries one tier up, reported through POST /feedback (source cascade), by the "
+            "tier whose answer failed its check and why",
+            ("from_tier", "reason"),
+            registry=r,
+        )
         self.shadow_under_routing = Gauge(
             "tierwise_shadow_under_routing_ratio",
             "Shadow evaluation: share of the last judged requests whose served tier's answer was worse than "

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request
 
 from tierwise.service.dependencies import ApiKeyDep, RecorderDep, ServicesDep
 from tierwise.service.errors import api_error, error_responses
-from tierwise.service.feedback import FEEDBACK_OPENAPI, FeedbackError, FeedbackResponse, record_feedback
+from tierwise.service.feedback import (
+    FEEDBACK_OPENAPI,
+    FeedbackError,
+    FeedbackRequest,
+    FeedbackResponse,
+    cascade_retry,
+    record_feedback,
+)
 
 router = APIRouter(tags=["feedback"])
 
@@ -30,8 +37,14 @@ async def feedback(request: Request, services: ServicesDep, recorder: RecorderDe
     except json.JSONDecodeError as err:
         message = f"body is not valid JSON: {err.msg} at character {err.pos}"
         raise api_error(400, "invalid_json", message, "body") from err
+
+    def count_cascade_retry(body: FeedbackRequest) -> None:
+        retry = cascade_retry(body)
+        if retry is not None:
+            services.metrics.cascade_retries.inc(*retry)
+
     try:
-        response = await record_feedback(raw, services.policy, recorder)
+        response = await record_feedback(raw, services.policy, recorder, count_cascade_retry)
     except FeedbackError as err:
         raise api_error(err.status, err.error_type, err.message, err.field) from err
     services.metrics.feedback.inc("needed_tier" if response.needed_tier else "passed")
