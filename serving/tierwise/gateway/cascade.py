@@ -258,8 +258,8 @@ def response_usage(request: Mapping[str, Any], response: Any) -> Usage:
     """The response's token usage; estimated from characters where the response has none."""
     usage = as_dict(as_dict(response).get("usage") or {})
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return Usage(prompt, completion)
+    if isinstance(prompt, int) and isinstance(completion, int) and prompt + completion > 0:
+        return Usage(prompt, completion)  # (a mocked or rebuilt stream reports 0 and 0: estimated)
     prompt_chars = len(json.dumps(request.get("messages") or request.get("prompt") or "", default=str))
     answer_chars = sum(
         len(str(as_dict(c.get("message") or {}).get("content") or "")) for c in _choices(as_dict(response))

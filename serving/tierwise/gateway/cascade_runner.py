@@ -118,8 +118,16 @@ class _Request:
     body: Mapping[str, Any]
     routing: Routing
     chain: Sequence[str]
-    private: bool
+    private_check: bool | Callable[[], bool]  # a callable is asked once, when a retry or the judge is near
     route: str | None = None
+    _private: bool | None = None
+
+    @property
+    def private(self) -> bool:
+        if self._private is None:
+            check = self.private_check
+            self._private = bool(check() if callable(check) else check)
+        return self._private
 
 
 AsyncCall = Callable[[Rung], Awaitable[Answer]]
@@ -239,11 +247,13 @@ class Cascade:
         chain: Sequence[str],
         first: Answer,
         call: AsyncCall,
-        private: bool,
+        private: bool | Callable[[], bool],
         judge: AsyncJudge | None = None,
         route: str | None = None,
     ) -> CascadeOutcome:
-        """The cascade of one request whose first answer is `first`; `call` calls a rung's group."""
+        """The cascade of one request whose first answer is `first`; `call` calls a rung's group.
+        `private` (or a callable saying so, asked only before a retry or the judge): the request
+        carries personal data, so it is neither retried nor judged."""
         request = _Request(body, routing, chain, private, route)
         steps = self._steps(request, first, judge is not None)
         reply: Any = None
@@ -275,7 +285,7 @@ class Cascade:
         chain: Sequence[str],
         first: Answer,
         call: SyncCall,
-        private: bool,
+        private: bool | Callable[[], bool],
         judge: SyncJudge | None = None,
         route: str | None = None,
     ) -> CascadeOutcome:

@@ -33,11 +33,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from tierwise.core.privacy import detect_private_data
+from tierwise.gateway.cascade_litellm import HEADER as CASCADE_HEADER
+from tierwise.gateway.cascade_litellm import (
+    LiteLLMCascade,
+    after_call,
+    after_call_sync,
+    header_value,
+    record_outcome,
+)
 from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
-from tierwise.gateway.upward import PRIVATE_DATA_REASON
+from tierwise.gateway.upward import PRIVATE_DATA_REASON, request_strings
 from tierwise.gateway.wire import PrivateDataUnroutableError, Routing
 
 logger = logging.getLogger("tierwise.litellm")
@@ -214,8 +223,10 @@ class TierwiseLiteLLMRouter:
         auto_model: str = AUTO_MODEL,
         private_retries: int = PRIVATE_RETRIES,
         private_timeout_s: float = PRIVATE_TIMEOUT_S,
+        cascade: LiteLLMCascade | None = None,
     ) -> None:
         self.router = router
+        self.cascade = cascade  # check answers and retry one tier up (LiteLLMCascade.from_policy)
         self.client = client
         self.sync_client = sync_client
         self.model_groups = dict(model_groups or {})
@@ -250,11 +261,15 @@ class TierwiseLiteLLMRouter:
             return await self.router.acompletion(model=model, messages=messages, **kwargs)
         if self.client is None:
             raise ValueError("TierwiseLiteLLMRouter.acompletion needs client=AsyncTierwiseClient(...)")
-        routing = await self.client.classify(
-            messages=messages, route=kwargs.pop("tierwise_route", None), tools=request_tools(kwargs)
-        )
+        route = kwargs.pop("tierwise_route", None)
+        routing = await self.client.classify(messages=messages, route=route, tools=request_tools(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
-        return await self.router.acompletion(model=chosen, messages=messages, **kwargs)
+        response = await self.router.acompletion(model=chosen, messages=messages, **kwargs)
+        if self.cascade is None:
+            return response
+        request = {**kwargs, "model": chosen, "messages": messages}
+        private = is_private(routing, self.client)
+        return await after_call(self.cascade, self.router, request, response, private, route)
 
     def completion(self, messages: list[dict[str, Any]], model: str | None = None, **kwargs: Any) -> Any:
         """`litellm.Router.completion`, with `model` chosen by tierwise when it is `auto_model` (default)."""
@@ -263,11 +278,15 @@ class TierwiseLiteLLMRouter:
             return self.router.completion(model=model, messages=messages, **kwargs)
         if self.sync_client is None:
             raise ValueError("TierwiseLiteLLMRouter.completion needs sync_client=TierwiseClient(...)")
-        routing = self.sync_client.classify(
-            messages=messages, route=kwargs.pop("tierwise_route", None), tools=request_tools(kwargs)
-        )
+        route = kwargs.pop("tierwise_route", None)
+        routing = self.sync_client.classify(messages=messages, route=route, tools=request_tools(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
-        return self.router.completion(model=chosen, messages=messages, **kwargs)
+        response = self.router.completion(model=chosen, messages=messages, **kwargs)
+        if self.cascade is None:
+            return response
+        request = {**kwargs, "model": chosen, "messages": messages}
+        private = is_private(routing, self.sync_client)
+        return after_call_sync(self.cascade, self.router, request, response, private, route)
 
 
 def _raw_model_name_key() -> str:
@@ -315,9 +334,11 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         router_getter: Callable[[], Any] = _proxy_router,
         private_retries: int = PRIVATE_RETRIES,
         private_timeout_s: float = PRIVATE_TIMEOUT_S,
+        cascade: LiteLLMCascade | None = None,
     ) -> None:
         super().__init__()
         self.client = client
+        self.cascade = cascade  # check answers and retry one tier up through the proxy's router
         self.model_groups = dict(model_groups or {})
         self.auto_model = auto_model
         self.private_retries, self.private_timeout_s = checked_private_bounds(
@@ -352,7 +373,63 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         # LiteLLM stamps the client's model name (`tierwise`) on the response unless asked for the
         # raw name; `async_post_call_success_hook` then names the group that answered.
         data["metadata"][_RAW_MODEL_NAME_KEY] = True
+        if self.cascade is not None:  # how the answer will be checked (a stream's header says it)
+            record_outcome(data["metadata"], None, self.cascade.mode(data))
         return data
+
+    def _private_check(self, data: Mapping[str, Any]) -> Callable[[], bool]:
+        """Whether a routed request is private: its decision says so, or (asked only before a retry
+        or the judge, in case the metadata was not the hook's own) the local privacy rule finds
+        personal data in it. A private request is never retried to another tier."""
+
+        def private() -> bool:
+            meta = data.get("metadata") or {}
+            tierwise = meta.get("tierwise") if isinstance(meta, Mapping) else None
+            reasons = tierwise.get("reasons") or () if isinstance(tierwise, Mapping) else ()
+            tier = tierwise.get("tier") if isinstance(tierwise, Mapping) else None
+            if PRIVATE_DATA_REASON in reasons or tier == self.client.upward.private_tier:
+                return True
+            text, messages = request_messages(data)
+            tools = request_tools(data) if messages is not None else None
+            return bool(detect_private_data(request_strings(text, messages, tools)))
+
+        return private
+
+    async def _cascade(self, data: dict[str, Any], response: Any) -> Any:
+        if self.cascade is None:
+            return response
+        router = self.router or self.router_getter()
+        if router is None:
+            return response
+        metadata = data.get("metadata") or {}
+        route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
+        return await after_call(self.cascade, router, data, response, self._private_check(data), route)
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, Any] | None = None,
+    ) -> dict[str, str] | None:
+        """`x-tierwise-cascade`: the tiers tried and why (a stream: how it is checked)."""
+        value = header_value(data.get("metadata") or {})
+        return {CASCADE_HEADER: value} if value else None
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        """A routed stream asking for JSON or tools is buffered, checked and retried (see
+        cascade_litellm.py); every other stream passes through as it comes."""
+        metadata = request_data.get("metadata")
+        if self.cascade is None or not isinstance(metadata, Mapping) or "tierwise" not in metadata:
+            async for chunk in response:
+                yield chunk
+            return
+        stream = await self._cascade(request_data, response)
+        async for chunk in stream:
+            yield chunk
 
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
@@ -361,6 +438,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         metadata = data.get("metadata")
         if not isinstance(metadata, Mapping) or "tierwise" not in metadata:
             return response
+        response = await self._cascade(data, response)
         hidden = getattr(response, "_hidden_params", None) or {}
         headers = hidden.get("additional_headers") or {} if isinstance(hidden, Mapping) else {}
         group = headers.get("x-litellm-model-group") or data.get("model")
@@ -380,16 +458,18 @@ def proxy_hook_from_environment() -> TierwiseProxyHook:
     from pathlib import Path
 
     policy = os.environ.get("TIERWISE_POLICY_FILE")
+    policy_file = Path(policy) if policy else None
     client = AsyncTierwiseClient(
         base_url=os.environ.get("TIERWISE_URL", "http://127.0.0.1:8000"),
         timeout=float(os.environ.get("TIERWISE_TIMEOUT_SECONDS", "0.25")),
         api_key=os.environ.get("TIERWISE_API_KEY") or None,
-        policy_file=Path(policy) if policy else None,
+        policy_file=policy_file,
     )
     return TierwiseProxyHook(
         client,
         private_retries=int(os.environ.get("TIERWISE_PRIVATE_RETRIES", str(PRIVATE_RETRIES))),
         private_timeout_s=float(os.environ.get("TIERWISE_PRIVATE_TIMEOUT_SECONDS", str(PRIVATE_TIMEOUT_S))),
+        cascade=LiteLLMCascade.from_policy(policy_file, client, prometheus=True),  # the policy's `cascade:`
     )
 
 
