@@ -231,7 +231,8 @@ def test_proxy_hook_retries_through_the_router_and_sets_the_header(upstream, fak
 
     data, final, headers, stream_data, stream_headers, chunks = asyncio.run(run())
     assert final.model == "gpt-4.1"
-    assert headers == {"x-tierwise-cascade": "fast:invalid_json balanced:ok; stop=passed"}
+    assert headers["x-tierwise-cascade"] == "fast:invalid_json balanced:ok; stop=passed"
+    assert float(headers["x-tierwise-cascade-added-ms"]) > 0
     assert data["metadata"]["tierwise"]["cascade"]["tried"][1]["model"] == "gpt-4.1"
     assert stream_headers == {"x-tierwise-cascade": "stream=buffered"}  # sent before the answer
     assert stream_data["metadata"]["tierwise"]["cascade"]["stop"] == "passed"  # for LiteLLM's logs

@@ -12,7 +12,8 @@
 
 What was tried and why is in the request metadata (`metadata["tierwise"]["cascade"]`, which LiteLLM's
 logs and callbacks see) and in the `x-tierwise-cascade` response header, e.g.
-`fast:invalid_json balanced:ok; stop=passed`; for a stream the header is sent before the answer, so it
+`fast:invalid_json balanced:ok; stop=passed` (and `x-tierwise-cascade-added-ms`: the latency it
+added); for a stream the header is sent before the answer, so it
 says `stream=buffered` or `stream=unchecked` and the tiers tried are in the metadata.
 """
 
@@ -246,7 +247,7 @@ def attach(response: Any, outcome: CascadeOutcome) -> Any:
     if isinstance(hidden, dict):
         headers = hidden.get("additional_headers")
         headers = headers if isinstance(headers, dict) else {}
-        headers[HEADER] = outcome.header()
+        headers.update(outcome.headers())
         hidden["additional_headers"] = headers
         hidden["tierwise_cascade"] = outcome.metadata()
     return response
@@ -308,19 +309,21 @@ def record_outcome(metadata: dict[str, Any], outcome: CascadeOutcome | None, mod
     account: dict[str, Any] = {"mode": mode}
     if outcome is not None:
         account |= outcome.metadata()
-        account["header"] = outcome.header()
+        account["headers"] = outcome.headers()
     tierwise["cascade"] = account
 
 
-def header_value(metadata: Mapping[str, Any]) -> str | None:
-    """`x-tierwise-cascade` for a request's metadata (None: the cascade did not look at it)."""
+def cascade_headers(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """`x-tierwise-cascade` (and `-added-ms`) for a request's metadata; none when the cascade did not
+    look at it. A stream's headers go out before its answer: `stream=buffered` or `stream=unchecked`."""
     tierwise = metadata.get("tierwise") if isinstance(metadata, Mapping) else None
     account = tierwise.get("cascade") if isinstance(tierwise, Mapping) else None
     if not isinstance(account, Mapping):
-        return None
-    if account.get("header"):
-        return str(account["header"])
-    return f"stream={account.get('mode')}" if account.get("mode") in (MODE_BUFFER, MODE_UNCHECKED) else None
+        return {}
+    if isinstance(account.get("headers"), Mapping):
+        return {str(k): str(v) for k, v in account["headers"].items()}
+    mode = account.get("mode")
+    return {HEADER: f"stream={mode}"} if mode in (MODE_BUFFER, MODE_UNCHECKED) else {}
 
 
-__all__ = ["HEADER", "LiteLLMCascade", "after_call", "after_call_sync", "header_value", "record_outcome"]
+__all__ = ["HEADER", "LiteLLMCascade", "after_call", "after_call_sync", "cascade_headers", "record_outcome"]

@@ -41,6 +41,7 @@ logger = logging.getLogger("tierwise.cascade")
 CASCADE_SOURCE = "cascade"  # the feedback source of failed checks
 STOP_RETRY_ERROR = "retry_error"  # the retry's call failed: the last answer is kept
 HEADER = "x-tierwise-cascade"
+ADDED_MS_HEADER = "x-tierwise-cascade-added-ms"  # the latency the cascade added (checks, judge, retries)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class CascadeOutcome:
         `fast:invalid_json balanced:ok; stop=passed`."""
         tried = " ".join(f"{a.tier or a.group}:{a.reason or 'ok'}" for a in self.attempts)
         return f"{tried}; stop={self.stop}"
+
+    def headers(self) -> dict[str, str]:
+        return {HEADER: self.header(), ADDED_MS_HEADER: f"{self.added_ms:.1f}"}
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -37,12 +37,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tierwise.core.privacy import detect_private_data
-from tierwise.gateway.cascade_litellm import HEADER as CASCADE_HEADER
 from tierwise.gateway.cascade_litellm import (
     LiteLLMCascade,
     after_call,
     after_call_sync,
-    header_value,
+    cascade_headers,
     record_outcome,
 )
 from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
@@ -414,8 +413,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         litellm_call_info: dict[str, Any] | None = None,
     ) -> dict[str, str] | None:
         """`x-tierwise-cascade`: the tiers tried and why (a stream: how it is checked)."""
-        value = header_value(data.get("metadata") or {})
-        return {CASCADE_HEADER: value} if value else None
+        return cascade_headers(data.get("metadata") or {}) or None
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
