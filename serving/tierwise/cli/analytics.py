@@ -63,6 +63,7 @@ def window_edge(flag: str, value: str | None) -> datetime | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tierwise.core.policy_file import load_policy
+    from tierwise.ops.cascade_report import cascade_checks, cascade_summary
     from tierwise.ops.feedback_report import build_report, load_training_metrics, write_report
     from tierwise.ops.shadow_report import shadow_outcomes, shadow_summary
 
@@ -73,6 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         rows = store.labeled_decisions(since, until)
         shadow = shadow_summary(shadow_outcomes(store, since, until), policy.tier_names)
+        checks = cascade_checks(store, since, until)
     finally:
         store.close()
     training = load_training_metrics(args.model)
@@ -83,6 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     report = build_report(rows, policy, training, since=since, until=until or datetime.now(UTC))
     report["shadow"] = shadow
+    report["cascade"] = cascade_summary(rows, checks, policy)
     if args.compare_models:
         from tierwise.ops.feedback_report import rescore_models
 

@@ -15,6 +15,7 @@ from string import Template
 from typing import Any
 
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent
+from tierwise.ops.cascade_report import render_cascade
 from tierwise.ops.drift import DRIFT_PSI_ALERT, DRIFT_TVD_ALERT
 from tierwise.ops.shadow_report import render_shadow
 
@@ -237,6 +238,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         render_versions(report["versions"]),
         render_rescored(report.get("rescored")),
         "\n".join(render_shadow(report.get("shadow"))),
+        "\n".join(render_cascade(report.get("cascade"))),
         PLOTS.substitute(images="\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots))
         if plots
         else "",
