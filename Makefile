@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade serve classify clean k8s-policy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -100,6 +100,9 @@ lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the 
 format: install ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix --select I training serving tests tools
 	$(VENV)/bin/ruff format training serving tests tools
+
+cascade: install ## Cascade with real parts: the LiteLLM proxy (documented config) before a scripted upstream, 1,000 mixed requests, cascade off vs on (runs/cascade.md) [REQUESTS=1000 SEED=0]
+	$(PY) -m tools.cascade_bench --requests $(or $(REQUESTS),1000) --seed $(or $(SEED),0) --output runs/cascade.md
 
 serve: install-serve ## Serve POST /classify on 127.0.0.1:8000 with models/default (settings: TIERWISE_* env vars)
 	$(PY) -m tierwise.service

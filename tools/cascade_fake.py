@@ -52,6 +52,7 @@ class CascadeUpstream:
     latency_seconds: float = 0.0
     judge_script: FakeScript = field(default_factory=lambda: FakeScript({}))
     hits: list[tuple[str, str]] = field(default_factory=list)
+    usage: list[tuple[str, int, int]] = field(default_factory=list)  # (model, prompt, completion tokens)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def draw(self, model: str, text: str) -> float:
@@ -77,8 +78,13 @@ class CascadeUpstream:
 
     def take(self) -> list[tuple[str, str]]:
         with self.lock:
-            hits, self.hits = self.hits, []
+            hits, self.hits, self.usage = self.hits, [], []
         return hits
+
+    def take_usage(self) -> list[tuple[str, int, int]]:
+        with self.lock:
+            usage, self.usage = self.usage, []
+        return usage
 
 
 def request_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -211,6 +217,8 @@ def create_cascade_app(upstream: CascadeUpstream) -> FastAPI:
             await asyncio.sleep(upstream.latency_seconds)
         message, finish = answer_message(upstream, body, model)
         usage = _usage(body, message)
+        with upstream.lock:
+            upstream.usage.append((model, usage["prompt_tokens"], usage["completion_tokens"]))
         if body.get("stream"):
 
             async def events() -> AsyncIterator[str]:

@@ -1,0 +1,192 @@
+"""The cascade's real-parts stack: the LiteLLM proxy (`litellm --config`) with the config documented
+in serving/tierwise/gateway/LITELLM.md and a policy holding its documented `cascade:` block, in front
+of the scripted upstream of tools/cascade_fake.py, with a tierwise service (the tiny test model of
+tests/helpers/tiny_model.py, decision log on) behind the hook. Everything listens on 127.0.0.1.
+
+Used by `python -m tools.cascade_bench` and tests/gateway/test_cascade_proxy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tools.cascade_fake import AppServer, CascadeUpstream, create_cascade_app
+from tools.harness import REPO_DIR, free_port
+
+LITELLM_DOC = REPO_DIR / "serving" / "tierwise" / "gateway" / "LITELLM.md"
+MASTER_KEY = "sk-tierwise-cascade-master-key"
+START_SECONDS = 90.0
+# The hook's wait for tierwise: generous here, so that on a busy 2-core machine every request is
+# routed by the classifier (a late answer would fail upward to the top tier, which has no cascade).
+BENCH_TIERWISE_TIMEOUT_SECONDS = 5.0
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message holds its log's tail."""
+
+
+def documented_blocks() -> list[Any]:
+    """Every ```yaml block of LITELLM.md, parsed."""
+    text = LITELLM_DOC.read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+
+
+def documented_proxy_config() -> dict[str, Any]:
+    for block in documented_blocks():
+        if isinstance(block, dict) and "model_list" in block:
+            return block
+    raise StackError(f"{LITELLM_DOC} has no ```yaml block with a model_list")
+
+
+def documented_cascade() -> dict[str, Any]:
+    for block in documented_blocks():
+        if isinstance(block, dict) and set(block) == {"cascade"}:
+            return block
+    raise StackError(f"{LITELLM_DOC} has no ```yaml block holding only `cascade:`")
+
+
+def policy_with_cascade(folder: Path, cascade: dict[str, Any] | None = None) -> Path:
+    """The packaged policy plus the documented `cascade:` block (or `cascade`), written into `folder`."""
+    from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+
+    raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text(encoding="utf-8"))
+    raw.update(cascade if cascade is not None else documented_cascade())
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Stack:
+    proxy_url: str
+    upstream: CascadeUpstream
+    tierwise_app: Any
+    decision_db: str
+    policy_file: Path
+    log_file: Path
+
+    def chat(self, body: dict[str, Any], timeout: float = 60.0) -> httpx.Response:
+        return httpx.post(
+            f"{self.proxy_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            json=body,
+            timeout=timeout,
+        )
+
+
+def litellm_command() -> list[str]:
+    script = Path(sys.executable).with_name("litellm")
+    if not script.is_file():
+        raise StackError(f"no `litellm` command next to {sys.executable}: pip install -e '.[gateway]'")
+    return [str(script)]
+
+
+def proxy_environment(upstream_url: str, tierwise_url: str, policy_file: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("LITELLM_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "TIERWISE_", "DATABASE_URL")
+        )
+    }
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_MASTER_KEY=MASTER_KEY,
+        OPENAI_API_KEY="sk-fake-openai",
+        OPENAI_BASE_URL=f"{upstream_url}/v1",
+        ANTHROPIC_API_KEY="sk-ant-fake",
+        ANTHROPIC_API_BASE=upstream_url,
+        GEMINI_API_KEY="fake-gemini-key",
+        GEMINI_API_BASE=f"{upstream_url}/v1beta",
+        PRIVATE_LLM_API_BASE=f"{upstream_url}/v1",
+        PRIVATE_LLM_API_KEY="none",
+        TIERWISE_URL=tierwise_url,
+        TIERWISE_TIMEOUT_SECONDS=str(BENCH_TIERWISE_TIMEOUT_SECONDS),
+        TIERWISE_POLICY_FILE=str(policy_file),
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def _wait_for_proxy(process: subprocess.Popen[bytes], url: str, log_file: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise StackError(
+                f"the LiteLLM proxy exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"the LiteLLM proxy did not answer within {START_SECONDS:.0f} s:\n{log_file.read_text()}"
+            )
+        time.sleep(0.2)
+
+
+@contextmanager
+def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = None) -> Iterator[Stack]:
+    """The stack, up; stopped on exit. `cascade`: a policy `cascade:` block instead of the documented one."""
+    from tierwise.service.app import create_app
+
+    from tests.helpers.tiny_model import make_settings, write_model_folder
+
+    with tempfile.TemporaryDirectory(prefix="tierwise-cascade-") as tmp:
+        folder = Path(tmp)
+        policy_file = policy_with_cascade(folder, cascade)
+        decision_db = f"sqlite:///{folder / 'decisions.sqlite'}"
+        settings = make_settings(
+            write_model_folder(folder / "tiny"),
+            record_decisions=True,
+            decision_db=decision_db,
+            record_prompts=True,
+            policy_file=policy_file,
+        )
+        tierwise_app = create_app(settings)
+        tierwise = AppServer(tierwise_app, lifespan="on")
+        fake = AppServer(create_cascade_app(upstream))
+        config_file = folder / "config.yaml"
+        config_file.write_text(yaml.safe_dump(documented_proxy_config()), encoding="utf-8")
+        port = free_port()
+        log_file = folder / "proxy.log"
+        command = [
+            *litellm_command(),
+            "--config",
+            str(config_file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        env = proxy_environment(fake.url, tierwise.url, policy_file)
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for_proxy(process, url, log_file)
+            yield Stack(url, upstream, tierwise_app, decision_db, policy_file, log_file)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            tierwise.stop()
+            fake.stop()
