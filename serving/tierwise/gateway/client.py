@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,20 @@ class TierwiseClient(_ClientBase):
         except httpx.HTTPError as err:
             raise TierwiseUnavailableError(f"feedback not delivered ({type(err).__name__}: {err})") from err
         return feedback_result(response)
+
+    def complete(
+        self,
+        call: Callable[[str, dict[str, Any]], Any],
+        cascade: Any = None,
+        route: str | None = None,
+        **body: Any,
+    ) -> tuple[Any, Routing, Any]:
+        """Classify `body` (an OpenAI chat request), call the routed model with `call(model, body)` and,
+        with a `cascade` (cascade_client.cascade_from_policy), check the answer and retry one tier up
+        while it fails. Returns (the answer, the routing, the cascade's outcome or None)."""
+        from tierwise.gateway.cascade_client import complete
+
+        return complete(self, call, cascade, route, **body)
 
     def close(self) -> None:
         self._http.close()
@@ -352,6 +366,18 @@ class AsyncTierwiseClient(_ClientBase):
         except httpx.HTTPError as err:
             raise TierwiseUnavailableError(f"feedback not delivered ({type(err).__name__}: {err})") from err
         return feedback_result(response)
+
+    async def complete(
+        self,
+        call: Callable[[str, dict[str, Any]], Awaitable[Any]],
+        cascade: Any = None,
+        route: str | None = None,
+        **body: Any,
+    ) -> tuple[Any, Routing, Any]:
+        """`TierwiseClient.complete` with an async `call`."""
+        from tierwise.gateway.cascade_client import acomplete
+
+        return await acomplete(self, call, cascade, route, **body)
 
     async def aclose(self) -> None:
         await self._http.aclose()
