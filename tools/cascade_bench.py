@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from tools.cascade_fake import CascadeUpstream, Faults, _usage, answer_message
+from tools.cascade_fake import CascadeUpstream, Faults, _usage, answer_message, stream_response
 from tools.harness import percentile
 
 FAST_FAULTS = Faults(malformed=0.20, truncate=0.05, refuse=0.03)
@@ -119,25 +119,6 @@ def build_requests(count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
             body["stream"] = True
         out.append((kind, body))
     return out
-
-
-def stream_response(lines: list[str]) -> dict[str, Any]:
-    """One chat completion from a stream's SSE lines: text joined, tool calls merged, last finish."""
-    text, finish, calls = "", None, {}
-    for line in lines:
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        for choice in json.loads(line[6:]).get("choices") or []:
-            delta = choice.get("delta") or {}
-            text += delta.get("content") or ""
-            for call in delta.get("tool_calls") or []:
-                merged = calls.setdefault(call.get("index", 0), {"function": {"name": "", "arguments": ""}})
-                function = call.get("function") or {}
-                merged["function"]["name"] += function.get("name") or ""
-                merged["function"]["arguments"] += function.get("arguments") or ""
-            finish = choice.get("finish_reason") or finish
-    message = {"role": "assistant", "content": text or None, "tool_calls": list(calls.values()) or None}
-    return {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
 
 
 async def send(client: httpx.AsyncClient, url: str, kind: str, body: dict[str, Any]) -> Result:
@@ -259,43 +240,6 @@ def attempts_by_tier(run: Run) -> tuple[Counter[str], Counter[str], Counter[str]
     return checked, failed, retries
 
 
-def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dict[str, Any]]:
-    """Every feedback row with source `cascade` (the hook sends them in the background: wait until
-    their number stops growing)."""
-    import sqlalchemy as sa
-    from tierwise.ops.decision_log import DecisionStore
-    from tierwise.ops.decision_schema import feedback_table
-
-    store = DecisionStore(decision_db)
-    query = (
-        sa.select(feedback_table).where(feedback_table.c.source == "cascade").order_by(feedback_table.c.id)
-    )
-    rows: list[dict[str, Any]] = []
-    deadline = time.monotonic() + settle_seconds
-    while True:
-        with store.engine.connect() as connection:
-            latest = [dict(r._mapping) for r in connection.execute(query)]
-        if (latest and len(latest) == len(rows)) or time.monotonic() > deadline:
-            store.close()
-            return latest
-        rows = latest
-        time.sleep(1.0)
-
-
-def exported_rows(decision_db: str) -> int:
-    """Rows `tierwise export-feedback` writes for `make data USER_DATA=...` from cascade feedback."""
-    from tierwise.ops.decision_log import DecisionStore
-    from tierwise.ops.feedback_report import feedback_rows
-
-    store = DecisionStore(decision_db)
-    labeled = [
-        r for r in store.labeled_decisions() if r.feedback is not None and r.feedback.source == "cascade"
-    ]
-    store.close()
-    rows, _ = feedback_rows(labeled, ("fast", "balanced", "frontier"), "production")
-    return len(rows)
-
-
 def mode_row(name: str, run: Run) -> tuple[str, dict[str, Any]]:
     total, calls = run_cost(run)
     n = len(run.results)
@@ -322,39 +266,21 @@ def kind_success(run: Run, prefix: str) -> float | None:
     return sum(r.ok for r in chosen) / len(chosen) if chosen else None
 
 
-def report(
-    requests: list[tuple[str, dict[str, Any]]],
-    off: Run,
-    on: Run,
-    feedback: list[dict[str, Any]],
-    exported: int,
-    seed: int,
-) -> tuple[str, dict[str, Any]]:
-    off_line, off_fig = mode_row("cascade off", off)
-    on_line, on_fig = mode_row("cascade on", on)
-    frontier_total = all_frontier_cost(requests)
-    frontier_cps = frontier_total / len(requests)
+def added_latencies(on: Run) -> tuple[list[float], list[float], list[float]]:
+    """The gateway's added ms of non-streamed requests: all, retried (2+ tiers tried), not retried."""
+    measured = [
+        (r.added_ms, len(r.header.split(";")[0].split())) for r in on.results if r.added_ms is not None
+    ]
+    return [a for a, _ in measured], [a for a, n in measured if n > 1], [a for a, n in measured if n == 1]
+
+
+def detail_lines(off: Run, on: Run, feedback: list[dict[str, Any]], exported: int) -> list[str]:
     checked, failed, retries = attempts_by_tier(on)
-    added = [r.added_ms for r in on.results if r.added_ms is not None]
-    retried = [
-        r.added_ms for r in on.results if r.added_ms is not None and len(r.header.split(";")[0].split()) > 1
-    ]
-    not_retried = [
-        r.added_ms for r in on.results if r.added_ms is not None and len(r.header.split(";")[0].split()) == 1
-    ]
+    added, retried, not_retried = added_latencies(on)
     by_reason = Counter(
-        f"{(row['evidence'] or {}).get('tier')}:{(row['evidence'] or {}).get('reason')}" for row in feedback
+        f"{(r['evidence'] or {}).get('tier')}:{(r['evidence'] or {}).get('reason')}" for r in feedback
     )
-    lines = [
-        f"# Cascade bench: {len(requests)} mixed requests, seed {seed}",
-        "",
-        "| mode | requests | success | errors | upstream calls fast / balanced / frontier / private "
-        "| cost USD | cost per 1,000 successes USD | latency p50 / p95 ms |",
-        "|---|---|---|---|---|---|---|---|",
-        off_line,
-        on_line,
-        f"| all-frontier (estimate) | {len(requests)} | 100.0% | 0 | - | {frontier_total:.4f} | {frontier_cps * 1000:.4f} | - |",
-        "",
+    return [
         "| tier | answers checked (on) | failed checks | fallback rate | success rate |",
         "|---|---|---|---|---|",
         *(
@@ -374,7 +300,40 @@ def report(
         f"feedback rows (source cascade): {len(feedback)}; by tier:reason "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())),
         f"export-feedback rows from them (make data USER_DATA=): {exported}",
+        "sample feedback rows (outcome range, evidence): "
+        + "; ".join(
+            f"[{row['low_tier']}..{row['high_tier']}] {json.dumps(row['evidence'], sort_keys=True)}"
+            for row in feedback[:2]
+        ),
         f"private requests reaching a public model: off {private_to_public(off)}, on {private_to_public(on)}",
+    ]
+
+
+def report(
+    requests: list[tuple[str, dict[str, Any]]],
+    off: Run,
+    on: Run,
+    feedback: list[dict[str, Any]],
+    exported: int,
+    seed: int,
+) -> tuple[str, dict[str, Any]]:
+    off_line, off_fig = mode_row("cascade off", off)
+    on_line, on_fig = mode_row("cascade on", on)
+    frontier_total = all_frontier_cost(requests)
+    frontier_cps = frontier_total / len(requests)
+    added, retried, not_retried = added_latencies(on)
+    lines = [
+        f"# Cascade bench: {len(requests)} mixed requests, seed {seed}",
+        "",
+        "| mode | requests | success | errors | upstream calls fast / balanced / frontier / private "
+        "| cost USD | cost per 1,000 successes USD | latency p50 / p95 ms |",
+        "|---|---|---|---|---|---|---|---|",
+        off_line,
+        on_line,
+        f"| all-frontier (estimate) | {len(requests)} | 100.0% | 0 | - | {frontier_total:.4f} "
+        f"| {frontier_cps * 1000:.4f} | - |",
+        "",
+        *detail_lines(off, on, feedback, exported),
     ]
     summary = {
         "requests": len(requests),
@@ -386,7 +345,7 @@ def report(
         "p95_added_ms": round(percentile(added, 95), 2),
         "p95_added_ms_retried": round(percentile(retried, 95), 2),
         "p95_added_ms_not_retried": round(percentile(not_retried, 95), 3),
-        "retries": sum(retries.values()),
+        "retries": sum(attempts_by_tier(on)[2].values()),
         "feedback_rows": len(feedback),
         "errors_on": on_fig["errors"],
         "private_to_public": private_to_public(off) + private_to_public(on),
@@ -403,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--output", type=Path, default=Path("runs/cascade.md"))
     args = parser.parse_args(argv)
-    from tools.cascade_stack import StackError, cascade_stack
+    from tools.cascade_stack import StackError, cascade_feedback, cascade_stack, exported_rows
 
     requests = build_requests(args.requests, args.seed)
     upstream = CascadeUpstream({"gpt-4o-mini": FAST_FAULTS}, seed=args.seed)

@@ -157,9 +157,10 @@ def answer_message(
     if fault == "refuse":
         return {"role": "assistant", "content": REFUSAL_TEXT}, "stop"
     if call is not None:
-        if fault == "malformed":
+        if fault in ("malformed", "truncate"):
             call["function"]["arguments"] = call["function"]["arguments"][:-2]
-        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        finish = "length" if fault == "truncate" else "tool_calls"
+        return {"role": "assistant", "content": None, "tool_calls": [call]}, finish
     content = as_json if as_json is not None else f"Answer from {model}: " + "a complete reply. " * 4
     if fault == "malformed":
         content = content[: max(1, len(content) // 2)]
@@ -202,6 +203,25 @@ def _chunks(
     out = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
     return out
+
+
+def stream_response(lines: list[str]) -> dict[str, Any]:
+    """One chat completion from a stream's SSE lines: text joined, tool calls merged, last finish."""
+    text, finish, calls = "", None, {}
+    for line in lines:
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        for choice in json.loads(line[6:]).get("choices") or []:
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            for call in delta.get("tool_calls") or []:
+                merged = calls.setdefault(call.get("index", 0), {"function": {"name": "", "arguments": ""}})
+                function = call.get("function") or {}
+                merged["function"]["name"] += function.get("name") or ""
+                merged["function"]["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    message = {"role": "assistant", "content": text or None, "tool_calls": list(calls.values()) or None}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
 
 
 def create_cascade_app(upstream: CascadeUpstream) -> FastAPI:

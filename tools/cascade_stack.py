@@ -190,3 +190,40 @@ def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = No
                 process.wait()
             tierwise.stop()
             fake.stop()
+
+
+def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dict[str, Any]]:
+    """Every feedback row with source `cascade` (the hook sends them in the background: wait until
+    their number stops growing)."""
+    import sqlalchemy as sa
+    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.ops.decision_schema import feedback_table
+
+    store = DecisionStore(decision_db)
+    query = (
+        sa.select(feedback_table).where(feedback_table.c.source == "cascade").order_by(feedback_table.c.id)
+    )
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        with store.engine.connect() as connection:
+            latest = [dict(r._mapping) for r in connection.execute(query)]
+        if (latest and len(latest) == len(rows)) or time.monotonic() > deadline:
+            store.close()
+            return latest
+        rows = latest
+        time.sleep(1.0)
+
+
+def exported_rows(decision_db: str) -> int:
+    """Rows `tierwise export-feedback` writes for `make data USER_DATA=...` from cascade feedback."""
+    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.ops.feedback_report import feedback_rows
+
+    store = DecisionStore(decision_db)
+    labeled = [
+        r for r in store.labeled_decisions() if r.feedback is not None and r.feedback.source == "cascade"
+    ]
+    store.close()
+    rows, _ = feedback_rows(labeled, ("fast", "balanced", "frontier"), "production")
+    return len(rows)

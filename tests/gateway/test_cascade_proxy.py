@@ -15,9 +15,15 @@ import pytest
 import yaml
 from tierwise.gateway.cascade_config import parse_cascade
 
-from tools.cascade_bench import cascade_feedback, stream_response
-from tools.cascade_fake import CascadeUpstream, Faults
-from tools.cascade_stack import MASTER_KEY, Stack, StackError, cascade_stack, documented_cascade
+from tools.cascade_fake import CascadeUpstream, Faults, stream_response
+from tools.cascade_stack import (
+    MASTER_KEY,
+    Stack,
+    StackError,
+    cascade_feedback,
+    cascade_stack,
+    documented_cascade,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
