@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--output", type=Path, default=Path("runs/cascade.md"))
     args = parser.parse_args(argv)
-    from tools.cascade_stack import StackError, cascade_feedback, cascade_stack, exported_rows
+    from tools.cascade_stack import StackError, cascade_feedback, cascade_stack, exported_rows, report_section
 
     requests = build_requests(args.requests, args.seed)
     upstream = CascadeUpstream({"gpt-4o-mini": FAST_FAULTS}, seed=args.seed)
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             on = asyncio.run(run_all(stack, requests, True, args.concurrency))
             feedback = cascade_feedback(stack.decision_db)[baseline:]
             exported = exported_rows(stack.decision_db)
+            section = report_section(stack.decision_db, stack.policy_file)
             if any(r.status != 200 for r in (*off.results, *on.results)):
                 print(
                     "proxy log tail:\n" + stack.log_file.read_text(errors="replace")[-4000:], file=sys.stderr
@@ -384,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     text, summary = report(requests, off, on, feedback, exported, args.seed)
+    text += (
+        "\n`tierwise report` on the bench's decision log (warm-up, off and on runs):\n"
+        + "\n".join(section)
+        + "\n"
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
     print(text)

@@ -227,3 +227,19 @@ def exported_rows(decision_db: str) -> int:
     store.close()
     rows, _ = feedback_rows(labeled, ("fast", "balanced", "frontier"), "production")
     return len(rows)
+
+
+def report_section(decision_db: str, policy_file: Path) -> list[str]:
+    """The cascade section `tierwise report` writes from this decision log."""
+    from tierwise.core.policy_file import load_policy
+    from tierwise.ops.cascade_report import cascade_checks, cascade_summary, render_cascade
+    from tierwise.ops.decision_log import DecisionStore
+
+    store = DecisionStore(decision_db)
+    try:
+        section = cascade_summary(
+            store.labeled_decisions(), cascade_checks(store, None, None), load_policy(policy_file)
+        )
+    finally:
+        store.close()
+    return render_cascade(section)
