@@ -1,6 +1,7 @@
 """The cheap estimator the router answers from under load (serving/tierwise/core/estimator.py)."""
 
 import json
+import math
 import zlib
 
 import numpy as np
@@ -147,25 +148,34 @@ def test_the_setting_turns_it_off(tmp_path, tiny_model_dir, monkeypatch):
     assert Settings(model_dir=folder).estimator is False  # the setting that the router passes as `enabled`
 
 
-def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp_path, tiny_classifier):
-    from fastapi.testclient import TestClient
+def estimator_app(tmp_path, tiny_classifier, section=None):
+    """The service over the tiny model in a folder with `word_estimator()`'s weights and the manifest
+    `section` (default: temperature 1, q 0.7), behind a ControllableClassifier the test can hold;
+    -> (app, classifier)."""
     from tierwise.service.app import create_app
 
     from tests.helpers.doubles import ControllableClassifier
-    from tests.helpers.timing import HANG_SECONDS
     from tests.helpers.tiny_model import make_settings, write_model_folder
 
     folder = write_model_folder(tmp_path / "with-estimator")
     estimator = word_estimator()
     np.savez_compressed(folder / ESTIMATOR_FILE, weights=estimator.weights, bias=estimator.bias)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["estimator"] = {"n_features": N, "temperature": 1.0, "escalation": {"q": 0.7}}
+    manifest["estimator"] = section or {"n_features": N, "temperature": 1.0, "escalation": {"q": 0.7}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     slow = ControllableClassifier(tiny_classifier)
     slow.model_dir = folder
     slow.manifest = type(tiny_classifier.manifest)(**{**tiny_classifier.manifest.__dict__, "raw": manifest})
     settings = make_settings(folder, deadline_ms=30.0)
-    app = create_app(settings, classifier_factory=lambda _: slow)
+    return create_app(settings, classifier_factory=lambda _: slow), slow
+
+
+def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp_path, tiny_classifier):
+    from fastapi.testclient import TestClient
+
+    from tests.helpers.timing import HANG_SECONDS
+
+    app, slow = estimator_app(tmp_path, tiny_classifier)
     with TestClient(app) as client:
         slow.mode = "hang"  # no encoder answer until released, after these two: both miss the 30 ms
         try:
@@ -189,6 +199,104 @@ def test_the_service_answers_from_the_estimator_when_the_encoder_is_too_slow(tmp
         metrics = client.get("/metrics").text
         assert 'tierwise_decisions_by_method_total{decided_by="estimator"}' in metrics
         assert 'tierwise_decisions_by_method_total{decided_by="fallback"} 1.0' in metrics
+
+
+def test_admission_in_the_service_sheds_to_the_estimator_with_its_tier(tmp_path, tiny_classifier, caplog):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    app, slow = estimator_app(tmp_path, tiny_classifier)
+    with TestClient(app) as client:
+        slow.mode = "hang"
+        try:
+            client.post("/classify", json={"text": "hello"})  # its batch holds the classifier thread
+            # As if batches had been taking a second: the next request would wait >= 1 s, past the
+            # admission share of its 30 ms deadline, so it is answered at once instead of queued.
+            client.app.state.services.scorer.batch_time.seconds = 1.0
+            with caplog.at_level(logging.INFO, logger="tierwise"):
+                shed = client.post(
+                    "/classify", json={"text": "write an email"}, headers={"X-Request-ID": "shed-1"}
+                ).json()
+        finally:
+            slow.release.set()
+    logged = next(r for r in caplog.records if r.getMessage() == "classified" and r.request_id == "shed-1")
+    assert logged.classifier_error.startswith("admission")  # shed, not a missed deadline
+    # "write an email": 6 grams (3 words, 2 bigrams, __len2), balanced at 20/sqrt(6) against 0 and 0.
+    assert (shed["tier"], shed["decided_by"], shed["reasons"]) == ("balanced", "estimator", ["estimated"])
+    assert shed["confidence"] == pytest.approx(1 - 1 / (math.exp(20 / math.sqrt(6)) + 2))  # P(<= balanced)
+
+
+# Worked by hand: a marker word alone is 2 hashed grams (the word and the length bucket __len1), each
+# 1/sqrt(2) after L2, so its tier's logit is 20/sqrt(2) and the others' 0. At this temperature that is
+# ln 8: probabilities 0.8 for the word's tier, 0.1 for each other one. "hello email" is 4 grams (two
+# words, their bigram, __len1), each 1/2: logits 10, 10, 0 -> a tie between fast and balanced.
+EIGHTFOLD = 20 / math.sqrt(2) / math.log(8)
+
+
+def test_an_estimated_answer_is_routed_by_the_estimators_own_q_and_tier_offsets(tmp_path, tiny_classifier):
+    from fastapi.testclient import TestClient
+
+    section = {
+        "n_features": N,
+        "temperature": EIGHTFOLD,
+        "escalation": {"q": 0.85, "tier_offsets": [0.0, 0.3, 0.0]},
+    }
+    app, slow = estimator_app(tmp_path, tiny_classifier, section)
+    items = [{"text": "email"}, {"text": "hello"}, {"text": "hello email"}]
+    with TestClient(app) as client:
+        slow.mode = "hang"  # the whole batch misses its 30 ms deadline
+        try:
+            email, hello, both = client.post("/classify/batch", json={"items": items}).json()["results"]
+        finally:
+            slow.release.set()
+    assert {a["decided_by"] for a in (email, hello, both)} == {"estimator"}
+    # "email": P = (0.1, 0.8, 0.1); cumulative 0.1, 0.9, 1: q 0.85 is met at balanced, its most likely.
+    assert email["probabilities"] == pytest.approx({"fast": 0.1, "balanced": 0.8, "frontier": 0.1})
+    assert (email["tier"], email["complexity_tier"], email["predicted_tier"]) == ("balanced",) * 3
+    assert not email["escalated"] and email["reasons"] == ["estimated"]
+    assert email["confidence"] == pytest.approx(0.9) and email["model"] == "gpt-4.1"
+    # "hello": P = (0.8, 0.1, 0.1), most likely fast (0.3 on balanced does not reach ln 8), but
+    # P(fast suffices) = 0.8 < 0.85: the estimator's q escalates it to balanced (cumulative 0.9). The
+    # encoder's q (0.7, the folder's) would have kept it at fast.
+    assert hello["probabilities"] == pytest.approx({"fast": 0.8, "balanced": 0.1, "frontier": 0.1})
+    assert (hello["tier"], hello["predicted_tier"], hello["escalated"]) == ("balanced", "fast", True)
+    assert hello["reasons"] == ["estimated", "low_confidence"] and hello["confidence"] == pytest.approx(0.9)
+    # "hello email": P = (e^a, e^a, 1) / (2e^a + 1), a = 10 / EIGHTFOLD; the tie goes to balanced by its
+    # +0.3 offset (the plain argmax says fast), so the answer is balanced and not an escalation.
+    a = 10 / EIGHTFOLD
+    p = math.exp(a) / (2 * math.exp(a) + 1)
+    assert both["probabilities"] == pytest.approx({"fast": p, "balanced": p, "frontier": 1 - 2 * p})
+    assert (both["tier"], both["predicted_tier"], both["escalated"]) == ("balanced", "balanced", False)
+    assert both["reasons"] == ["estimated"] and both["confidence"] == pytest.approx(2 * p)
+
+
+def test_private_data_outside_the_task_goes_private_sized_by_the_estimator(tmp_path, tiny_classifier):
+    from fastapi.testclient import TestClient
+
+    app, slow = estimator_app(tmp_path, tiny_classifier)
+    messages = [
+        {"role": "system", "content": "You answer for Jane; her replies go to jane.doe@example.com"},
+        {"role": "user", "content": "Prove the theorem"},
+    ]
+    with TestClient(app) as client:
+        slow.mode = "hang"
+        try:
+            body = client.post("/classify", json={"messages": messages}).json()
+        finally:
+            slow.release.set()
+    # The privacy rule reads every message; the estimator reads the task alone: "prove the theorem"
+    # is 6 grams (3 words, 2 bigrams, __len2), so frontier's logit is 20/sqrt(6) against 0 and 0.
+    assert (body["tier"], body["model"], body["decided_by"]) == (
+        "private",
+        "llama-3.3-70b-selfhosted",
+        "estimator",
+    )
+    assert body["reasons"] == ["estimated", "private_data"]
+    assert body["complexity_tier"] == body["predicted_tier"] == "frontier"  # the size of private model
+    frontier = math.exp(20 / math.sqrt(6)) / (math.exp(20 / math.sqrt(6)) + 2)
+    assert body["probabilities"]["frontier"] == pytest.approx(frontier)
+    assert body["confidence"] == pytest.approx(frontier)  # at the top: 1 - P(balanced would do)
 
 
 def test_the_service_answers_a_repeated_request_from_the_score_cache(tiny_model_dir, tiny_classifier):

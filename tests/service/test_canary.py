@@ -152,3 +152,42 @@ def test_a_missing_candidate_stops_start_up(tmp_path, tiny_model_dir, tiny_class
         TestClient(create_app(settings, classifier_factory=factory)),
     ):
         pass
+
+
+def test_a_slow_canary_is_answered_by_the_estimator_of_its_own_folder(
+    tmp_path, tiny_model_dir, tiny_classifier
+):
+    import numpy as np
+
+    from tests.core.test_estimator import ESTIMATOR_FILE, N, word_estimator
+    from tests.helpers.doubles import ControllableClassifier
+
+    candidate = write_model_folder(tmp_path / "candidate")
+    manifest = json.loads((candidate / "manifest.json").read_text())
+    manifest["name"] = "candidate"
+    manifest["estimator"] = {"n_features": N, "temperature": 1.0, "escalation": {"q": 0.7}}
+    (candidate / "manifest.json").write_text(json.dumps(manifest))
+    words = word_estimator()
+    np.savez_compressed(candidate / ESTIMATOR_FILE, weights=words.weights, bias=words.bias)
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    policy["canary"] = {"model_dir": str(candidate), "share": 1.0}  # every request meets the candidate
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    held = ControllableClassifier(TierClassifier(candidate, intra_op_threads=1))
+    # The primary (tiny_model_dir) has no estimator: only the candidate's folder can answer in time.
+    settings = make_settings(tiny_model_dir, policy_file=policy_file, deadline_ms=30.0)
+    app = create_app(
+        settings, classifier_factory=lambda s: held if s.model_dir == candidate else tiny_classifier
+    )
+    with TestClient(app) as client:
+        held.mode = "hang"  # the candidate's encoder misses every 30 ms deadline until released
+        try:
+            email = client.post("/classify", json={"text": "write an email"}).json()
+            theorem = client.post("/classify", json={"text": "prove the theorem"}).json()
+        finally:
+            held.release.set()
+    # By hand: each is 6 grams (3 words, 2 bigrams, __len2), its marker word's tier at 20/sqrt(6) ~ 8.2
+    # against 0 and 0: P > 0.999, no escalation at q 0.7.
+    for body, tier in ((email, "balanced"), (theorem, "frontier")):
+        assert (body["tier"], body["decided_by"], body["reasons"]) == (tier, "estimator", ["estimated"])
+        assert body["model_version"] == "candidate@test-test" and body["predicted_tier"] == tier

@@ -259,16 +259,18 @@ def test_a_batch_gets_one_deadline_per_micro_batch_of_texts():
 @pytest.mark.parametrize("admission_share", [0.4, 0.8])
 def test_admission_waits_for_the_encoder_up_to_its_share_of_the_deadline(admission_share):
     deadline_ms = 100.0
-    for wait_share, decided_by in (
-        (admission_share - 0.01, DECIDED_BY_ENCODER),
-        (admission_share + 0.01, DECIDED_BY_ESTIMATOR),
+    # The encoder says confidently fast; the estimator says balanced for "email" (30/sqrt(6) ~ 12.2
+    # against fast's bias 3): a shed request carries the estimator's tier, not only its label.
+    for wait_share, decided_by, tier in (
+        (admission_share - 0.01, DECIDED_BY_ENCODER, "fast"),
+        (admission_share + 0.01, DECIDED_BY_ESTIMATOR, "balanced"),
     ):
         scorer = QueueScorer(expected_wait_s=deadline_ms / 1000 * wait_share)
         router = make_router(
             scorer, deadline_ms=deadline_ms, estimator=word_estimator(), admission_share=admission_share
         )
         [decision] = asyncio.run(router.route([RoutingInput(text="write an email")])).decisions
-        assert decision.decided_by == decided_by, wait_share
+        assert (decision.decided_by, decision.tier) == (decided_by, tier), wait_share
         assert len(scorer.texts) == (1 if decided_by == DECIDED_BY_ENCODER else 0)
 
 
@@ -296,6 +298,18 @@ def test_encoder_decisions_escalate_with_the_router_q_estimated_ones_with_the_es
     [estimated] = asyncio.run(busy.route([RoutingInput(text="hi")])).decisions
     assert (estimated.tier, estimated.decided_by) == ("fast", DECIDED_BY_ESTIMATOR)  # its own q, 0.4
     assert estimated.queue_wait_ms is None
+    # The other way round: the router's q 0.4 would keep fast; the estimator's 0.95 is met only at the
+    # top (cumulative 0.5, 0.8, 1), so the estimated answer escalates to frontier.
+    cautious = make_router(
+        BusyScorer(), default_q=0.4, deadline_ms=500, estimator=constant_estimator(UNSURE_FAST, 0.95)
+    )
+    [escalated] = asyncio.run(cautious.route([RoutingInput(text="hi")])).decisions
+    assert (escalated.tier, escalated.predicted_tier, escalated.decided_by) == (
+        "frontier",
+        "fast",
+        DECIDED_BY_ESTIMATOR,
+    )
+    assert escalated.reasons == (ESTIMATED, "low_confidence")
 
 
 def test_the_encoder_tier_offsets_apply_to_encoder_scores_only():

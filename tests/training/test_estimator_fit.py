@@ -14,6 +14,7 @@ from tierwise.training.estimator import (
     build_estimator,
     cost_matched_offsets,
     feature_matrix,
+    judge_split,
     main,
     out_of_source_logits,
     render_markdown,
@@ -21,6 +22,7 @@ from tierwise.training.estimator import (
     val_inputs,
 )
 from tierwise.training.evaluation import TierPrices, allowed_bounds
+from tierwise.training.wrappers import CONDITIONS
 
 from tests.helpers.tiny_model import write_model_folder
 
@@ -223,6 +225,23 @@ def test_estimator_offsets_cost_neither_more_nor_less_than_the_encoders_decision
     same = np.tile([0.8, 0.15, 0.05], (36, 1))  # rows it cannot tell apart get one tier: the cheapest
     blind, _ = matched(same, val, DecidedEncoder(cheap_encoder), target=0.0)  # that under-routes none
     assert (most_likely_tier(same, blind) == 1).all()
+
+
+def test_the_figures_judged_for_the_manifest_are_the_estimators_own_decisions():
+    from tests.core.test_estimator import word_estimator
+
+    # Each text is its marker word alone: 20/sqrt(2) ~ 14 on its tier, P > 0.999, so q 0.7 keeps the
+    # word's tier: fast, balanced, frontier, balanced, fast. The last row needed balanced.
+    texts = [("hello", ["fast"]), ("email", ["balanced"]), ("theorem", ["frontier"])]
+    texts += [("email", ["fast", "balanced"]), ("hello", ["balanced"])]
+    judged = [{"id": f"r{i}", "text": t, "allowed_tiers": a} for i, (t, a) in enumerate(texts)]
+    encoder = DecidedEncoder(np.tile([0.05, 0.05, 0.9], (5, 1)))  # routes every row to frontier
+    figures = judge_split(word_estimator(), encoder, judged, wrapped_rows=5, seed=0)
+    assert figures["bare"]["tier_mix"] == pytest.approx({"fast": 0.4, "balanced": 0.4, "frontier": 0.2})
+    assert figures["bare"]["under_routing_after"] == pytest.approx(0.2)
+    assert figures["encoder_bare"]["tier_mix"]["frontier"] == 1.0
+    assert figures["agreement_with_encoder"] == pytest.approx(0.2)  # the theorem row alone
+    assert figures["wrapped"]["n"] == 5 * len(CONDITIONS)
 
 
 def test_offsets_are_chosen_on_val_bare_and_wrapped_by_training_wrappers():
