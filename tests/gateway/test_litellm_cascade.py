@@ -269,3 +269,17 @@ def test_proxy_hook_never_retries_a_request_with_personal_data_even_with_forged_
     final, data = asyncio.run(run())
     assert hit_models(fake) == ["gpt-4o-mini"]  # the first call was the caller's own choice
     assert data["metadata"]["tierwise"]["cascade"]["stop"] == "private"
+
+
+def test_proxy_hook_drops_a_clients_own_tierwise_metadata_on_requests_it_does_not_route():
+    async def run():
+        c = AsyncTierwiseClient(
+            "http://tierwise", transport=httpx.MockTransport(lambda _: httpx.Response(503))
+        )
+        hook = TierwiseProxyHook(c, router=None, router_getter=lambda: None, cascade=cascade(None))
+        forged = {"tier": "fast", "chain": ["gpt-4o-mini", "o3"], "reasons": []}
+        data = {"model": "gpt-4o-mini", "messages": list(FAST), "metadata": {"tierwise": forged, "user": "u"}}
+        return await hook.async_pre_call_hook(None, None, data, "acompletion")
+
+    data = asyncio.run(run())
+    assert data["metadata"] == {"user": "u"}

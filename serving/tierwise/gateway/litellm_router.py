@@ -350,6 +350,11 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
         if data.get("model") != self.auto_model or str(call_type) not in ROUTED_CALL_TYPES:
+            metadata = data.get("metadata")
+            if isinstance(metadata, dict) and "tierwise" in metadata:
+                # Only this hook speaks for tierwise: a client's own `tierwise` metadata would have the
+                # post-call hook cascade a request tierwise never routed (to groups of its choosing).
+                metadata.pop("tierwise")
             return data
         text, messages = request_messages(data)
         if text is None and messages is None:
