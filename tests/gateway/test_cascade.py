@@ -267,3 +267,48 @@ def test_mapped_group_names_and_max_tokens():
     assert plan.rung.group == "my-gpt41" and mapped.tier_of("my-gpt41") == "balanced"
     assert plan.estimated_usd == pytest.approx((1000 * 2.0 + 50 * 8.0) / 1e6)
     assert mapped.cost_usd("fast", Usage(1_000_000, 0)) == pytest.approx(0.15)
+
+
+# -- what a failed check says: never the answer's values ------------------------------------------
+
+SSN = "123-45-6789"
+EMAIL = "jane.doe@example.com"
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"ssn": {"type": "string", "pattern": "^[0-9]{9}$"}, "tags": {"type": "array"}},
+    "additionalProperties": {"type": "integer"},
+    "required": ["ssn"],
+}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "answer", "expected"),
+    [
+        (json_request(PERSON_SCHEMA), response(json.dumps({"ssn": SSN})), "ssn: pattern"),
+        (json_request(PERSON_SCHEMA), response(json.dumps({"ssn": "123456789", EMAIL: SSN})), "*: type"),
+        (json_request(PERSON_SCHEMA), response(json.dumps({"ssn": ["x", EMAIL]})), "ssn: type"),
+        (json_request(), response(f'{{"email": "{EMAIL}", "ssn": {SSN}}}'), None),
+        (
+            {**PLAIN, "tools": [WEATHER_TOOL]},
+            response(None, tool_calls=[tool_call("get_weather", json.dumps({"city": 3, "note": EMAIL}))]),
+            "get_weather: city: type",
+        ),
+        (
+            {**PLAIN, "tools": [WEATHER_TOOL]},
+            response(None, tool_calls=[tool_call(f"mail_{EMAIL}", "{}")]),
+            "calls a tool the request does not offer",
+        ),
+        (
+            {**PLAIN, "tools": [WEATHER_TOOL]},
+            response(None, tool_calls=[tool_call("get_weather", f'{{"city": "{EMAIL}" {SSN}')]),
+            None,
+        ),
+    ],
+)
+def test_a_failed_check_names_where_and_which_rule_never_the_value(request_body, answer, expected):
+    failure = check_answer(request_body, answer)
+    assert failure is not None
+    assert SSN not in failure.detail and EMAIL not in failure.detail and "jane" not in failure.detail
+    assert "6789" not in failure.detail
+    if expected is not None:
+        assert failure.detail == expected

@@ -258,3 +258,57 @@ def test_the_blocking_driver_does_the_same():
     snapshot = c.stats.snapshot()
     assert snapshot["success_rate_per_tier"] == {"balanced": 1.0, "fast": 0.0}
     assert snapshot["cost_per_success_usd"] == pytest.approx(outcome.spent_usd)
+
+
+SSN = "123-45-6789"
+EMAIL = "jane.doe@example.com"
+SSN_BODY = {
+    "messages": [{"role": "user", "content": "the record as JSON"}],
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "person",
+            "schema": {
+                "type": "object",
+                "properties": {"ssn": {"type": "string", "pattern": "^[0-9]{9}$"}},
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    },
+}
+LEAKY_ANSWER = f'{{"ssn": "{SSN}", "{EMAIL}": "{EMAIL}"}}'
+
+
+def _feedback_and_metadata(routing, chain, private):
+    feedback = Feedback()
+    c = cascade(feedback)
+    call, _ = scripted(answer(LEAKY_ANSWER, "gpt-4.1"))
+
+    async def go():
+        outcome = await c.arun(SSN_BODY, routing, chain, answer(LEAKY_ANSWER, chain[0]), call, private)
+        await c.drain()
+        return outcome
+
+    outcome = run(go())
+    return feedback.rows, outcome
+
+
+def test_the_answers_values_reach_no_feedback_and_no_metadata():
+    rows, outcome = _feedback_and_metadata(ROUTING, CHAIN, False)
+    assert [r["evidence"]["detail"] for r in rows] == ["ssn: pattern", "ssn: pattern"]
+    for text in (repr(rows), repr(outcome.metadata()), outcome.header()):
+        assert SSN not in text and EMAIL not in text
+
+
+def test_a_private_request_sends_no_detail_and_only_its_tier_and_reason():
+    rows, outcome = _feedback_and_metadata(PRIVATE_ROUTING, ["llama-3.3-70b-selfhosted"], True)
+    [row] = rows
+    assert row["evidence"] == {
+        "tier": "private",
+        "reason": "schema_mismatch",
+        "stop": "private",
+        "final_passed": False,
+    }
+    assert [t["detail"] for t in outcome.metadata()["tried"]] == [""]
+    for text in (repr(rows), repr(outcome.metadata()), outcome.header()):
+        assert SSN not in text and EMAIL not in text and "ssn" not in text

@@ -177,7 +177,9 @@ def test_sdk_private_request_is_never_retried_to_a_public_model(upstream, fake, 
         == "private:invalid_json; stop=private"
     )
     [(_, evidence)] = feedback_rows(app, db_url)
-    assert evidence["tier"] == "private" and evidence["next_tier"] is None
+    # the tier and the reason only: no detail, model, cost or latency of a private request
+    assert evidence == {"tier": "private", "reason": "invalid_json", "stop": "private", "final_passed": False}
+    assert response._hidden_params["tierwise_cascade"]["tried"][0]["detail"] == ""
 
 
 def test_sdk_structured_stream_is_buffered_and_retried_plain_stream_passes(upstream, fake, tierwise):

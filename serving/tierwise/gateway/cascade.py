@@ -62,7 +62,9 @@ _REFUSAL_RE = re.compile(
 @dataclass(frozen=True)
 class CheckFailure:
     reason: str  # one of REASONS
-    detail: str = ""  # what failed, for logs (never the answer's text)
+    # What failed, for logs and feedback: the check, a JSON path and a schema keyword (`ssn: pattern`),
+    # never a value, a key or a tool name the answer chose, nor a message quoting them.
+    detail: str = ""
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
@@ -97,8 +99,16 @@ def _schema_errors(instance: Any, schema: Mapping[str, Any]) -> str | None:
         return None  # the caller's schema is broken: no answer could be held against it
     if error is None:
         return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return f"{where}: {error.message[:200]}"
+    return f"{schema_error_path(error)}: {error.validator}"
+
+
+def schema_error_path(error: Any) -> str:
+    """Where in the answer a schema error is, from names the schema gives only: an array index, or a
+    property the schema names (in the error's schema path); any other key the answer chose is `*`.
+    (jsonschema's message quotes the answer's value, so it is never used.)"""
+    named = {str(part) for part in error.absolute_schema_path}
+    parts = [str(p) if isinstance(p, int) or str(p) in named else "*" for p in error.absolute_path]
+    return "/".join(parts) or "(root)"
 
 
 def check_finish(choice: Mapping[str, Any]) -> CheckFailure | None:
@@ -144,7 +154,7 @@ def check_json(request: Mapping[str, Any], message: Mapping[str, Any]) -> CheckF
     try:
         value = json.loads(content if isinstance(content, str) else "")
     except ValueError as err:
-        return CheckFailure(INVALID_JSON, f"not JSON: {str(err)[:120]}")
+        return CheckFailure(INVALID_JSON, f"not JSON: {_json_error(err)}")
     if schema is None:
         return None if isinstance(value, dict) else CheckFailure(INVALID_JSON, "not a JSON object")
     problem = _schema_errors(value, schema)
@@ -166,21 +176,29 @@ def offered_tools(request: Mapping[str, Any]) -> dict[str, Mapping[str, Any] | N
     return out
 
 
+def _json_error(err: ValueError) -> str:
+    """A JSON parse error without the text it failed on: the message and the position."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at character {err.pos}"
+    return type(err).__name__
+
+
 def _tool_call_problem(call: Mapping[str, Any], tools: Mapping[str, Mapping[str, Any] | None]) -> str | None:
     function = as_dict(call.get("function") or {})
     name = str(function.get("name") or "")
     if tools and name not in tools:
-        return f"calls {name!r}, which the request does not offer"
+        return "calls a tool the request does not offer"
+    label = name if name in tools else "tool call"  # a name the answer made up is never repeated
     arguments = function.get("arguments")
     try:
         value = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError as err:
-        return f"{name}: arguments are not JSON ({str(err)[:120]})"
+        return f"{label}: arguments are not JSON ({_json_error(err)})"
     if not isinstance(value, dict):
-        return f"{name}: arguments are not a JSON object"
+        return f"{label}: arguments are not a JSON object"
     schema = tools.get(name)
     problem = None if schema is None else _schema_errors(value, schema)
-    return None if problem is None else f"{name}: {problem}"
+    return None if problem is None else f"{label}: {problem}"
 
 
 def check_tool_calls(request: Mapping[str, Any], message: Mapping[str, Any]) -> CheckFailure | None:

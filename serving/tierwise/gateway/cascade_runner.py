@@ -9,6 +9,10 @@ last answer is kept. Each failed check is then sent as feedback to tierwise in t
 carries the request's estimated cost and the latency the cascade added), so `tierwise report`, the
 live confusion matrix and `tierwise export-feedback` see it; and counted (`CascadeStats`, mirrored to
 Prometheus in the gateway's process).
+
+Nothing of the answer is sent or logged: a check's `detail` names a JSON path and a schema keyword,
+never a value (cascade.py). A private request's rows and metadata carry no detail at all, and its
+feedback evidence is the tier, the reason and how the request ended (no model, cost or latency).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class CascadeOutcome:
     added_ms: float
     spent_usd: float
     judged: bool = False
+    private: bool = False  # the request carries personal data: no detail leaves the cascade
 
     @property
     def passed(self) -> bool:
@@ -93,7 +98,12 @@ class CascadeOutcome:
     def metadata(self) -> dict[str, Any]:
         return {
             "tried": [
-                {"tier": a.tier, "model": a.group, "check": a.reason or "ok", "detail": a.detail}
+                {
+                    "tier": a.tier,
+                    "model": a.group,
+                    "check": a.reason or "ok",
+                    "detail": "" if self.private else a.detail,
+                }
                 for a in self.attempts
             ],
             "stop": self.stop,
@@ -229,7 +239,10 @@ class Cascade:
                 attempts[-1] = Attempt(tier, attempts[-1].group, failure.reason, failure.detail, cost, None)
                 stop = STOP_RETRY_ERROR
                 break
-        outcome = CascadeOutcome(answer, attempts, stop, (self.clock() - started) * 1000, spent, judged)
+        # (a failed check asked the planner, which asked whether the request is private)
+        private = request.private if any(a.reason is not None for a in attempts) else False
+        added_ms = (self.clock() - started) * 1000
+        outcome = CascadeOutcome(answer, attempts, stop, added_ms, spent, judged, private)
         self.stats.observe_outcome(outcome)
         return outcome
 
@@ -318,26 +331,28 @@ class Cascade:
     # -- feedback ------------------------------------------------------------------------------------
 
     def feedback_rows(self, request: _Request, outcome: CascadeOutcome) -> list[dict[str, Any]]:
-        """The `feedback()` keyword arguments of each failed check (none without a tierwise decision)."""
+        """The `feedback()` keyword arguments of each failed check (none without a tierwise decision).
+        A private request's evidence is its tier, reason and end only: no detail, model, cost or latency."""
         routing = request.routing
         if not self.config.feedback or routing.failed_upward or not routing.request_id:
             return []
         failed = [(i, a) for i, a in enumerate(outcome.attempts) if a.reason is not None]
         rows = []
         for position, (index, attempt) in enumerate(failed):
-            evidence: dict[str, Any] = {
-                "tier": attempt.tier,
-                "model": attempt.group,
-                "reason": attempt.reason,
-                "detail": attempt.detail[:300],
-                "attempt": index,
-                "next_tier": attempt.next_tier,
-                "cost_usd": round(attempt.cost_usd, 8),
-            }
-            if position == len(failed) - 1:  # the request's summary rides on its last row
+            last = position == len(failed) - 1  # the request's summary rides on its last row
+            evidence: dict[str, Any] = {"tier": attempt.tier, "reason": attempt.reason}
+            if not outcome.private:
                 evidence |= {
-                    "stop": outcome.stop,
-                    "final_passed": outcome.passed,
+                    "model": attempt.group,
+                    "detail": attempt.detail[:300],
+                    "attempt": index,
+                    "next_tier": attempt.next_tier,
+                    "cost_usd": round(attempt.cost_usd, 8),
+                }
+            if last:
+                evidence |= {"stop": outcome.stop, "final_passed": outcome.passed}
+            if last and not outcome.private:
+                evidence |= {
                     "request_cost_usd": round(outcome.spent_usd, 8),
                     "added_ms": round(outcome.added_ms, 3),
                 }
