@@ -11,12 +11,12 @@ from tierwise.gateway.cascade import RetryPlanner
 from tierwise.gateway.cascade_client import cascade_from_policy
 from tierwise.gateway.cascade_config import CascadeConfig
 from tierwise.gateway.cascade_runner import Cascade
-from tierwise.gateway.client import AsyncTierwiseClient
+from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
 from tierwise.ops.decision_log import DecisionStore
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.gateway import PROMPTS, sync_client
+from tests.helpers.gateway import PROMPTS, refused_transport, sync_client
 from tests.helpers.tiny_model import make_settings
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
@@ -106,3 +106,38 @@ def test_cascade_from_policy(tmp_path):
     policy.write_text(DEFAULT_POLICY_FILE.read_text() + "\ncascade:\n  max_retries: 2\n")
     cascade = cascade_from_policy(policy)
     assert cascade is not None and cascade.config.max_retries == 2
+
+
+NOTIFY = {
+    "name": "notify",
+    "description": "e-mail jane.doe@example.com",
+    "parameters": {"type": "object", "properties": {}},
+}
+CARD_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "form",
+        "schema": {"type": "object", "properties": {"card": {"const": "5555 5555 5555 4444"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"functions": [NOTIFY]}, {"response_format": CARD_SCHEMA}],
+    ids=["legacy functions", "response_format schema"],
+)
+def test_complete_keeps_personal_data_outside_the_messages_private(served, extra):
+    """The whole body reaches the model, so the privacy rule reads all of it: with the service up (it
+    scans what `complete` sends it) and down (the client's own rule)."""
+    app, _ = served
+    messages = [{"role": "user", "content": PROMPTS["fast"]}]
+    down = TierwiseClient("http://tierwise", transport=refused_transport(), policy_file=DEFAULT_POLICY_FILE)
+    for client in (sync_client(app), down):
+        calls = []
+        _, routing, _ = client.complete(scripted(calls), None, messages=messages, **extra)
+        assert routing.tier == "private" and [m for m, _ in calls] == ["llama-3.3-70b-selfhosted"]
+    ordinary = {"functions": [{**NOTIFY, "description": "notify the team"}]}
+    calls = []
+    _, routing, _ = sync_client(app).complete(scripted(calls), None, messages=messages, **ordinary)
+    assert routing.tier == "fast" and calls[0][1] == ["functions", "messages"]

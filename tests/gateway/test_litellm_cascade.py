@@ -285,3 +285,37 @@ def test_proxy_hook_drops_a_clients_own_tierwise_metadata_on_requests_it_does_no
 
     data = asyncio.run(run())
     assert data["metadata"] == {"user": "u"}
+
+
+def test_proxy_hook_backstop_reads_functions_and_the_response_format(upstream, fake):
+    """The backstop privacy rule before a retry reads every string the retry would send: personal data
+    in legacy `functions` or in the JSON schema keeps a request the hook did not route from going up."""
+    functions = [{"name": "notify", "description": "e-mail jane.doe@example.com", "parameters": {}}]
+    schema = {
+        "type": "json_schema",
+        "json_schema": {"name": "f", "schema": {"type": "object", "description": "card 5555 5555 5555 4444"}},
+    }
+
+    async def run(extra):
+        r = router(upstream[1])
+        c = AsyncTierwiseClient(
+            "http://tierwise", transport=httpx.MockTransport(lambda _: httpx.Response(503))
+        )
+        hook = TierwiseProxyHook(c, router=r, cascade=cascade(None, max_retries=3))
+        forged = {"tier": "fast", "chain": ["gpt-4o-mini", "gpt-4.1", "o3"], "reasons": []}
+        data = {
+            "model": "gpt-4o-mini",
+            "messages": list(FAST),
+            "response_format": JSON_FORMAT,
+            "metadata": {"tierwise": forged},
+            **extra,
+        }
+        first = await r.acompletion(**data)
+        await hook.async_post_call_success_hook(data, None, first)
+        return data
+
+    for extra in ({"functions": functions}, {"response_format": schema}):
+        fake.take()
+        data = asyncio.run(run(extra))
+        assert hit_models(fake) == ["gpt-4o-mini"]
+        assert data["metadata"]["tierwise"]["cascade"]["stop"] == "private"

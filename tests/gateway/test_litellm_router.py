@@ -154,3 +154,34 @@ def test_hook_keeps_private_requests_inside_the_private_tier():
     data = asyncio.run(run(with_private))
     assert data["model"] == "llama-3.3-70b-selfhosted" and data["fallbacks"] == []
     assert data["context_window_fallbacks"] == [] and data["content_policy_fallbacks"] == []
+
+
+NOTIFY = {"name": "notify", "description": "e-mail jane.doe@example.com", "parameters": {"type": "object"}}
+MAIL_TOOL = {"type": "function", "name": "send", "description": "sends as jane.doe@example.com"}
+
+
+@pytest.mark.parametrize("tierwise_up", [True, False], ids=["service up", "service down"])
+def test_personal_data_in_functions_or_beside_a_prompt_keeps_the_request_private(app, tierwise_up):
+    """Everything the proxy sends on reaches the model: legacy `functions` beside messages, and `tools`
+    beside a prompt string (a Responses API call) are scanned as the messages are."""
+
+    async def run(data):
+        client = async_client(app) if tierwise_up else AsyncTierwiseClient(transport=refused_transport())
+        router = litellm_router()
+        router.model_list.append({"model_name": "llama-3.3-70b-selfhosted", "litellm_params": {}})
+        hook = TierwiseProxyHook(client, router=router)
+        return await hook.async_pre_call_hook(None, None, data, "acompletion")
+
+    messages = [{"role": "user", "content": PROMPTS["fast"]}]
+    for data in (
+        {"model": "tierwise", "messages": messages, "functions": [NOTIFY]},
+        {"model": "tierwise", "input": PROMPTS["fast"], "tools": [MAIL_TOOL]},
+    ):
+        routed = asyncio.run(run(dict(data)))
+        assert routed["model"] == "llama-3.3-70b-selfhosted" and routed["fallbacks"] == []
+    sdk = TierwiseLiteLLMRouter(litellm_router(), sync_client=sync_client(app))
+    if tierwise_up:  # the SDK wrapper has no private group here: refused, never sent
+        from tierwise.gateway.client import PrivateDataUnroutableError
+
+        with pytest.raises(PrivateDataUnroutableError):
+            sdk.completion(messages=messages, functions=[NOTIFY])

@@ -332,6 +332,37 @@ REQUEST_SHAPE_CASES: list[tuple[str, dict, str]] = [
         EMAIL,
     ),
     (
+        "legacy functions definition",
+        {
+            "messages": [{"role": "user", "content": "Let them know it shipped."}],
+            "functions": [
+                {
+                    "name": "notify",
+                    "description": "e-mail jane.doe@example.com",
+                    "parameters": {"type": "object", "properties": {}},
+                }
+            ],
+        },
+        EMAIL,
+    ),
+    (
+        "response_format schema",
+        {
+            "messages": [{"role": "user", "content": "Fill in the form."}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "form",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"card": {"type": "string", "default": _CARD}},
+                    },
+                },
+            },
+        },
+        CREDIT_CARD,
+    ),
+    (
         "name field",
         {"messages": [{"role": "user", "name": "jane.doe@example.com", "content": "Hello there."}]},
         EMAIL,
@@ -409,4 +440,15 @@ ORDINARY_REQUEST_SHAPES: list[tuple[str, dict]] = [
         },
     ),
     ("named user", {"messages": [{"role": "user", "name": "analyst_7", "content": "Explain TCP vs UDP."}]}),
+    (
+        "functions and a JSON schema",
+        {
+            "messages": [{"role": "user", "content": "Weather in Oslo as JSON."}],
+            "functions": [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "weather", "schema": {"type": "object"}},
+            },
+        },
+    ),
 ]

@@ -40,7 +40,17 @@ def test_every_openai_role_is_accepted(client, role):
 def test_an_unknown_field_lists_every_accepted_field(client):
     error = error_of(client.post("/classify", json={"text": "hi", "colour": "blue"}))
     listed = error["message"].removeprefix("colour: unknown field; allowed: ").split(", ")
-    assert listed == ["text", "messages", "tools", "min_tier", "max_tier", "route", "metadata"]
+    assert listed == [
+        "text",
+        "messages",
+        "tools",
+        "functions",
+        "response_format",
+        "min_tier",
+        "max_tier",
+        "route",
+        "metadata",
+    ]
     assert set(listed) == set(ClassifyRequest.model_fields)  # each listed field is accepted
 
 

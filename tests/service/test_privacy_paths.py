@@ -44,7 +44,12 @@ def gateway_fallback_tier(body: dict) -> str:
         "http://tierwise", policy_file=DEFAULT_POLICY_FILE, transport=httpx.MockTransport(refuse)
     )
     with client:
-        return client.classify(messages=body["messages"], tools=body.get("tools")).tier
+        return client.classify(
+            messages=body["messages"],
+            tools=body.get("tools"),
+            functions=body.get("functions"),
+            response_format=body.get("response_format"),
+        ).tier
 
 
 @pytest.mark.parametrize(
@@ -64,6 +69,20 @@ def test_request_strings_reads_values_not_keys_nor_routing_fields():
         "metadata": {"owner": "jane.doe@example.com"},
     }
     assert request_strings(body).split("\n") == ["user", "hi", "{}", "function", "lookup"]
+    legacy = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "functions": [{"name": "notify", "description": "mail jane"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "f", "schema": {"enum": ["x"]}}},
+    }
+    assert request_strings(legacy).split("\n") == [
+        "user",
+        "hi",
+        "notify",
+        "mail jane",
+        "json_schema",
+        "f",
+        "x",
+    ]
 
 
 @pytest.mark.parametrize(("name", "body", "private"), SHAPES, ids=SHAPE_IDS)

@@ -8,8 +8,9 @@ gives the task a guaranteed token budget and the sketch what is left. The full c
 is kept for what needs every word of the messages: the long-context token count, the log.
 
 What the privacy rule reads is wider: `request_strings`, every string a request carries (content and
-content parts, tool-call names and arguments, tool results, `tools` definitions, `name` fields), since
-all of it reaches the model. The service, the CLI, the audit and the gateway all scan that.
+content parts, tool-call names and arguments, tool results, `tools` and legacy `functions`
+definitions, `response_format` and its JSON schema, `name` fields), since all of it reaches the model.
+The service, the CLI, the audit and the gateway all scan that.
 """
 
 from __future__ import annotations
@@ -184,16 +185,19 @@ def _checked_text(record: Mapping[str, Any]) -> str:
     return record["text"]
 
 
-PRIVACY_SCANNED_FIELDS = ("text", "messages", "tools")  # what reaches the model; not route or metadata
+# What reaches the model, beside the routing fields (route, metadata, min/max tier), which never do.
+PRIVACY_SCANNED_FIELDS = ("text", "messages", "tools", "functions", "response_format")
 
 
 def request_strings(record: Mapping[str, Any]) -> str:
     """Every string a request carries, one per line: what the privacy rule reads.
 
-    `record` is a request body (`text`, or `messages` with optional `tools`). Every string at any depth
-    of those fields counts: message content and content parts, `name` fields, tool-call names and
-    their JSON `arguments`, tool results, the `tools` definitions. Dict keys are field names the
-    client chose, not data, and are left out; so are `route` and `metadata`, which never reach a model.
+    `record` is a request body (`text`, or `messages` with optional `tools`, legacy `functions` and
+    `response_format`). Every string at any depth of those fields counts: message content and content
+    parts, `name` fields, tool-call names and their JSON `arguments`, tool results, the `tools` and
+    `functions` definitions, the response format's name, description and JSON schema. Dict keys are
+    field names the client chose, not data, and are left out; so are `route` and `metadata`, which
+    never reach a model.
     """
     out: list[str] = []
 

@@ -52,12 +52,23 @@ def _body(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "model"}
 
 
+def classify_arguments(body: Mapping[str, Any], route: str | None) -> dict[str, Any]:
+    """`classify`'s arguments for a chat body: everything of it that reaches the model and may carry
+    personal data (messages, tools, legacy functions, response_format) is scanned by the privacy rule."""
+    return {
+        "messages": body.get("messages"),
+        "route": route,
+        "tools": body.get("tools"),
+        "functions": body.get("functions"),
+        "response_format": body.get("response_format"),
+    }
+
+
 async def acomplete(
     client: Any, call: AsyncModelCall, cascade: Cascade | None, route: str | None = None, **body: Any
 ) -> tuple[Any, Routing, CascadeOutcome | None]:
     """Classify with `client` (an AsyncTierwiseClient), call the routed model, cascade upward."""
-    messages = body.get("messages")
-    routing = await client.classify(messages=messages, route=route, tools=body.get("tools"))
+    routing = await client.classify(**classify_arguments(body, route))
     chain = list(routing.models)
     response = await call(chain[0], _body(body))
     if cascade is None:
@@ -76,7 +87,7 @@ def complete(
     client: Any, call: ModelCall, cascade: Cascade | None, route: str | None = None, **body: Any
 ) -> tuple[Any, Routing, CascadeOutcome | None]:
     """`acomplete` for blocking code (a TierwiseClient and a blocking `call`)."""
-    routing = client.classify(messages=body.get("messages"), route=route, tools=body.get("tools"))
+    routing = client.classify(**classify_arguments(body, route))
     chain = list(routing.models)
     response = call(chain[0], _body(body))
     if cascade is None:

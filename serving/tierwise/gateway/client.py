@@ -14,7 +14,9 @@ The top tier comes from the policy file (`policy_file`, default: the packaged po
 also fails upward and is logged; pass `strict=True` to raise `TierwiseRequestError` instead.
 
 Privacy first: before any fallback the client applies the policy's privacy rule itself (the same
-detectors as the service, serving/tierwise/core/privacy.py, over every string of the request). A request with
+detectors as the service, serving/tierwise/core/privacy.py, over every string of the request: its
+messages, `tools`, legacy `functions` and `response_format`, which `classify` takes for that and
+sends to the service, which scans the same; so a gateway passes them all). A request with
 personal data or secrets goes to the policy's `private_tier` (or `private_tier`/`private_models`
 given here), never to the public top tier; with no private tier configured, `classify` raises
 `PrivateDataUnroutableError` (fail closed), so no outage or overload can send personal data to a
@@ -154,8 +156,14 @@ class TierwiseClient(_ClientBase):
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> Routing:
-        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata, tools)
+        """The routing of a request: `text`, or `messages` with what else of the chat request reaches
+        the model (`tools`, legacy `functions`, `response_format`), all scanned by the privacy rule."""
+        payload = classify_payload(
+            text, messages, min_tier, max_tier, route, metadata, tools, functions, response_format
+        )
         try:
             response = self._http.post("/classify", json=payload, headers=headers(self.api_key, request_id))
         except httpx.TimeoutException:
@@ -166,7 +174,8 @@ class TierwiseClient(_ClientBase):
             routing, reason = self.failure_reason(response)
             if routing is not None:
                 return routing
-        kinds = detect_private_data(request_strings(text, messages, tools))  # the privacy rule, locally
+        strings = request_strings(text, messages, tools, functions, response_format)
+        kinds = detect_private_data(strings)  # the privacy rule, locally
         return failed_upward(self.upward, reason, request_id, kinds)
 
     def feedback(
@@ -314,8 +323,14 @@ class AsyncTierwiseClient(_ClientBase):
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> Routing:
-        payload = classify_payload(text, messages, min_tier, max_tier, route, metadata, tools)
+        """The routing of a request: `text`, or `messages` with what else of the chat request reaches
+        the model (`tools`, legacy `functions`, `response_format`), all scanned by the privacy rule."""
+        payload = classify_payload(
+            text, messages, min_tier, max_tier, route, metadata, tools, functions, response_format
+        )
         reason = f"no answer within {self.timeout:g} s"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -347,7 +362,8 @@ class AsyncTierwiseClient(_ClientBase):
             except httpx.HTTPError as err:
                 reason = f"{type(err).__name__}: {err}"
         # The privacy rule, locally; a large request is scanned off the event loop.
-        kinds = await detect_private_data_async(request_strings(text, messages, tools))
+        strings = request_strings(text, messages, tools, functions, response_format)
+        kinds = await detect_private_data_async(strings)
         return failed_upward(self.upward, reason, request_id, kinds)
 
     async def feedback(

@@ -174,12 +174,35 @@ def routed_chain(
     return chain, fields
 
 
-def request_tools(data: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The OpenAI `tools` of a LiteLLM request body: tierwise scans them for private data too."""
-    tools = data.get("tools")
+def request_tools(data: Mapping[str, Any], key: str = "tools") -> list[dict[str, Any]] | None:
+    """The OpenAI `tools` (or legacy `functions`) of a LiteLLM request body: tierwise scans them for
+    private data too."""
+    tools = data.get(key)
     if isinstance(tools, list) and tools:
         return [dict(t) for t in tools if isinstance(t, Mapping)]
     return None
+
+
+def scanned_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`classify`'s keyword arguments for what else of a chat body reaches the model and may carry
+    personal data: `tools`, legacy `functions`, `response_format` (its JSON schema)."""
+    response_format = data.get("response_format")
+    return {
+        "tools": request_tools(data),
+        "functions": request_tools(data, "functions"),
+        "response_format": dict(response_format) if isinstance(response_format, Mapping) else None,
+    }
+
+
+def classify_input(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, dict[str, Any]]:
+    """(text, messages, scanned fields) to classify a LiteLLM request body with. A prompt string that
+    comes with tools, functions or a response format is sent as one user message, so the service
+    scans those too (it takes them only beside messages)."""
+    text, messages = request_messages(data)
+    fields = scanned_fields(data)
+    if text is not None and any(v is not None for v in fields.values()):
+        text, messages = None, [{"role": "user", "content": text}]
+    return text, messages, fields if messages is not None else {}
 
 
 def request_messages(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
@@ -261,7 +284,7 @@ class TierwiseLiteLLMRouter:
         if self.client is None:
             raise ValueError("TierwiseLiteLLMRouter.acompletion needs client=AsyncTierwiseClient(...)")
         route = kwargs.pop("tierwise_route", None)
-        routing = await self.client.classify(messages=messages, route=route, tools=request_tools(kwargs))
+        routing = await self.client.classify(messages=messages, route=route, **scanned_fields(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
         response = await self.router.acompletion(model=chosen, messages=messages, **kwargs)
         if self.cascade is None:
@@ -278,7 +301,7 @@ class TierwiseLiteLLMRouter:
         if self.sync_client is None:
             raise ValueError("TierwiseLiteLLMRouter.completion needs sync_client=TierwiseClient(...)")
         route = kwargs.pop("tierwise_route", None)
-        routing = self.sync_client.classify(messages=messages, route=route, tools=request_tools(kwargs))
+        routing = self.sync_client.classify(messages=messages, route=route, **scanned_fields(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
         response = self.router.completion(model=chosen, messages=messages, **kwargs)
         if self.cascade is None:
@@ -356,7 +379,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
                 # post-call hook cascade a request tierwise never routed (to groups of its choosing).
                 metadata.pop("tierwise")
             return data
-        text, messages = request_messages(data)
+        text, messages, fields = classify_input(data)
         if text is None and messages is None:
             logger.warning(
                 "tierwise: request for %s has no messages or prompt; left unchanged", self.auto_model
@@ -364,8 +387,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             return data
         metadata = data.get("metadata") or {}
         route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
-        tools = request_tools(data) if messages is not None else None
-        routing = await self.client.classify(text=text, messages=messages, route=route, tools=tools)
+        routing = await self.client.classify(text=text, messages=messages, route=route, **fields)
         router = self.router or self.router_getter()
         known = router_model_groups(router) if router is not None else None
         chain, fields = routed_chain(
@@ -394,8 +416,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             if PRIVATE_DATA_REASON in reasons or tier == self.client.upward.private_tier:
                 return True
             text, messages = request_messages(data)
-            tools = request_tools(data) if messages is not None else None
-            return bool(detect_private_data(request_strings(text, messages, tools)))
+            return bool(detect_private_data(request_strings(text, messages, **scanned_fields(data))))
 
         return private
 

@@ -53,12 +53,19 @@ def request_strings(
     text: str | None,
     messages: Sequence[Mapping[str, Any]] | None,
     tools: Sequence[Any] | None = None,
+    functions: Sequence[Any] | None = None,
+    response_format: Mapping[str, Any] | None = None,
 ) -> str:
     """What the local privacy rule scans when tierwise cannot be asked: the same strings the service
     scans (`tierwise.core.request_text.request_strings`), from the gateway's arguments."""
+    extra = {
+        "tools": list(tools or []),
+        "functions": list(functions or []),
+        "response_format": response_format,
+    }
     if text is not None:
-        return core_request_strings({"text": text})
-    return core_request_strings({"messages": list(messages or []), "tools": list(tools or [])})
+        return core_request_strings({"text": text, **extra})
+    return core_request_strings({"messages": list(messages or []), **extra})
 
 
 def failed_upward(

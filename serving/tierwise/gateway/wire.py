@@ -59,16 +59,23 @@ def classify_payload(
     route: str | None,
     metadata: Mapping[str, Any] | None,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    functions: Sequence[Mapping[str, Any]] | None = None,
+    response_format: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     if (text is None) == (messages is None):
         raise ValueError("pass exactly one of text= or messages=")
-    if tools is not None and messages is None:
-        raise ValueError("tools= go with messages= (an OpenAI chat request), not with text=")
+    for name, value in (("tools", tools), ("functions", functions), ("response_format", response_format)):
+        if value is not None and messages is None:
+            raise ValueError(f"{name}= go with messages= (an OpenAI chat request), not with text=")
     payload: dict[str, Any] = (
         {"text": text} if text is not None else {"messages": [dict(m) for m in messages or []]}
     )
     if tools:  # the service scans them for private data and reads their names
         payload["tools"] = [dict(t) for t in tools]
+    if functions:  # legacy tools: scanned for private data
+        payload["functions"] = [dict(f) for f in functions]
+    if response_format:  # its JSON schema reaches the model too: scanned for private data
+        payload["response_format"] = dict(response_format)
     for key, value in (
         ("min_tier", min_tier),
         ("max_tier", max_tier),

@@ -48,6 +48,17 @@ class ClassifyRequest(BaseModel):
         description="OpenAI tool definitions sent with `messages`: their names are read, every string "
         "of them is scanned by the privacy rule",
     )
+    functions: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=512,
+        description="legacy OpenAI function definitions sent with `messages`: every string of them is "
+        "scanned by the privacy rule",
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="the OpenAI `response_format` sent with `messages` (a JSON schema, say): every "
+        "string of it is scanned by the privacy rule",
+    )
     min_tier: StrictStr | None = Field(default=None, description="never route below this tier")
     max_tier: StrictStr | None = Field(default=None, description="never route above this tier")
     route: StrictStr | None = Field(default=None, max_length=200, description="task name for overrides")
@@ -68,8 +79,9 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give either 'text' (a string) or 'messages' (a list of chat messages)")
         if self.text is not None and self.messages is not None:
             raise ValueError("give either 'text' or 'messages', not both")
-        if self.tools is not None and self.messages is None:
-            raise ValueError("'tools' go with 'messages' (an OpenAI chat request), not with 'text'")
+        for name in ("tools", "functions", "response_format"):
+            if getattr(self, name) is not None and self.messages is None:
+                raise ValueError(f"'{name}' go with 'messages' (an OpenAI chat request), not with 'text'")
         return self
 
     def as_record(self) -> dict[str, Any]:
@@ -77,8 +89,9 @@ class ClassifyRequest(BaseModel):
         if self.text is not None:
             return {"text": self.text}
         record: dict[str, Any] = {"messages": [m.model_dump() for m in self.messages or []]}
-        if self.tools is not None:
-            record["tools"] = self.tools
+        for name in ("tools", "functions", "response_format"):  # scanned by the privacy rule
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
         return record
 
 
