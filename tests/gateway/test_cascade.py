@@ -312,3 +312,14 @@ def test_a_failed_check_names_where_and_which_rule_never_the_value(request_body,
     assert "6789" not in failure.detail
     if expected is not None:
         assert failure.detail == expected
+
+
+def test_a_retrys_fallbacks_keep_only_tiers_whose_estimate_fits_the_cap():
+    # balanced's estimate (0.0044) fits a cap of 0.01; frontier's (0.0375) does not: a retry whose
+    # balanced groups all err must not fall back to frontier and spend past the cap
+    capped = planner(max_usd_per_request=0.01).next_rung(CHAIN, "fast", 0, 0.0005, USAGE, False)
+    assert capped.rung.group == "gpt-4.1" and capped.rung.fallbacks == ("claude-sonnet-4",)
+    roomy = planner(max_usd_per_request=0.05).next_rung(CHAIN, "fast", 0, 0.0005, USAGE, False)
+    assert roomy.rung.fallbacks == ("claude-sonnet-4", "o3", "claude-opus-4-1")
+    uncapped = planner(max_usd_per_request=None).next_rung(CHAIN, "fast", 0, 9.0, USAGE, False)
+    assert uncapped.rung.fallbacks == ("claude-sonnet-4", "o3", "claude-opus-4-1")

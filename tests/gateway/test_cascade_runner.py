@@ -312,3 +312,22 @@ def test_a_private_request_sends_no_detail_and_only_its_tier_and_reason():
     assert [t["detail"] for t in outcome.metadata()["tried"]] == [""]
     for text in (repr(rows), repr(outcome.metadata()), outcome.header()):
         assert SSN not in text and EMAIL not in text and "ssn" not in text
+
+
+def test_the_cost_cap_holds_when_the_retrys_own_tier_errs():
+    """LiteLLM calls a rung's fallbacks when its groups err: with every balanced group down, a retry
+    under a 0.01 cap must not be answered by frontier (which spent 0.0227 before)."""
+    down = {"gpt-4.1", "claude-sonnet-4"}
+    tried = []
+
+    async def litellm_like(rung: Rung) -> Answer:
+        for group in (rung.group, *rung.fallbacks):
+            tried.append(group)
+            if group not in down:
+                return answer('{"city": "Oslo"}', group)
+        raise RuntimeError("every deployment of the chain failed")
+
+    c = cascade(max_usd_per_request=0.01)
+    outcome = run(c.arun(JSON_BODY, ROUTING, CHAIN, answer("{", "gpt-4o-mini"), litellm_like, False))
+    assert tried == ["gpt-4.1", "claude-sonnet-4"] and outcome.stop == "retry_error"
+    assert outcome.spent_usd <= 0.01

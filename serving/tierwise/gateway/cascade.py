@@ -15,7 +15,9 @@ The checks are pure functions of an OpenAI-style chat request and its response (
 `RetryPlanner` says where a failed answer goes next: the cheapest tier above the one that answered
 among the request's chain (the routed tier's groups, then the stronger tiers' groups: so a route's or
 the caller's `max_tier` still caps it), at most `max_retries` times and only while the estimated spend
-of the request, retries included, stays within `max_usd_per_request` (the policy's prices). A private
+of the request, retries included, stays within `max_usd_per_request` (the policy's prices). A retry's
+LiteLLM fallbacks (the chain's rest, for when its tier's groups all err) keep only the groups of tiers
+whose estimate also fits within that cap: whichever group answers, the cap holds. A private
 request is never retried: it never leaves the private tier. The runner that calls the models is
 cascade_runner.py; the settings are the policy's `cascade:` section (cascade_config.py).
 """
@@ -289,7 +291,7 @@ def response_usage(request: Mapping[str, Any], response: Any) -> Usage:
 class RetryPlan:
     rung: Rung | None  # the next call; None: stop
     stop: str | None = None  # why not (STOP_*)
-    estimated_usd: float = 0.0  # the next call's estimated cost
+    estimated_usd: float = 0.0  # the next call's estimated cost (at its own tier's price)
 
 
 class RetryPlanner:
@@ -368,6 +370,19 @@ class RetryPlanner:
         rung = stronger[0]
         estimate = self.estimate_usd(rung.tier, usage, max_tokens)
         cap = self.config.max_usd_per_request
-        if cap is not None and spent_usd + estimate > cap:
+        if cap is None:
+            return RetryPlan(rung, None, estimate)
+        if spent_usd + estimate > cap:
             return RetryPlan(None, STOP_COST_CAP, estimate)
-        return RetryPlan(rung, None, estimate)
+        # A fallback answers when the rung's groups err: only tiers whose estimate fits the cap too.
+        estimates = {rung.tier: estimate}
+        fallbacks = []
+        for group in rung.fallbacks:
+            tier = self.tier_of(group)
+            if tier is None:
+                continue  # a group of no tier has no price: it could break the cap
+            if tier not in estimates:
+                estimates[tier] = self.estimate_usd(tier, usage, max_tokens)
+            if spent_usd + estimates[tier] <= cap:
+                fallbacks.append(group)
+        return RetryPlan(Rung(rung.tier, rung.group, tuple(fallbacks)), None, estimate)
