@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from tierwise.ops.decision_log import DecisionStore
 from tierwise.ops.feedback_report import feedback_rows
 from tierwise.service.app import create_app
+from tierwise.service.feedback import MAX_EVIDENCE_DEPTH, evidence_problem
 
 from tests.helpers.gateway import sync_client
 from tests.helpers.tiny_model import make_settings
@@ -102,3 +103,40 @@ def test_bad_cascade_fields_are_named(app, extra, field):
     body = {"request_id": request_id, "outcome": {"passed": False}, "source": "cascade", **extra}
     response = app[1].post("/feedback", json=body)
     assert response.status_code == 422 and response.json()["error"]["field"] == field, response.text
+
+
+def nested(levels):
+    value = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "says"),
+    [
+        ('{"evidence": {"a": ' + "[" * 500 + "1" + "]" * 500 + "}}", "evidence", "nested more than 8"),
+        ('{"evidence": ' + "[" * 100_000 + "]" * 100_000 + "}", "body", "nested too deeply"),
+        ('{"evidence": {"n": ' + "9" * 5000 + "}}", "body", "digits"),
+        ('{"evidence": {"cost_usd": NaN}}', "body", "NaN is not a JSON number"),
+        ('{"evidence": {"cost_usd": -Infinity}}', "body", "-Infinity is not a JSON number"),
+    ],
+    ids=["500 levels", "100000 levels", "a 5000-digit integer", "NaN", "-Infinity"],
+)
+def test_unstorable_evidence_is_a_422_never_a_503(app, raw, field, says):
+    request_id = classified(app[1])
+    head = f'{{"request_id": "{request_id}", "outcome": {{"passed": false}}, "source": "cascade", '
+    response = app[1].post("/feedback", content=head + raw[1:], headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and says in error["message"], error
+
+
+def test_evidence_up_to_the_depth_limit_is_stored_and_non_finite_numbers_are_refused(app, db_url):
+    request_id = classified(app[1])
+    deepest = {"trace": nested(MAX_EVIDENCE_DEPTH - 1)}  # the object and 7 lists: 8 levels
+    body = {"request_id": request_id, "outcome": {"passed": False}, "evidence": deepest}
+    assert app[1].post("/feedback", json=body).status_code == 200
+    assert app[1].post("/feedback", json={**body, "evidence": {"t": nested(8)}}).status_code == 422
+    assert evidence_problem({"cost_usd": float("nan")}) == "numbers must be finite (no NaN or Infinity)"
+    assert evidence_problem({"x": nested(10**5)}) is not None  # stops at the limit: no deep recursion

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ logger = logging.getLogger("tierwise.feedback")
 PASSED_WORDS = {"passed": True, "pass": True, "failed": False, "fail": False}
 UNKNOWN_ID_WAIT_SECONDS = 2.0
 MAX_EVIDENCE_CHARS = 4096  # a feedback row's `evidence`, as JSON
+MAX_EVIDENCE_DEPTH = 8  # objects and lists inside one another in `evidence`, itself included
 
 
 class FeedbackOutcome(BaseModel):
@@ -84,7 +86,8 @@ class FeedbackRequest(BaseModel):
     )
     evidence: dict[str, Any] | None = Field(
         default=None,
-        description=f"what else the reporter knows, a JSON object of at most {MAX_EVIDENCE_CHARS} chars",
+        description=f"what else the reporter knows, a JSON object of at most {MAX_EVIDENCE_CHARS} chars, "
+        f"nested at most {MAX_EVIDENCE_DEPTH} deep, with finite numbers",
     )
 
     @model_validator(mode="before")
@@ -120,12 +123,32 @@ class FeedbackError(Exception):
     field: str | None = None
 
 
+def evidence_problem(value: Any, depth: int = 1) -> str | None:
+    """Why `evidence` cannot be stored (None: it can): nested deeper than MAX_EVIDENCE_DEPTH (storing
+    it recurses once per level), or a NaN or infinite number (not JSON). Never recurses deeper than
+    MAX_EVIDENCE_DEPTH + 1, however deep the value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
+    if not isinstance(value, dict | list):
+        return None
+    if depth > MAX_EVIDENCE_DEPTH:
+        return f"nested more than {MAX_EVIDENCE_DEPTH} levels deep (objects and lists)"
+    for item in value.values() if isinstance(value, dict) else value:
+        problem = evidence_problem(item, depth + 1)
+        if problem is not None:
+            return problem
+    return None
+
+
 def parse_feedback(raw: Any, policy: Policy) -> FeedbackRequest:
     """Validate a feedback body; raise FeedbackError (422) naming the field."""
     if not isinstance(raw, dict):
         raise FeedbackError(
             422, "invalid_request", "body must be a JSON object with request_id and outcome", "body"
         )
+    problem = evidence_problem(raw.get("evidence"))  # before anything walks it recursively
+    if problem is not None:
+        raise FeedbackError(422, "invalid_request", f"evidence: {problem}", "evidence")
     try:
         body = FeedbackRequest.model_validate(raw)
     except ValidationError as err:

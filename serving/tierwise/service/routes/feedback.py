@@ -4,6 +4,7 @@ checks and stores it in the decision log)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Request
 
@@ -21,6 +22,16 @@ from tierwise.service.feedback import (
 router = APIRouter(tags=["feedback"])
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _unparsable(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err)[:200]
+
+
 # The body is read raw and checked by `record_feedback`, which needs the policy's tiers to check and
 # name them; FEEDBACK_OPENAPI puts its schema into the OpenAPI document.
 @router.post(
@@ -33,10 +44,12 @@ router = APIRouter(tags=["feedback"])
 async def feedback(request: Request, services: ServicesDep, recorder: RecorderDep) -> FeedbackResponse:
     """Record the outcome of a routed request: the tier that was needed, or whether it passed."""
     try:
-        raw = json.loads(await request.body() or b"null")
+        raw = json.loads(await request.body() or b"null", parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         message = f"body is not valid JSON: {err.msg} at character {err.pos}"
         raise api_error(400, "invalid_json", message, "body") from err
+    except (ValueError, RecursionError) as err:  # an over-long integer, NaN, or nesting past the stack
+        raise api_error(422, "invalid_request", f"body: {_unparsable(err)}", "body") from err
 
     def count_cascade_retry(body: FeedbackRequest) -> None:
         retry = cascade_retry(body)
