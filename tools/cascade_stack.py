@@ -196,12 +196,15 @@ def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dic
     """Every feedback row with source `cascade` (the hook sends them in the background: wait until
     their number stops growing)."""
     import sqlalchemy as sa
+    from tierwise.core.cascade_names import CASCADE_SOURCE
     from tierwise.ops.decision_log import DecisionStore
     from tierwise.ops.decision_schema import feedback_table
 
     store = DecisionStore(decision_db)
     query = (
-        sa.select(feedback_table).where(feedback_table.c.source == "cascade").order_by(feedback_table.c.id)
+        sa.select(feedback_table)
+        .where(feedback_table.c.source == CASCADE_SOURCE)
+        .order_by(feedback_table.c.id)
     )
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + settle_seconds
@@ -217,12 +220,13 @@ def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dic
 
 def exported_rows(decision_db: str) -> int:
     """Rows `tierwise export-feedback` writes for `make data USER_DATA=...` from cascade feedback."""
+    from tierwise.core.cascade_names import CASCADE_SOURCE
     from tierwise.ops.decision_log import DecisionStore
     from tierwise.ops.feedback_report import feedback_rows
 
     store = DecisionStore(decision_db)
     labeled = [
-        r for r in store.labeled_decisions() if r.feedback is not None and r.feedback.source == "cascade"
+        r for r in store.labeled_decisions() if r.feedback is not None and r.feedback.source == CASCADE_SOURCE
     ]
     store.close()
     rows, _ = feedback_rows(labeled, ("fast", "balanced", "frontier"), "production")

@@ -140,3 +140,17 @@ def test_evidence_up_to_the_depth_limit_is_stored_and_non_finite_numbers_are_ref
     assert app[1].post("/feedback", json={**body, "evidence": {"t": nested(8)}}).status_code == 422
     assert evidence_problem({"cost_usd": float("nan")}) == "numbers must be finite (no NaN or Infinity)"
     assert evidence_problem({"x": nested(10**5)}) is not None  # stops at the limit: no deep recursion
+
+
+def test_a_reporters_own_reason_is_counted_as_other_so_the_metric_stays_bounded(app):
+    client = sync_client(app)
+    for reason in ("invalid_json", "made-up-1", "made-up-2"):
+        request_id = classified(app[1])
+        evidence = {"next_tier": "balanced"}
+        client.feedback(
+            request_id, passed=False, source="cascade", tier="fast", reason=reason, evidence=evidence
+        )
+    metrics = app[1].get("/metrics").text
+    assert 'tierwise_cascade_retries_total{from_tier="fast",reason="invalid_json"} 1' in metrics
+    assert 'tierwise_cascade_retries_total{from_tier="fast",reason="other"} 2' in metrics
+    assert "made-up" not in metrics

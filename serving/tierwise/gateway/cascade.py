@@ -30,18 +30,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tierwise.core.cascade_names import (
+    EMPTY,
+    INVALID_JSON,
+    INVALID_TOOL_CALL,
+    REFUSAL,
+    SCHEMA_MISMATCH,
+    TRUNCATED,
+)
+from tierwise.core.cascade_names import JUDGE_LOW as JUDGE_LOW  # the reasons, shared with the service
+from tierwise.core.cascade_names import REASONS as REASONS
 from tierwise.core.policy import Policy, TierConfig
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, priced_tier, request_cost_usd
 from tierwise.gateway.cascade_config import LOCAL_CHECKS, CascadeConfig
-
-TRUNCATED = "truncated"
-EMPTY = "empty"
-REFUSAL = "refusal"
-INVALID_JSON = "invalid_json"
-SCHEMA_MISMATCH = "schema_mismatch"
-INVALID_TOOL_CALL = "invalid_tool_call"
-JUDGE_LOW = "judge_low"
-REASONS = (TRUNCATED, EMPTY, REFUSAL, INVALID_JSON, SCHEMA_MISMATCH, INVALID_TOOL_CALL, JUDGE_LOW)
 
 # Why no (further) retry was made.
 STOP_PASSED = "passed"

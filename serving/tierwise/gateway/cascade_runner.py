@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from tierwise.core.cascade_names import CASCADE_SOURCE
 from tierwise.gateway.cascade import (
     JUDGE_LOW,
     STOP_PASSED,
@@ -42,7 +43,6 @@ from tierwise.gateway.wire import Routing
 
 logger = logging.getLogger("tierwise.cascade")
 
-CASCADE_SOURCE = "cascade"  # the feedback source of failed checks
 STOP_RETRY_ERROR = "retry_error"  # the retry's call failed: the last answer is kept
 HEADER = "x-tierwise-cascade"
 ADDED_MS_HEADER = "x-tierwise-cascade-added-ms"  # the latency the cascade added (checks, judge, retries)

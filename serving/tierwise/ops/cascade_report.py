@@ -29,12 +29,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from tierwise.core.cascade_names import CASCADE_SOURCE
 from tierwise.core.policy import Policy
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent, rate, tier_cost_usd
 from tierwise.ops.decision_log import LabeledDecision
 from tierwise.ops.decision_schema import decisions_table, feedback_table
-
-CASCADE_SOURCE = "cascade"
 
 
 @dataclass(frozen=True)

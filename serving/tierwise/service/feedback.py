@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 
+from tierwise.core.cascade_names import CASCADE_SOURCE, known_reason
 from tierwise.core.policy import Decision, Policy
 from tierwise.service.settings import Settings
 from tierwise.service.state import Services
@@ -195,10 +196,12 @@ def stored_evidence(body: FeedbackRequest) -> dict[str, Any] | None:
 
 
 def cascade_retry(body: FeedbackRequest) -> tuple[str, str] | None:
-    """(from_tier, reason) when the outcome says a cascade retried one tier up after this failure."""
-    if body.source != "cascade" or not (body.evidence or {}).get("next_tier"):
+    """(from_tier, reason) when the outcome says a cascade retried one tier up after this failure: the
+    labels of tierwise_cascade_retries_total, so bounded (a policy tier, and one of the cascade's
+    reasons or `other`), whatever the reporter sent."""
+    if body.source != CASCADE_SOURCE or not (body.evidence or {}).get("next_tier"):
         return None
-    return body.tier or "unknown", body.reason or "unknown"
+    return body.tier or "unknown", known_reason(body.reason)
 
 
 async def record_feedback(
