@@ -100,3 +100,23 @@ def test_tierwise_report_shows_the_section(db, tmp_path, tiny_model_dir):
     saved = json.loads((out / "report.json").read_text())
     assert saved["cascade"]["retries"] == 2
     assert "## Cascade: answer checks and retries at the gateway" in (out / "report.md").read_text()
+
+
+def test_rows_with_values_of_the_wrong_type_read_as_unknown_not_a_crash(tmp_path):
+    """Rows stored before the service checked `next_tier` (or by another writer): the report runs."""
+    url = f"sqlite:///{tmp_path / 'decisions.sqlite'}"
+    store = DecisionStore(url)
+    store.upgrade()
+    store.insert_decisions([decision("r0", "fast"), decision("r1", "fast")])
+    bad = {"next_tier": ["balanced"], "tier": {"a": 1}, "reason": 7, "final_passed": "no", "added_ms": "9"}
+    worse = {"next_tier": {"t": 1}, "added_ms": float("inf"), "final_passed": 0}
+    for request_id, evidence in (("r0", bad), ("r1", worse)):
+        store.insert_feedback(FeedbackRecord(request_id, WHEN, None, False, "cascade", None, None, evidence))
+    checks = cascade_checks(store, None, None)
+    section = cascade_summary(store.labeled_decisions(), checks, POLICY)
+    store.close()
+    assert [(c.tier, c.reason, c.next_tier, c.final_passed, c.added_ms) for c in checks] == [
+        ("unknown", "unknown", None, None, None)
+    ] * 2
+    assert section["retries"] == 0 and section["final_failures"] == 0
+    assert render_cascade(section)

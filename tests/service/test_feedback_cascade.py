@@ -154,3 +154,14 @@ def test_a_reporters_own_reason_is_counted_as_other_so_the_metric_stays_bounded(
     assert 'tierwise_cascade_retries_total{from_tier="fast",reason="invalid_json"} 1' in metrics
     assert 'tierwise_cascade_retries_total{from_tier="fast",reason="other"} 2' in metrics
     assert "made-up" not in metrics
+
+
+@pytest.mark.parametrize("next_tier", [["balanced"], {"tier": "balanced"}, 3, "turbo", "private", ""])
+def test_next_tier_is_null_or_a_tier_of_the_policy(app, next_tier):
+    request_id = classified(app[1])
+    body = {"request_id": request_id, "outcome": {"passed": False}, "source": "cascade", "tier": "fast"}
+    response = app[1].post("/feedback", json={**body, "evidence": {"next_tier": next_tier}})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "evidence.next_tier"
+    for good in (None, "balanced"):
+        assert app[1].post("/feedback", json={**body, "evidence": {"next_tier": good}}).status_code == 200

@@ -62,21 +62,28 @@ def cascade_checks(store: Any, since: datetime | None, until: datetime | None) -
         query = query.where(decisions_table.c.created_at < until)
     with store.engine.connect() as connection:
         rows = list(connection.execute(query))
-    out = []
-    for request_id, evidence in rows:
-        evidence = evidence if isinstance(evidence, dict) else {}
-        added = evidence.get("added_ms")
-        out.append(
-            CascadeCheck(
-                request_id=str(request_id),
-                tier=str(evidence.get("tier") or "unknown"),
-                reason=str(evidence.get("reason") or "unknown"),
-                next_tier=evidence.get("next_tier"),
-                final_passed=evidence.get("final_passed"),
-                added_ms=float(added) if isinstance(added, (int, float)) else None,
-            )
-        )
-    return out
+    return [_check(str(request_id), evidence) for request_id, evidence in rows]
+
+
+def _name(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _check(request_id: str, evidence: Any) -> CascadeCheck:
+    """One row's check; a value of the wrong type (rows stored before the service checked them, or by
+    another writer) reads as unknown, never as a crash of the report."""
+    evidence = evidence if isinstance(evidence, dict) else {}
+    added = evidence.get("added_ms")
+    passed = evidence.get("final_passed")
+    number = isinstance(added, int | float) and not isinstance(added, bool) and math.isfinite(added)
+    return CascadeCheck(
+        request_id=request_id,
+        tier=_name(evidence.get("tier")) or "unknown",
+        reason=_name(evidence.get("reason")) or "unknown",
+        next_tier=_name(evidence.get("next_tier")),
+        final_passed=passed if isinstance(passed, bool) else None,
+        added_ms=float(added) if number and added >= 0 else None,
+    )
 
 
 def _tokens(row: LabeledDecision) -> int:

@@ -184,6 +184,15 @@ def parse_feedback(raw: Any, policy: Policy) -> FeedbackRequest:
         raise FeedbackError(
             422, "invalid_request", f"evidence: at most {MAX_EVIDENCE_CHARS} characters as JSON", "evidence"
         )
+    next_tier = (body.evidence or {}).get("next_tier")
+    if next_tier is not None and (not isinstance(next_tier, str) or next_tier not in policy.tier_names):
+        raise FeedbackError(
+            422,
+            "unknown_tier",
+            f"evidence.next_tier must be null or a tier of the policy ({', '.join(policy.tier_names)}): the "
+            "tier a cascade retried with",
+            "evidence.next_tier",
+        )
     return body
 
 
