@@ -331,3 +331,20 @@ def test_the_cost_cap_holds_when_the_retrys_own_tier_errs():
     outcome = run(c.arun(JSON_BODY, ROUTING, CHAIN, answer("{", "gpt-4o-mini"), litellm_like, False))
     assert tried == ["gpt-4.1", "claude-sonnet-4"] and outcome.stop == "retry_error"
     assert outcome.spent_usd <= 0.01
+
+
+def test_segments_are_the_policys_routes_so_caller_named_routes_cannot_grow_them():
+    c = cascade(max_retries=0)
+    call, _ = scripted()
+
+    async def go():
+        for i in range(200):  # a caller naming a new route on every request
+            await c.arun(JSON_BODY, ROUTING, CHAIN, answer("{", "gpt-4o-mini"), call, False, route=f"r{i}")
+        await c.arun(
+            JSON_BODY, ROUTING, CHAIN, answer("{}", "gpt-4o-mini"), call, False, route="legal-review"
+        )
+
+    run(go())
+    assert sorted(c.stats._segments) == [("-", "fast"), ("legal-review", "fast")]  # policy.yaml's route
+    assert c.stats.segment_failure_rate("r7", "fast", 1) == 1.0  # every other route: one segment
+    assert c.stats.segment_failure_rate("legal-review", "fast", 1) == 0.0

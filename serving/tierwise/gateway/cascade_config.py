@@ -11,6 +11,7 @@
         min_grade: 4               # 1-5; below it the answer fails (reason judge_low)
         share: 0.02                # of answers, chosen by a hash of the request id
         failure_rate: 0.2          # ... and every answer of a segment (route, tier) failing this often
+                                   # (routes of the policy's `routes:`; all others are one segment)
         min_answers: 50            # answers a segment needs before its failure rate counts
         window: 500                # the last answers per segment that the rate is measured on
 

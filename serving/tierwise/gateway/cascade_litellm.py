@@ -95,7 +95,8 @@ class LiteLLMCascade:
         if config is None:
             return None
         planner = RetryPlanner(load_policy(path), config, model_groups)
-        return cls(Cascade(planner, feedback_client, CascadeStats(prometheus=prometheus)))
+        stats = CascadeStats(prometheus=prometheus, routes=planner.policy.routes)
+        return cls(Cascade(planner, feedback_client, stats))
 
     @property
     def stats(self) -> CascadeStats:

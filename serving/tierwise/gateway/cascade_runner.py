@@ -180,7 +180,7 @@ class Cascade:
         self.planner = planner
         self.config: CascadeConfig = planner.config
         self.feedback_client = feedback_client  # AsyncTierwiseClient or TierwiseClient
-        self.stats = stats or CascadeStats()
+        self.stats = stats or CascadeStats(routes=planner.policy.routes)
         self.clock = clock
         self._pending: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None

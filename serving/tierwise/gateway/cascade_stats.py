@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Collection
 from typing import Any, Protocol
 
 ADDED_SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -65,11 +66,19 @@ def prometheus_metrics() -> dict[str, Any]:
         return _PROMETHEUS
 
 
-class CascadeStats:
-    """Thread-safe counts of one gateway's cascade."""
+OTHER_ROUTE = "-"  # the segment of every route the policy does not define (and of no route)
 
-    def __init__(self, window: int = DEFAULT_WINDOW, prometheus: bool = False) -> None:
+
+class CascadeStats:
+    """Thread-safe counts of one gateway's cascade. A segment is (route, tier) for the `routes` the
+    policy defines; a request's route is the caller's to name, so any other shares one segment per
+    tier (OTHER_ROUTE), and the segments stay as many as the policy's routes times its tiers."""
+
+    def __init__(
+        self, window: int = DEFAULT_WINDOW, prometheus: bool = False, routes: Collection[str] = ()
+    ) -> None:
         self.window = window
+        self.routes = frozenset(routes)
         self._lock = threading.Lock()
         self.retries: Counter[tuple[str, str]] = Counter()  # (from_tier, reason)
         self.checks: Counter[tuple[str, str]] = Counter()  # (tier, passed | failed)
@@ -83,8 +92,11 @@ class CascadeStats:
         self._segments: dict[tuple[str, str], deque[bool]] = {}
         self._prometheus = prometheus_metrics() if prometheus else {}
 
+    def _segment(self, route: str | None, tier: str | None) -> tuple[str, str]:
+        return (route if route in self.routes else OTHER_ROUTE, tier or "-")
+
     def observe_check(self, route: str | None, tier: str | None, passed: bool) -> None:
-        key = (route or "-", tier or "-")
+        key = self._segment(route, tier)
         with self._lock:
             self.checks[(key[1], "passed" if passed else "failed")] += 1
             self._segments.setdefault(key, deque(maxlen=self.window)).append(passed)
@@ -94,7 +106,7 @@ class CascadeStats:
     def segment_failure_rate(self, route: str | None, tier: str | None, min_answers: int) -> float | None:
         """The failure rate of the last answers of (route, tier); None with fewer than `min_answers`."""
         with self._lock:
-            outcomes = list(self._segments.get((route or "-", tier or "-"), ()))
+            outcomes = list(self._segments.get(self._segment(route, tier), ()))
         if len(outcomes) < max(1, min_answers):
             return None
         return 1.0 - sum(outcomes) / len(outcomes)
