@@ -106,6 +106,11 @@ def test_cascade_from_policy(tmp_path):
     policy.write_text(DEFAULT_POLICY_FILE.read_text() + "\ncascade:\n  max_retries: 2\n")
     cascade = cascade_from_policy(policy)
     assert cascade is not None and cascade.config.max_retries == 2
+    assert cascade.stats.window == 500  # the one default of judge.window
+    policy.write_text(
+        DEFAULT_POLICY_FILE.read_text() + "\ncascade:\n  judge: {model: o3, failure_rate: 0.2, window: 7}\n"
+    )
+    assert cascade_from_policy(policy).stats.window == 7
 
 
 NOTIFY = {

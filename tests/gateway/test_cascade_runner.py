@@ -213,19 +213,25 @@ def test_the_judge_grades_every_answer_of_a_failing_segment():
         graded.append(messages)
         return "GRADE: 5"
 
-    c = cascade(max_retries=0, judge=JudgeConfig("o3", 4, 0.0, 0.5, 2, 4))
+    # failure_rate 0.5 from 2 answers, measured over the segment's last 2 (judge.window)
+    c = cascade(max_retries=0, judge=JudgeConfig("o3", 4, 0.0, 0.5, 2, 2))
     call, _ = scripted()
+    judged = []
 
     async def once(content):
-        return await c.arun(JSON_BODY, ROUTING, CHAIN, answer(content, "gpt-4o-mini"), call, False, judge)
+        outcome = await c.arun(JSON_BODY, ROUTING, CHAIN, answer(content, "gpt-4o-mini"), call, False, judge)
+        judged.append(outcome.judged)
 
     async def go():
         await once('{"a": 1}')  # passes, not judged (no rate yet)
-        await once("{")  # fails locally: 1 of 2 failed
-        await once('{"a": 1}')  # the segment's rate is 0.5: judged
+        await once("{")  # fails locally: [pass, fail]
+        await once('{"a": 1}')  # the rate of [pass, fail] is 0.5: judged (and passes)
+        await once('{"a": 1}')  # the window is [fail, pass]: still 0.5, judged
+        await once('{"a": 1}')  # [pass, pass]: the failure left the window, not judged (1/4 with no window)
 
     run(go())
-    assert len(graded) == 1
+    assert judged == [False, False, True, True, False] and len(graded) == 2
+    assert c.stats.window == 2
 
 
 def test_no_feedback_without_a_tierwise_decision():

@@ -29,6 +29,7 @@ from typing import Any
 # The local checks and the reasons they give (cascade.py); `json` gives invalid_json or schema_mismatch.
 LOCAL_CHECKS = ("truncated", "empty", "refusal", "json", "tools")
 STREAM_MODES = ("buffer", "pass")
+JUDGE_WINDOW = 500  # the last answers per segment its failure rate is measured on (`judge.window`)
 DEFAULTS: dict[str, Any] = {
     "max_retries": 1,
     "max_usd_per_request": 0.05,
@@ -40,7 +41,7 @@ JUDGE_DEFAULTS: dict[str, Any] = {
     "share": 0.0,
     "failure_rate": None,
     "min_answers": 50,
-    "window": 500,
+    "window": JUDGE_WINDOW,
 }
 KEYS = {"enabled", "checks", "judge", *DEFAULTS}
 JUDGE_KEYS = {"model", *JUDGE_DEFAULTS}
@@ -68,6 +69,11 @@ class CascadeConfig:
     streams: str = DEFAULTS["streams"]
     feedback: bool = DEFAULTS["feedback"]
     judge: JudgeConfig | None = None
+
+    @property
+    def judge_window(self) -> int:
+        """The answers per segment whose failure rate decides when the judge grades them all."""
+        return self.judge.window if self.judge is not None else JUDGE_WINDOW
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str, low: float, high: float | None = None) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 
 from tierwise.gateway.cascade import RetryPlanner, Rung, is_structured
 from tierwise.gateway.cascade_config import load_cascade_config
-from tierwise.gateway.cascade_runner import HEADER, Answer, Cascade, CascadeOutcome
+from tierwise.gateway.cascade_runner import HEADER, Answer, Cascade, CascadeOutcome, cascade_stats
 from tierwise.gateway.cascade_stats import CascadeStats
 from tierwise.gateway.wire import Routing
 
@@ -95,8 +95,7 @@ class LiteLLMCascade:
         if config is None:
             return None
         planner = RetryPlanner(load_policy(path), config, model_groups)
-        stats = CascadeStats(prometheus=prometheus, routes=planner.policy.routes)
-        return cls(Cascade(planner, feedback_client, stats))
+        return cls(Cascade(planner, feedback_client, cascade_stats(planner, prometheus)))
 
     @property
     def stats(self) -> CascadeStats:

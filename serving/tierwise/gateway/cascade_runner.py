@@ -150,6 +150,12 @@ AsyncJudge = Callable[[list[dict[str, str]]], Awaitable[str | None]]
 SyncJudge = Callable[[list[dict[str, str]]], str | None]
 
 
+def cascade_stats(planner: RetryPlanner, prometheus: bool = False) -> CascadeStats:
+    """The statistics of a cascade of `planner`'s policy and settings: segments of its routes, each
+    measured over the judge's `window`."""
+    return CascadeStats(planner.config.judge_window, prometheus, planner.policy.routes)
+
+
 def _sampled(key: str, share: float) -> bool:
     if share <= 0:
         return False
@@ -180,7 +186,7 @@ class Cascade:
         self.planner = planner
         self.config: CascadeConfig = planner.config
         self.feedback_client = feedback_client  # AsyncTierwiseClient or TierwiseClient
-        self.stats = stats or CascadeStats(routes=planner.policy.routes)
+        self.stats = stats or cascade_stats(planner)
         self.clock = clock
         self._pending: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None

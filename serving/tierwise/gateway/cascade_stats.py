@@ -22,9 +22,10 @@ from collections import Counter, deque
 from collections.abc import Collection
 from typing import Any, Protocol
 
+from tierwise.gateway.cascade_config import JUDGE_WINDOW
+
 ADDED_SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 KEPT_LATENCIES = 10_000  # added latencies kept for percentiles (the last ones)
-DEFAULT_WINDOW = 500
 
 
 class _Outcome(Protocol):
@@ -72,10 +73,11 @@ OTHER_ROUTE = "-"  # the segment of every route the policy does not define (and 
 class CascadeStats:
     """Thread-safe counts of one gateway's cascade. A segment is (route, tier) for the `routes` the
     policy defines; a request's route is the caller's to name, so any other shares one segment per
-    tier (OTHER_ROUTE), and the segments stay as many as the policy's routes times its tiers."""
+    tier (OTHER_ROUTE), and the segments stay as many as the policy's routes times its tiers. Its
+    failure rate is over the last `window` answers (the policy's `judge.window`: `Cascade` passes it)."""
 
     def __init__(
-        self, window: int = DEFAULT_WINDOW, prometheus: bool = False, routes: Collection[str] = ()
+        self, window: int = JUDGE_WINDOW, prometheus: bool = False, routes: Collection[str] = ()
     ) -> None:
         self.window = window
         self.routes = frozenset(routes)
