@@ -323,3 +323,12 @@ def test_a_retrys_fallbacks_keep_only_tiers_whose_estimate_fits_the_cap():
     assert roomy.rung.fallbacks == ("claude-sonnet-4", "o3", "claude-opus-4-1")
     uncapped = planner(max_usd_per_request=None).next_rung(CHAIN, "fast", 0, 9.0, USAGE, False)
     assert uncapped.rung.fallbacks == ("claude-sonnet-4", "o3", "claude-opus-4-1")
+
+
+def test_the_planner_takes_the_gateways_group_names_and_still_knows_the_policys():
+    plain = planner()
+    assert plain.tier_of("my-gpt41") is None
+    plain.use_model_groups({"gpt-4.1": "my-gpt41"})
+    assert plain.tier_of("my-gpt41") == "balanced" and plain.tier_of("gpt-4.1") == "balanced"
+    plan = plain.next_rung(["gpt-4o-mini", "my-gpt41", "o3"], "fast", 0, 0.0, USAGE, False)
+    assert plan.rung.group == "my-gpt41"

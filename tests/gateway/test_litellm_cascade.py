@@ -319,3 +319,30 @@ def test_proxy_hook_backstop_reads_functions_and_the_response_format(upstream, f
         data = asyncio.run(run(extra))
         assert hit_models(fake) == ["gpt-4o-mini"]
         assert data["metadata"]["tierwise"]["cascade"]["stop"] == "private"
+
+
+def test_the_wrapper_and_the_hook_hand_their_model_groups_to_the_cascade(upstream, fake, tierwise):
+    """Groups named apart from the policy's models, mapped once (LITELLM.md's set-up): the cascade's
+    planner reads the same names, so the retry still goes one tier up."""
+    app, _ = tierwise
+    mapped = {group: f"my-{group}" for group in GROUPS}
+    renamed = router(upstream[1])
+    for deployment in renamed.model_list:
+        deployment["model_name"] = mapped[deployment["model_name"]]
+    renamed = litellm.Router(model_list=renamed.model_list, num_retries=0)
+
+    async def run():
+        c = client(app)
+        wrapper = TierwiseLiteLLMRouter(renamed, client=c, model_groups=mapped, cascade=cascade(c))
+        response = await wrapper.acompletion(messages=FAST, response_format=JSON_FORMAT)
+        hook = TierwiseProxyHook(c, model_groups=mapped, router=renamed, cascade=cascade(c))
+        data = {"model": "tierwise", "messages": list(FAST), "response_format": JSON_FORMAT}
+        data = await hook.async_pre_call_hook(None, None, data, "acompletion")
+        final = await hook.async_post_call_success_hook(data, None, await renamed.acompletion(**data))
+        return response, final
+
+    response, final = asyncio.run(run())
+    assert hit_models(fake) == ["gpt-4o-mini", "gpt-4.1"] * 2  # upstream names: fast, then balanced
+    header = "fast:invalid_json balanced:ok; stop=passed"
+    assert response._hidden_params["additional_headers"]["x-tierwise-cascade"] == header
+    assert final._hidden_params["additional_headers"]["x-tierwise-cascade"] == header

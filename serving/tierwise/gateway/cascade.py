@@ -303,12 +303,21 @@ class RetryPlanner:
     ) -> None:
         self.policy = policy
         self.config = config
-        groups = dict(model_groups or {})
         self._tier_of_group: dict[str, str] = {}
-        tiers = (*policy.tiers, *([policy.private_tier] if policy.private_tier is not None else []))
+        self.use_model_groups(model_groups or {})
+
+    def use_model_groups(self, model_groups: Mapping[str, str]) -> None:
+        """Name the policy's models by the gateway's groups ({policy model: group}); the gateway that
+        builds the chains hands its own mapping over (TierwiseLiteLLMRouter, TierwiseProxyHook). A
+        policy model's own name still names its tier (a chain built without the mapping)."""
+        tiers = (*self.policy.tiers, *([self.policy.private_tier] if self.policy.private_tier else []))
+        self._tier_of_group = {}
         for tier in tiers:
             for model in tier.models:
-                self._tier_of_group.setdefault(groups.get(model, model), tier.name)
+                self._tier_of_group.setdefault(model_groups.get(model, model), tier.name)
+        for tier in tiers:
+            for model in tier.models:
+                self._tier_of_group.setdefault(model, tier.name)
 
     def tier_of(self, group: str | None) -> str | None:
         return self._tier_of_group.get(group) if group else None

@@ -101,6 +101,12 @@ class LiteLLMCascade:
     def stats(self) -> CascadeStats:
         return self.cascade.stats
 
+    def use_model_groups(self, model_groups: Mapping[str, str]) -> None:
+        """The router's names of the policy's models ({policy model: group}), from the wrapper or hook
+        that routes with them, so the retries read the same chain (`from_policy`'s own is replaced)."""
+        if model_groups:
+            self.cascade.planner.use_model_groups(model_groups)
+
     def mode(self, request: Mapping[str, Any]) -> str:
         metadata = request.get("metadata")
         if isinstance(metadata, Mapping) and metadata.get(OPT_OUT_KEY) is False:

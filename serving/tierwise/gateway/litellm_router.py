@@ -252,6 +252,8 @@ class TierwiseLiteLLMRouter:
         self.client = client
         self.sync_client = sync_client
         self.model_groups = dict(model_groups or {})
+        if cascade is not None:  # its retries follow the chains this wrapper builds
+            cascade.use_model_groups(self.model_groups)
         self.auto_model = auto_model
         self.private_retries, self.private_timeout_s = checked_private_bounds(
             private_retries, private_timeout_s
@@ -362,6 +364,8 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         self.client = client
         self.cascade = cascade  # check answers and retry one tier up through the proxy's router
         self.model_groups = dict(model_groups or {})
+        if cascade is not None:  # its retries follow the chains this hook builds
+            cascade.use_model_groups(self.model_groups)
         self.auto_model = auto_model
         self.private_retries, self.private_timeout_s = checked_private_bounds(
             private_retries, private_timeout_s
