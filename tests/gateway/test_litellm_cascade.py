@@ -281,10 +281,12 @@ def test_proxy_hook_drops_a_clients_own_tierwise_metadata_on_requests_it_does_no
         hook = TierwiseProxyHook(c, router=None, router_getter=lambda: None, cascade=cascade(None))
         forged = {"tier": "fast", "chain": ["gpt-4o-mini", "o3"], "reasons": []}
         data = {"model": "gpt-4o-mini", "messages": list(FAST), "metadata": {"tierwise": forged, "user": "u"}}
-        return await hook.async_pre_call_hook(None, None, data, "acompletion")
+        # a request for `tierwise` with nothing to classify is not routed either
+        empty = {"model": "tierwise", "messages": [], "metadata": {"tierwise": dict(forged), "user": "u"}}
+        return [await hook.async_pre_call_hook(None, None, d, "acompletion") for d in (data, empty)]
 
-    data = asyncio.run(run())
-    assert data["metadata"] == {"user": "u"}
+    for data in asyncio.run(run()):
+        assert data["metadata"] == {"user": "u"}
 
 
 def test_proxy_hook_backstop_reads_functions_and_the_response_format(upstream, fake):

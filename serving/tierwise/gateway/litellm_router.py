@@ -373,22 +373,27 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         self.router = router
         self.router_getter = router_getter
 
+    @staticmethod
+    def _unrouted(data: dict[str, Any]) -> dict[str, Any]:
+        """A request the hook does not route, without a client's own `tierwise` metadata: only this
+        hook speaks for tierwise, and such metadata would have the post-call hook cascade a request
+        tierwise never routed (to groups of the client's choosing)."""
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and "tierwise" in metadata:
+            metadata.pop("tierwise")
+        return data
+
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
         if data.get("model") != self.auto_model or str(call_type) not in ROUTED_CALL_TYPES:
-            metadata = data.get("metadata")
-            if isinstance(metadata, dict) and "tierwise" in metadata:
-                # Only this hook speaks for tierwise: a client's own `tierwise` metadata would have the
-                # post-call hook cascade a request tierwise never routed (to groups of its choosing).
-                metadata.pop("tierwise")
-            return data
+            return self._unrouted(data)
         text, messages, fields = classify_input(data)
         if text is None and messages is None:
             logger.warning(
                 "tierwise: request for %s has no messages or prompt; left unchanged", self.auto_model
             )
-            return data
+            return self._unrouted(data)
         metadata = data.get("metadata") or {}
         route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
         routing = await self.client.classify(text=text, messages=messages, route=route, **fields)
