@@ -354,3 +354,26 @@ def test_segments_are_the_policys_routes_so_caller_named_routes_cannot_grow_them
     assert sorted(c.stats._segments) == [("-", "fast"), ("legal-review", "fast")]  # policy.yaml's route
     assert c.stats.segment_failure_rate("r7", "fast", 1) == 1.0  # every other route: one segment
     assert c.stats.segment_failure_rate("legal-review", "fast", 1) == 0.0
+
+
+def test_an_async_privacy_check_is_awaited_once_and_a_failing_one_counts_as_private():
+    asked = []
+
+    async def private_async():
+        asked.append("async")
+        return True
+
+    def broken():
+        asked.append("broken")
+        raise RuntimeError("detector crashed")
+
+    for check in (private_async, broken):
+        c = cascade(max_retries=3)
+        call, rungs = scripted()
+        outcome = run(c.arun(JSON_BODY, ROUTING, CHAIN, answer("{", "gpt-4o-mini"), call, check))
+        assert rungs == [] and outcome.stop == "private" and outcome.private
+    c = cascade()
+    call, rungs = scripted()
+    sync_outcome = c.run(JSON_BODY, ROUTING, CHAIN, answer("{", "gpt-4o-mini"), call, broken)
+    assert rungs == [] and sync_outcome.stop == "private"
+    assert asked == ["async", "broken", "broken"]

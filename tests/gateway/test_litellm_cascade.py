@@ -348,3 +348,39 @@ def test_the_wrapper_and_the_hook_hand_their_model_groups_to_the_cascade(upstrea
     header = "fast:invalid_json balanced:ok; stop=passed"
     assert response._hidden_params["additional_headers"]["x-tierwise-cascade"] == header
     assert final._hidden_params["additional_headers"]["x-tierwise-cascade"] == header
+
+
+def test_proxy_hook_backstop_scans_off_the_event_loop(upstream, fake, monkeypatch):
+    """The backstop's privacy rule runs through detect_private_data_async (a large request is scanned
+    in a worker thread), never the blocking detector on the proxy's event loop."""
+    import tierwise.gateway.litellm_router as hook_module
+
+    scanned = []
+    real = hook_module.detect_private_data_async
+
+    async def recording(text, *args):
+        scanned.append(len(text))
+        return await real(text, *args)
+
+    monkeypatch.setattr(hook_module, "detect_private_data_async", recording)
+    monkeypatch.setattr(hook_module, "detect_private_data", None, raising=False)
+
+    async def run():
+        r = router(upstream[1])
+        c = AsyncTierwiseClient(
+            "http://tierwise", transport=httpx.MockTransport(lambda _: httpx.Response(503))
+        )
+        hook = TierwiseProxyHook(c, router=r, cascade=cascade(None, max_retries=3))
+        forged = {"tier": "fast", "chain": ["gpt-4o-mini", "gpt-4.1"], "reasons": []}
+        data = {
+            "model": "gpt-4o-mini",
+            "messages": list(PRIVATE),
+            "response_format": JSON_FORMAT,
+            "metadata": {"tierwise": forged},
+        }
+        await hook.async_post_call_success_hook(data, None, await r.acompletion(**data))
+        return data
+
+    data = asyncio.run(run())
+    assert data["metadata"]["tierwise"]["cascade"]["stop"] == "private" and len(scanned) == 1
+    assert hit_models(fake) == ["gpt-4o-mini"]

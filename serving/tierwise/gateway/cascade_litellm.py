@@ -28,7 +28,14 @@ from typing import Any
 
 from tierwise.gateway.cascade import RetryPlanner, Rung, is_structured
 from tierwise.gateway.cascade_config import load_cascade_config
-from tierwise.gateway.cascade_runner import HEADER, Answer, Cascade, CascadeOutcome, cascade_stats
+from tierwise.gateway.cascade_runner import (
+    HEADER,
+    Answer,
+    Cascade,
+    CascadeOutcome,
+    PrivateCheck,
+    cascade_stats,
+)
 from tierwise.gateway.cascade_stats import CascadeStats
 from tierwise.gateway.wire import Routing
 
@@ -166,7 +173,7 @@ class LiteLLMCascade:
         routing: Routing,
         chain: Sequence[str],
         response: Any,
-        private: bool | Callable[[], bool],
+        private: PrivateCheck,
         route: str | None = None,
     ) -> CascadeOutcome:
         """Check `response` to `request` and retry through `router` while it fails."""
@@ -216,7 +223,7 @@ class LiteLLMCascade:
         routing: Routing,
         chain: Sequence[str],
         stream: Any,
-        private: bool | Callable[[], bool],
+        private: PrivateCheck,
         route: str | None = None,
         on_outcome: Callable[[CascadeOutcome], None] | None = None,
     ) -> AsyncIterator[Any]:
@@ -264,7 +271,7 @@ async def after_call(
     router: Any,
     request: dict[str, Any],
     response: Any,
-    private: Callable[[], bool] | bool,
+    private: PrivateCheck,
     route: str | None,
 ) -> Any:
     """What the SDK wrapper and the proxy hook return for a routed request's answer: checked and

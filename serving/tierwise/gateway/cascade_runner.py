@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -125,6 +126,17 @@ class _Judge:
     messages: list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class _Privacy:
+    """Ask the driver whether the request is private (its check is called at most once)."""
+
+
+# Whether a request carries personal data: known, or a callable (the async driver awaits what it
+# returns, so a check can scan a large request off the event loop) asked once, only when a retry or
+# the judge is near. A check that raises counts as private (fail closed).
+PrivateCheck = bool | Callable[[], bool] | Callable[[], Awaitable[bool]]
+
+
 @dataclass
 class _Request:
     """One request's cascade inputs."""
@@ -132,16 +144,9 @@ class _Request:
     body: Mapping[str, Any]
     routing: Routing
     chain: Sequence[str]
-    private_check: bool | Callable[[], bool]  # a callable is asked once, when a retry or the judge is near
+    private_check: PrivateCheck
     route: str | None = None
-    _private: bool | None = None
-
-    @property
-    def private(self) -> bool:
-        if self._private is None:
-            check = self.private_check
-            self._private = bool(check() if callable(check) else check)
-        return self._private
+    private: bool | None = None  # None: not asked yet
 
 
 AsyncCall = Callable[[Rung], Awaitable[Answer]]
@@ -165,6 +170,34 @@ def _sampled(key: str, share: float) -> bool:
 
 def _judged(judge: SyncJudge | None, messages: list[dict[str, str]]) -> str | None:
     return judge(messages) if judge is not None else None
+
+
+def _asked(check: PrivateCheck) -> bool:
+    """A blocking driver's answer of a privacy check; one that fails (or cannot be awaited here)
+    counts as private: fail closed."""
+    try:
+        answer = check() if callable(check) else check
+    except Exception as err:
+        logger.warning("tierwise cascade: the privacy check failed (%s); the request counts as private", err)
+        return True
+    if inspect.isawaitable(answer):
+        if inspect.iscoroutine(answer):
+            answer.close()
+        logger.warning("tierwise cascade: an async privacy check in a blocking call counts as private")
+        return True
+    return bool(answer)
+
+
+async def _asked_async(check: PrivateCheck) -> bool:
+    """`_asked` for the async driver: an awaitable answer is awaited."""
+    try:
+        answer = check() if callable(check) else check
+        if inspect.isawaitable(answer):
+            answer = await answer
+    except Exception as err:
+        logger.warning("tierwise cascade: the privacy check failed (%s); the request counts as private", err)
+        return True
+    return bool(answer)
 
 
 def _answer_text(response: Any) -> str:
@@ -194,9 +227,18 @@ class Cascade:
 
     # -- the steps, shared by both drivers -----------------------------------------------------------
 
+    @staticmethod
+    def _private(request: _Request) -> Generator[_Privacy, Any, bool]:
+        """Whether the request is private: asked of the driver once, and only when it matters."""
+        if request.private is None:
+            check = request.private_check
+            request.private = bool((yield _Privacy())) if callable(check) else bool(check)
+        return request.private
+
     def _wants_judge(self, request: _Request, tier: str | None, has_judge: bool) -> bool:
+        """Whether this answer is due for the judge (a private request never is: the caller asks)."""
         judge = self.config.judge
-        if judge is None or not has_judge or request.private:
+        if judge is None or not has_judge:
             return False
         key = request.routing.request_id or repr(request.body.get("messages"))
         if _sampled(key, judge.share):
@@ -212,7 +254,7 @@ class Cascade:
 
     def _steps(
         self, request: _Request, first: Answer, has_judge: bool
-    ) -> Generator[_Call | _Judge, Any, CascadeOutcome]:
+    ) -> Generator[_Call | _Judge | _Privacy, Any, CascadeOutcome]:
         started = self.clock()
         answer, attempts, spent, judged, stop = first, [], 0.0, False, STOP_PASSED
         max_tokens = request.body.get("max_tokens") or request.body.get("max_completion_tokens")
@@ -222,15 +264,20 @@ class Cascade:
             cost = self.planner.cost_usd(tier, usage)
             spent += cost
             failure = check_answer(request.body, answer.response, self.config.checks)
-            if failure is None and self._wants_judge(request, tier, has_judge):
+            if (
+                failure is None
+                and self._wants_judge(request, tier, has_judge)
+                and not (yield from self._private(request))
+            ):
                 judged = True
                 failure = self._graded((yield _Judge(self._judge_messages(request, answer.response))))
             self.stats.observe_check(request.route, tier, failure is None)
             if failure is None:
                 attempts.append(Attempt(tier, answer.group, None, cost_usd=cost))
                 break
+            private = yield from self._private(request)
             plan = self.planner.next_rung(
-                request.chain, tier, len(attempts), spent, usage, request.private,
+                request.chain, tier, len(attempts), spent, usage, private,
                 max_tokens if isinstance(max_tokens, int) else None,
             )  # fmt: skip
             next_tier = plan.rung.tier if plan.rung is not None else None
@@ -245,10 +292,8 @@ class Cascade:
                 attempts[-1] = Attempt(tier, attempts[-1].group, failure.reason, failure.detail, cost, None)
                 stop = STOP_RETRY_ERROR
                 break
-        # (a failed check asked the planner, which asked whether the request is private)
-        private = request.private if any(a.reason is not None for a in attempts) else False
-        added_ms = (self.clock() - started) * 1000
-        outcome = CascadeOutcome(answer, attempts, stop, added_ms, spent, judged, private)
+        added_ms = (self.clock() - started) * 1000  # (a failed check asked whether it is private)
+        outcome = CascadeOutcome(answer, attempts, stop, added_ms, spent, judged, bool(request.private))
         self.stats.observe_outcome(outcome)
         return outcome
 
@@ -270,13 +315,13 @@ class Cascade:
         chain: Sequence[str],
         first: Answer,
         call: AsyncCall,
-        private: bool | Callable[[], bool],
+        private: PrivateCheck,
         judge: AsyncJudge | None = None,
         route: str | None = None,
     ) -> CascadeOutcome:
         """The cascade of one request whose first answer is `first`; `call` calls a rung's group.
-        `private` (or a callable saying so, asked only before a retry or the judge): the request
-        carries personal data, so it is neither retried nor judged."""
+        `private` (or a callable saying so, sync or async, asked only before a retry or the judge):
+        the request carries personal data, so it is neither retried nor judged."""
         request = _Request(body, routing, chain, private, route)
         steps = self._steps(request, first, judge is not None)
         reply: Any = None
@@ -291,6 +336,8 @@ class Cascade:
             try:
                 if isinstance(effect, _Call):
                     reply = await call(effect.rung)
+                elif isinstance(effect, _Privacy):
+                    reply = await _asked_async(request.private_check)
                 elif judge is not None:
                     reply = await judge(effect.messages)
             except Exception as err:
@@ -325,7 +372,12 @@ class Cascade:
                 break
             reply, error = None, None
             try:
-                reply = call(effect.rung) if isinstance(effect, _Call) else _judged(judge, effect.messages)
+                if isinstance(effect, _Call):
+                    reply = call(effect.rung)
+                elif isinstance(effect, _Privacy):
+                    reply = _asked(request.private_check)
+                else:
+                    reply = _judged(judge, effect.messages)
             except Exception as err:
                 if isinstance(effect, _Judge):
                     logger.warning("tierwise cascade: the judge failed (%s); the answer stands", err)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from tierwise.core.privacy import detect_private_data
+from tierwise.core.privacy import detect_private_data_async
 from tierwise.gateway.cascade_litellm import (
     LiteLLMCascade,
     after_call,
@@ -412,12 +412,13 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             record_outcome(data["metadata"], None, self.cascade.mode(data))
         return data
 
-    def _private_check(self, data: Mapping[str, Any]) -> Callable[[], bool]:
+    def _private_check(self, data: Mapping[str, Any]) -> Callable[[], Awaitable[bool]]:
         """Whether a routed request is private: its decision says so, or (asked only before a retry
         or the judge, in case the metadata was not the hook's own) the local privacy rule finds
-        personal data in it. A private request is never retried to another tier."""
+        personal data in it, scanning a large request off the event loop. A private request is never
+        retried to another tier."""
 
-        def private() -> bool:
+        async def private() -> bool:
             meta = data.get("metadata") or {}
             tierwise = meta.get("tierwise") if isinstance(meta, Mapping) else None
             reasons = tierwise.get("reasons") or () if isinstance(tierwise, Mapping) else ()
@@ -425,7 +426,8 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             if PRIVATE_DATA_REASON in reasons or tier == self.client.upward.private_tier:
                 return True
             text, messages = request_messages(data)
-            return bool(detect_private_data(request_strings(text, messages, **scanned_fields(data))))
+            strings = request_strings(text, messages, **scanned_fields(data))
+            return bool(await detect_private_data_async(strings))
 
         return private
 
