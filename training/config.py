@@ -41,6 +41,11 @@ class TrainConfig:
     uninformative_source_weight: float = 0.3
     invariance_rows: int = 400  # rows per split scored under every evaluation wrapper
     target_under_routing: float = 0.05  # q is the cheapest threshold meeting this on val
+    # ... and no cheaper than the q that sends at most this share of val's hard rows (P(fast fails)
+    # >= 0.8) to `fast`, in every source group with at least `min_hard_rows` of them (the gate
+    # allows 10% on test and held-out sources; half of it leaves room for requests unlike val).
+    target_hard_fast: float = 0.05
+    min_hard_rows: int = 20
     max_train_rows: int | None = None  # cap for smoke runs
     # A smaller, faster student: keep only the first `layers` encoder layers (None: all of them),
     # start from `init_from` (a fine-tuned checkpoint folder, e.g. runs/<teacher>/checkpoint) instead

@@ -28,6 +28,13 @@ from tierwise.training.source_groups import source_group
 from tierwise.training.verdicts import VerdictTable
 
 FAIL_THRESHOLD = 0.5  # a class serves a prompt when its typical model is more likely right than not
+# A "hard" row: the cheap class almost surely fails it. The gate and the choice of q count these.
+HARD_P_FAIL = 0.8
+
+
+def is_hard(row: Mapping) -> bool:
+    """Whether the item-response fit says the cheap class almost surely fails this row."""
+    return (row.get("p_fail") or {}).get("fast", 0.0) >= HARD_P_FAIL
 
 
 @dataclass(frozen=True)

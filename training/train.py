@@ -38,8 +38,9 @@ from tierwise.training.assessment import (
 )
 from tierwise.training.base_model import tokenizer_path
 from tierwise.training.build_dataset import row_input
-from tierwise.training.calibration import TemperatureScaler
+from tierwise.training.calibration import TemperatureScaler, choose_q_for_hard_rows
 from tierwise.training.config import TrainConfig
+from tierwise.training.difficulty_targets import is_hard
 from tierwise.training.estimator import build_estimator
 from tierwise.training.evaluation import allowed_bounds, load_prices
 from tierwise.training.finetune import (
@@ -55,6 +56,7 @@ from tierwise.training.invariance import evaluate_invariance
 from tierwise.training.labels import TIERS, allowed_mask
 from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from tierwise.training.report import write_report
+from tierwise.training.source_groups import source_group
 from tierwise.training.within_source import within_source_report, write_within_source
 from tierwise.training.wrappers import WrapperLibrary
 from tokenizers import Tokenizer
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "learning_rate",
         "seed",
         "target_under_routing",
+        "target_hard_fast",
+        "min_hard_rows",
         "max_train_rows",
         "consistency_weight",
         "invariance_rows",
@@ -323,14 +327,27 @@ def finish(
     val_probs = scaler.transform(val_logits)
     offsets = decision_offsets(classifier, scaler, splits["val"], val_probs, config.seed)
     val_low, _ = allowed_bounds(splits["val"])
-    q = choose_q(val_probs, val_low, config.target_under_routing, offsets)
+    q_under = choose_q(val_probs, val_low, config.target_under_routing, offsets)
+    q_hard = choose_q_for_hard_rows(
+        val_probs,
+        np.array([is_hard(r) for r in splits["val"]]),
+        [source_group(r["source"]) for r in splits["val"]],
+        config.target_hard_fast,
+        config.min_hard_rows,
+        offsets,
+    )
+    q = max(q_under, q_hard)
     manifest["temperature"] = scaler.temperature_
     manifest["escalation"] = {
         "q": q,
         "target_under_routing": config.target_under_routing,
+        "q_under_routing": q_under,
+        "target_hard_fast": config.target_hard_fast,
+        "q_hard_rows": q_hard,
         "tier_offsets": [round(float(o), 2) for o in offsets],
         "rule": "lowest tier t with P(true tier <= t) >= q, never below argmax(log P + tier_offsets)",
-        "chosen_on": "val (tier offsets: val bare and under training wrappers, for macro-F1; then q)",
+        "chosen_on": "val (tier offsets: val bare and under training wrappers, for macro-F1; then q: the "
+        "larger of the under-routing q and the hard-rows q)",
     }
     write_manifest(out, manifest)
 

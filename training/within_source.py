@@ -43,6 +43,7 @@ from tierwise.core.estimator import DEFAULT_FEATURES
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.training import paths
 from tierwise.training.build_dataset import row_input
+from tierwise.training.difficulty_targets import HARD_P_FAIL
 from tierwise.training.estimator import REGULARIZATION_C, feature_matrix
 from tierwise.training.invariance import read_splits, sample_rows
 from tierwise.training.labels import TIER_INDEX, TIERS, lowest_tier
@@ -56,7 +57,7 @@ MIN_ROWS = 20  # fewer rows rank too few pairs to say anything about one source
 MIN_FIT_ROWS = 50  # leave-source-out: fewer rows of the other groups fit no text model worth judging
 MIN_CLASS_ROWS = 3  # an AUC from one or two positives is one or two ranks, noise in a macro average
 FAIL_LABEL = 0.5  # P(fast fails) at or above which fast "does not suffice"
-HARD_THRESHOLD = 0.8  # the gate's hard rows: the cheap class almost surely fails
+HARD_THRESHOLD = HARD_P_FAIL  # the gate's hard rows: the cheap class almost surely fails
 BOOTSTRAP = 1000
 ROWS_PER_SOURCE = 400  # per split and source: bounds the encoder passes of `make train`
 SCORES = ("model", "length", "tfidf")

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 from tierwise.core.classifier import softmax
-from tierwise.training.calibration import TemperatureScaler
+from tierwise.core.escalation import route_upward
+from tierwise.training.calibration import TemperatureScaler, choose_q_for_hard_rows
 from tierwise.training.evaluation import expected_calibration_error
 
 
@@ -34,3 +35,23 @@ def test_unfitted_scaler_says_what_to_do():
 def test_empty_val_is_refused():
     with pytest.raises(ValueError, match="val"):
         TemperatureScaler().fit(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_q_for_hard_rows_sends_at_most_the_target_share_of_each_groups_hard_rows_to_fast():
+    # P(fast) of 10 hard math rows 0.05..0.95, 10 hard knowledge rows all 0.2, easy rows 0.99
+    math = np.linspace(0.05, 0.95, 10)
+    p_fast = np.concatenate([math, np.full(10, 0.2), np.full(5, 0.99)])
+    probs = np.stack([p_fast, (1 - p_fast) / 2, (1 - p_fast) / 2], axis=1)
+    hard = np.array([True] * 20 + [False] * 5)
+    groups = ["math"] * 10 + ["knowledge"] * 10 + ["chat"] * 5
+    # at most 10%: one math row (0.95) may stay fast, so q must pass 0.85 (the ninth) and no more
+    q = choose_q_for_hard_rows(probs, hard, groups, target_hard_fast=0.1, min_hard_rows=5)
+    assert 0.85 < q < 0.85 + 1e-6
+    # none: q passes the highest hard P(fast); the easy rows (0.99) still go fast
+    q0 = choose_q_for_hard_rows(probs, hard, groups, target_hard_fast=0.0, min_hard_rows=5)
+    assert 0.95 < q0 < 0.99
+    assert (route_upward(probs, q0, None) == 0).tolist() == [False] * 20 + [True] * 5
+    # a group with fewer hard rows than min_hard_rows does not constrain q
+    assert choose_q_for_hard_rows(probs, hard, groups, 0.0, min_hard_rows=11) == 0.0
+    with pytest.raises(ValueError, match="target_hard_fast"):
+        choose_q_for_hard_rows(probs, hard, groups, 1.5, 5)
