@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from tierwise.core.classifier import TierClassifier, softmax
-from tierwise.core.escalation import TierOffsets, most_likely_tier, route_upward
+from tierwise.core.escalation import EscalationQ, TierOffsets, most_likely_tier, route_upward
 from tierwise.training.baselines import Predictor, fit_baselines
 from tierwise.training.build_dataset import row_input
 from tierwise.training.calibration import TemperatureScaler
@@ -99,7 +99,7 @@ def evaluate_split(
     logits: np.ndarray,
     counts: np.ndarray,
     scaler: TemperatureScaler,
-    q: float,
+    q: EscalationQ,
     prices: TierPrices,
     baselines: dict,
     offsets: TierOffsets = None,
@@ -138,7 +138,7 @@ def evaluate_all(
     classifier: TierClassifier,
     splits: dict[str, list[dict]],
     scaler: TemperatureScaler,
-    q: float,
+    q: EscalationQ,
     prices: TierPrices,
     baselines: dict[str, Predictor],
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 from tierwise.core.classifier import softmax
-from tierwise.core.escalation import TierOffsets, route_upward
+from tierwise.core.escalation import TierOffsets, route_upward, under_routing_rate
 
 
 def allowed_set_nll(logits: np.ndarray, allowed: np.ndarray, temperature: float) -> float:
@@ -79,3 +79,31 @@ def choose_q_for_hard_rows(
         if all(np.mean(cheapest[rows]) <= target_hard_fast for rows in judged):
             return float(q)
     return 1.0
+
+
+def choose_q_above_cheapest(
+    probabilities: np.ndarray,
+    lowest_allowed: np.ndarray,
+    target_under_routing: float,
+    cheapest_q: float,
+    offsets: TierOffsets = None,
+) -> tuple[float, ...]:
+    """Per-boundary q: `cheapest_q` for leaving the cheapest tier, then the smallest q for every
+    boundary above it whose under-routing on these rows is at most the target. (K - 1,) thresholds.
+
+    A strict threshold for leaving the cheapest tier (hard rows must not stay cheap) would, as one q
+    for every boundary, also send nearly everything that leaves it to the top tier."""
+    probabilities = np.atleast_2d(probabilities)
+    n_boundaries = probabilities.shape[-1] - 1
+    if n_boundaries < 2:
+        return (cheapest_q,)
+    cum = np.cumsum(probabilities, axis=-1)[:, 1:-1]
+    candidates = np.unique(np.concatenate([[0.0], np.minimum(cum.ravel() + 1e-9, 1.0), [1.0]]))
+    for q in candidates:  # ascending: under-routing only falls as q rises
+        thresholds = (cheapest_q, *[float(q)] * (n_boundaries - 1))
+        if (
+            under_routing_rate(route_upward(probabilities, thresholds, offsets), lowest_allowed)
+            <= target_under_routing
+        ):
+            return thresholds
+    return (cheapest_q, *[1.0] * (n_boundaries - 1))

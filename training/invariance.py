@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import TierOffsets, most_likely_tier, route_upward
+from tierwise.core.escalation import EscalationQ, TierOffsets, most_likely_tier, route_upward
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.scoring import percent
 from tierwise.training import paths
@@ -118,7 +118,7 @@ class Routed:
 
 
 def route_rows(
-    classifier: TierClassifier, rows: list[dict], library: WrapperLibrary, q: float, seed: int
+    classifier: TierClassifier, rows: list[dict], library: WrapperLibrary, q: EscalationQ, seed: int
 ) -> tuple[Routed, dict[str, Routed]]:
     """The rows bare, and under every evaluation-only wrapper condition, routed with the model's
     q and tier offsets."""
@@ -151,7 +151,7 @@ def evaluate_split(
     rows: list[dict],
     library: WrapperLibrary,
     baselines: dict[str, Predictor],
-    q: float,
+    q: EscalationQ,
     seed: int,
 ) -> dict[str, Any]:
     low, high = allowed_bounds(rows)

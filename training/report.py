@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from tierwise.core.escalation import EscalationQ, describe_q
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,15 +50,18 @@ def plot_reliability(before: list[dict], after: list[dict], path: Path, title: s
     plt.close(fig)
 
 
-def plot_cost_curve(curves: dict[str, list[dict]], q: float, path: Path) -> None:
+def plot_cost_curve(
+    curves: dict[str, list[dict]], chosen: dict[str, tuple[float, float]], q: EscalationQ, path: Path
+) -> None:
+    """Each split's curve over one q for every boundary; the star is where the chosen q (one, or one
+    per boundary) routes: (cost ratio, share not under-routed)."""
     fig, ax = plt.subplots(figsize=(5.0, 4.0))
     for split, points in curves.items():
         ax.plot([p["cost_ratio"] for p in points], [p["quality"] for p in points], "-", label=split)
-        chosen = min(points, key=lambda p: abs(p["q"] - q))
-        ax.plot(chosen["cost_ratio"], chosen["quality"], "k*", markersize=10)
+        ax.plot(*chosen[split], "k*", markersize=10)
     ax.set_xlabel("cost relative to always-frontier")
     ax.set_ylabel("share of requests not under-routed")
-    ax.set_title(f"cost versus quality over q (star: chosen q = {q:.3f})", fontsize=9)
+    ax.set_title(f"cost versus quality over q (star: chosen q = {describe_q(q)})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -66,8 +70,10 @@ def plot_cost_curve(curves: dict[str, list[dict]], q: float, path: Path) -> None
 
 def plot_splits(out: Path, evaluation: dict[str, Any]) -> None:
     """cost_quality.png, and the confusion and reliability plots of every detailed split."""
+    shown = {s: r for s, r in evaluation["splits"].items() if s != "val"}
     plot_cost_curve(
-        {s: r["cost_curve"] for s, r in evaluation["splits"].items() if s != "val"},
+        {s: r["cost_curve"] for s, r in shown.items()},
+        {s: (r["cost"]["cost_ratio"], 1.0 - r["after"]["under_routing"]) for s, r in shown.items()},
         evaluation["q"],
         out / "cost_quality.png",
     )

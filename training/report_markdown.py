@@ -10,6 +10,7 @@ from __future__ import annotations
 from string import Template
 from typing import Any
 
+from tierwise.core.escalation import describe_q
 from tierwise.core.scoring import percent
 from tierwise.training.estimator import render_markdown as render_estimator
 from tierwise.training.invariance import render_markdown as render_invariance
@@ -263,7 +264,7 @@ def render_calibration(manifest: dict[str, Any], evaluation: dict[str, Any]) -> 
         temperature=f"{evaluation['temperature']:.3f}",
         nll_before=f"{manifest['metrics']['val_nll_before']:.4f}",
         nll_after=f"{manifest['metrics']['val_nll_after']:.4f}",
-        q=f"{evaluation['q']:.4f}",
+        q=describe_q(evaluation["q"]),
         tier_offsets=" / ".join(f"{o:+.2f}" for o in evaluation.get("tier_offsets") or [0.0, 0.0, 0.0]),
         target_under_routing=percent(manifest["escalation"]["target_under_routing"]),
         parity=f"{export['parity_max_abs_logit_diff']:.2e}",

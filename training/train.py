@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import choose_q, choose_tier_offsets
+from tierwise.core.escalation import EscalationQ, choose_q, choose_tier_offsets
 from tierwise.core.model_folder import ONNX_FILE
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
@@ -38,7 +38,7 @@ from tierwise.training.assessment import (
 )
 from tierwise.training.base_model import tokenizer_path
 from tierwise.training.build_dataset import row_input
-from tierwise.training.calibration import TemperatureScaler, choose_q_for_hard_rows
+from tierwise.training.calibration import TemperatureScaler, choose_q_above_cheapest, choose_q_for_hard_rows
 from tierwise.training.config import TrainConfig
 from tierwise.training.difficulty_targets import is_hard
 from tierwise.training.estimator import build_estimator
@@ -336,7 +336,13 @@ def finish(
         config.min_hard_rows,
         offsets,
     )
-    q = max(q_under, q_hard)
+    # One q when the under-routing target is the stricter; else a stricter q for leaving `fast` only,
+    # and the cheapest q above it that keeps the under-routing target.
+    q: EscalationQ = (
+        q_under
+        if q_hard <= q_under
+        else choose_q_above_cheapest(val_probs, val_low, config.target_under_routing, q_hard, offsets)
+    )
     manifest["temperature"] = scaler.temperature_
     manifest["escalation"] = {
         "q": q,
@@ -345,9 +351,11 @@ def finish(
         "target_hard_fast": config.target_hard_fast,
         "q_hard_rows": q_hard,
         "tier_offsets": [round(float(o), 2) for o in offsets],
-        "rule": "lowest tier t with P(true tier <= t) >= q, never below argmax(log P + tier_offsets)",
+        "rule": "lowest tier t with P(true tier <= t) >= q (q[t] when q is one per tier boundary), "
+        "never below argmax(log P + tier_offsets)",
         "chosen_on": "val (tier offsets: val bare and under training wrappers, for macro-F1; then q: the "
-        "larger of the under-routing q and the hard-rows q)",
+        "under-routing q, or, when the hard-rows q is stricter, that for leaving fast and the cheapest "
+        "q above it meeting the under-routing target)",
     }
     write_manifest(out, manifest)
 

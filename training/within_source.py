@@ -38,7 +38,7 @@ from scipy.stats import rankdata
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import TierOffsets, route_upward
+from tierwise.core.escalation import EscalationQ, TierOffsets, route_upward
 from tierwise.core.estimator import DEFAULT_FEATURES
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.training import paths
@@ -68,7 +68,7 @@ LOSO_SCORES = ("tfidf_ridge", "hashed_ngrams", "length")
 
 
 class Manifest(Protocol):
-    escalation_q: float
+    escalation_q: EscalationQ
     tier_offsets: TierOffsets
 
 

@@ -82,3 +82,34 @@ def test_manifest_tier_offsets_move_the_predicted_tier_not_the_probabilities(tin
 def test_bad_tier_offsets_are_refused_with_the_field_named(tiny_model_dir, tmp_path, offsets):
     with pytest.raises(ModelFolderError, match="tier_offsets"):
         TierClassifier(_with_offsets(tiny_model_dir, tmp_path, offsets))
+
+
+def _with_q(tiny_model_dir, tmp_path, q):
+    folder = tmp_path / "q"
+    shutil.copytree(tiny_model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["escalation"]["q"] = q
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_manifest_q_per_tier_boundary_routes_like_route_upward(tiny_model_dir, tmp_path):
+    classifier = TierClassifier(_with_q(tiny_model_dir, tmp_path, [0.999, 0.0]), intra_op_threads=1)
+    assert classifier.manifest.escalation_q == (0.999, 0.0)
+    for prediction in classifier.classify(TEXTS):
+        p = prediction.probabilities
+        # leaving fast needs P(fast) >= 0.999; above it q is 0 (balanced always qualifies), and the
+        # rule never goes below the most likely tier
+        by_q = "fast" if p["fast"] >= 0.999 else "balanced"
+        order = ["fast", "balanced", "frontier"]
+        assert prediction.tier == max(by_q, prediction.predicted_tier, key=order.index)
+    assert any(
+        prediction.tier == "balanced" and prediction.predicted_tier == "fast"
+        for prediction in classifier.classify(TEXTS)
+    )
+
+
+@pytest.mark.parametrize("q", [[0.9, 0.5, 0.5], [0.9, 1.5], 1.5])
+def test_a_bad_q_is_refused_with_the_field_named(tiny_model_dir, tmp_path, q):
+    with pytest.raises(ModelFolderError, match="escalation.q"):
+        TierClassifier(_with_q(tiny_model_dir, tmp_path, q))

@@ -4,6 +4,7 @@ from tierwise.core.escalation import (
     choose_q,
     choose_tier_offsets,
     cumulative_confidence,
+    describe_q,
     most_likely_tier,
     route_upward,
     under_routing_rate,
@@ -54,6 +55,20 @@ def test_choose_q_is_the_cheapest_meeting_the_target():
 def test_invalid_q_is_rejected():
     with pytest.raises(ValueError):
         route_upward(PROBS, 1.5)
+    with pytest.raises(ValueError, match="one per tier boundary"):
+        route_upward(PROBS, (0.9, 0.5, 0.5))  # three tiers have two boundaries
+    with pytest.raises(ValueError):
+        route_upward(PROBS, (0.9, 1.2))
+
+
+def test_a_threshold_per_boundary_leaves_fast_strictly_without_sending_everything_to_the_top():
+    # One q of 0.8 sends row 1 (cum 0.40, 0.75) to frontier; leaving fast at 0.8 but balanced at 0.7
+    # keeps it at balanced, and row 0 (cum 0.70 at fast) now leaves fast for balanced (cum 0.90).
+    assert route_upward(PROBS, 0.8).tolist() == [1, 2, 2]
+    assert route_upward(PROBS, (0.8, 0.7)).tolist() == [1, 1, 2]
+    assert route_upward(PROBS, (0.6, 0.95)).tolist() == [0, 2, 2]
+    assert route_upward(PROBS, (0.7, 0.7)).tolist() == route_upward(PROBS, 0.7).tolist()
+    assert describe_q((0.95, 0.4)) == "0.950 / 0.400" and describe_q(0.6055) == "0.606"
 
 
 def test_offsets_move_the_most_likely_tier_without_touching_probabilities():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from tierwise.core.classifier import softmax
 from tierwise.core.escalation import route_upward
-from tierwise.training.calibration import TemperatureScaler, choose_q_for_hard_rows
+from tierwise.training.calibration import TemperatureScaler, choose_q_above_cheapest, choose_q_for_hard_rows
 from tierwise.training.evaluation import expected_calibration_error
 
 
@@ -55,3 +55,14 @@ def test_q_for_hard_rows_sends_at_most_the_target_share_of_each_groups_hard_rows
     assert choose_q_for_hard_rows(probs, hard, groups, 0.0, min_hard_rows=11) == 0.0
     with pytest.raises(ValueError, match="target_hard_fast"):
         choose_q_for_hard_rows(probs, hard, groups, 1.5, 5)
+
+
+def test_q_above_cheapest_keeps_the_strict_fast_threshold_and_meets_the_target_above_it():
+    probs = np.array([[0.70, 0.20, 0.10], [0.40, 0.35, 0.25], [0.10, 0.50, 0.40], [0.05, 0.90, 0.05]])
+    low = np.array([1, 1, 2, 1])  # rows 0, 1, 3 need balanced, row 2 frontier
+    q = choose_q_above_cheapest(probs, low, target_under_routing=0.0, cheapest_q=0.8)
+    # leaving fast at 0.8 moves rows 0 and 1 up; the cheapest q above keeping row 2 off balanced is
+    # just above its cum 0.60, which still lets rows 0 (0.90), 1 (0.75) and 3 (0.95) stay at balanced
+    assert q[0] == 0.8 and 0.60 < q[1] < 0.60 + 1e-6
+    assert route_upward(probs, q).tolist() == [1, 1, 2, 1]
+    assert route_upward(probs, 0.8).tolist() == [1, 2, 2, 1]  # one q would send row 1 to frontier

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tierwise.core.escalation import cumulative_confidence, most_likely_tier, route_upward, routing_confidence
+from tierwise.core.escalation import (
+    EscalationQ,
+    cumulative_confidence,
+    most_likely_tier,
+    route_upward,
+    routing_confidence,
+)
 from tierwise.core.model_folder import ONNX_FILE, TOKENIZER_FILE, Manifest, ModelFolderError, load_manifest
 from tierwise.core.request_text import ClassifierInput
 from tierwise.core.text_encoding import TextEncoder
@@ -101,7 +107,7 @@ class TierClassifier:
         return softmax(logits / self.manifest.temperature), counts
 
     def classify(
-        self, texts: Sequence[ClassifierInput | str], q: float | None = None
+        self, texts: Sequence[ClassifierInput | str], q: EscalationQ | None = None
     ) -> list[TierPrediction]:
         """Tier per text with the upward rule; q defaults to the one calibrated in training, the
         tier offsets are the manifest's."""

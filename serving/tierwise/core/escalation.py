@@ -9,6 +9,9 @@ both chosen on `val` by training and read from the manifest by serving:
   returns. All zeros is the plain argmax (models trained before offsets existed).
 - the *threshold* q: route to the lowest tier t with P(true tier <= t) >= q; a larger q escalates
   more often. The rule only ever moves a request up: never below the (offset) most likely tier.
+  q is one number, or one per boundary between tiers (K - 1 numbers, `q[t]` for leaving tier t):
+  leaving the cheapest tier can then take a stricter threshold (hard requests must not stay cheap)
+  without sending everything that leaves it straight to the top tier.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import numpy as np
 from tierwise.core.scoring import score_routing
 
 TierOffsets = Sequence[float] | np.ndarray | None
+# One threshold for every boundary, or one per boundary between tiers (K - 1 of them).
+EscalationQ = float | tuple[float, ...]
 # Offsets searched by `choose_tier_offsets` (log-probability units): 0 to +4 favours a tier up to e^4 x.
 OFFSET_GRID = np.round(np.arange(-2.0, 4.0001, 0.1), 2)
 
@@ -42,13 +47,32 @@ def most_likely_tier(probabilities: np.ndarray, offsets: TierOffsets = None) -> 
     return (np.log(np.clip(probabilities, 1e-12, None)) + offsets).argmax(axis=-1)
 
 
-def route_upward(probabilities: np.ndarray, q: float, offsets: TierOffsets = None) -> np.ndarray:
-    """max(most likely tier, lowest tier whose cumulative probability reaches q). (N, K) -> (N,)"""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be in [0, 1], got {q}")
+def boundary_thresholds(q: EscalationQ, n_tiers: int) -> np.ndarray:
+    """q as one threshold per boundary between tiers: (n_tiers - 1,), each in [0, 1]."""
+    thresholds = np.atleast_1d(np.asarray(q, dtype=np.float64))
+    if thresholds.size == 1:
+        thresholds = np.full(n_tiers - 1, float(thresholds[0]))
+    if thresholds.shape != (n_tiers - 1,) or not np.all((thresholds >= 0.0) & (thresholds <= 1.0)):
+        raise ValueError(f"q must be in [0, 1], one number or {n_tiers - 1} (one per tier boundary), got {q}")
+    return thresholds
+
+
+def describe_q(q: EscalationQ) -> str:
+    """q for people: "0.606", or one figure per tier boundary "0.950 / 0.400"."""
+    if isinstance(q, tuple | list):
+        return " / ".join(f"{v:.3f}" for v in q)
+    return f"{q:.3f}"
+
+
+def route_upward(probabilities: np.ndarray, q: EscalationQ, offsets: TierOffsets = None) -> np.ndarray:
+    """max(most likely tier, lowest tier t whose cumulative probability reaches q[t]). (N, K) -> (N,)"""
     probabilities = np.atleast_2d(probabilities)
+    thresholds = boundary_thresholds(q, probabilities.shape[-1])
     cum = cumulative_confidence(probabilities)
-    by_confidence = np.argmax(cum >= q - 1e-12, axis=-1)
+    meets = np.concatenate(
+        [cum[..., :-1] >= thresholds - 1e-12, np.ones((*cum.shape[:-1], 1), dtype=bool)], axis=-1
+    )  # the top tier always qualifies
+    by_confidence = np.argmax(meets, axis=-1)
     return np.maximum(by_confidence, most_likely_tier(probabilities, offsets))
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tierwise.core.escalation import EscalationQ, boundary_thresholds
+
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -60,7 +62,7 @@ class Manifest:
     max_length: int
     truncation: Truncation
     temperature: float
-    escalation_q: float
+    escalation_q: EscalationQ  # one threshold, or one per tier boundary
     target_under_routing: float
     # argmax(log P + offsets) is the most likely tier (`tierwise.core.escalation`); zeros: plain argmax.
     tier_offsets: tuple[float, ...] = ()
@@ -111,9 +113,12 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Manifest:
     if temperature <= 0:
         raise ModelFolderError(f"{path}: temperature must be > 0, got {temperature}.")
     escalation = _require(raw, "escalation", path)
-    q = float(escalation["q"])
-    if not 0.0 <= q <= 1.0:
-        raise ModelFolderError(f"{path}: escalation.q must be in [0, 1], got {q}.")
+    raw_q = escalation["q"]
+    q: EscalationQ = tuple(float(v) for v in raw_q) if isinstance(raw_q, list) else float(raw_q)
+    try:
+        boundary_thresholds(q, len(tiers))
+    except ValueError as err:
+        raise ModelFolderError(f"{path}: escalation.{err}.") from err
     offsets = tuple(float(o) for o in escalation.get("tier_offsets", [0.0] * len(tiers)))
     if len(offsets) != len(tiers) or not all(math.isfinite(o) for o in offsets):
         raise ModelFolderError(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from tierwise.core.escalation import (
+    EscalationQ,
     TierOffsets,
     cumulative_confidence,
     most_likely_tier,
@@ -210,7 +211,7 @@ class Policy:
         request: RoutingInput,
         probabilities: Sequence[float] | np.ndarray | None,
         token_count: int | None,
-        default_q: float,
+        default_q: EscalationQ,
         tier_offsets: TierOffsets = None,
     ) -> Decision:
         """The tier for one request; `probabilities` is None when the classifier is unavailable.
@@ -250,7 +251,7 @@ class Policy:
         )
 
     def _classifier_choice(
-        self, probabilities: Sequence[float] | np.ndarray | None, default_q: float, offsets: TierOffsets
+        self, probabilities: Sequence[float] | np.ndarray | None, default_q: EscalationQ, offsets: TierOffsets
     ) -> _TierChoice:
         """Rule 1: the upward rule on the calibrated probabilities with the model's tier offsets;
         the top tier without them."""

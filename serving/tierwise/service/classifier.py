@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tierwise.core.escalation import EscalationQ
 from tierwise.core.request_text import ClassifierInput
 from tierwise.service.settings import Settings
 
@@ -25,7 +26,7 @@ WARM_UP_TEXTS = [
 
 class ManifestLike(Protocol):
     raw: dict[str, Any]
-    escalation_q: float
+    escalation_q: EscalationQ
     tier_offsets: tuple[float, ...]
     tiers: tuple[str, ...]
 

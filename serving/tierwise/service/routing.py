@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.core.escalation import TierOffsets
+from tierwise.core.escalation import EscalationQ, TierOffsets
 from tierwise.core.estimator import Estimator, estimator_for
 from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from tierwise.core.request_text import ClassifierInput
@@ -59,7 +59,7 @@ class Router:
         self,
         policy: Policy,
         scorer: Scorer,
-        default_q: float,
+        default_q: EscalationQ,
         deadline_ms: float | None = None,
         texts_per_deadline: int = 32,
         estimator: Estimator | None = None,
