@@ -261,6 +261,14 @@ class ServiceMetrics:
             registry=r,
         )
         self.feedback = Counter("tierwise_feedback_total", "POST /feedback outcomes stored", ("kind",), r)
+        self.feedback_outcomes = Counter(
+            "tierwise_feedback_outcomes_total",
+            "POST /feedback outcomes that pin the needed tier to one tier (a needed_tier, a pass on the "
+            "cheapest tier, a failure of the tier below the top), by the tier the request was routed to "
+            "and the tier it needed: a live confusion matrix",
+            ("routed_tier", "needed_tier"),
+            registry=r,
+        )
         self.cascade_retries = Counter(
             "tierwise_cascade_retries_total",
             "Gateway cascade retries one tier up, reported through POST /feedback (source cascade), by the "

@@ -61,4 +61,10 @@ async def feedback(request: Request, services: ServicesDep, recorder: RecorderDe
     except FeedbackError as err:
         raise api_error(err.status, err.error_type, err.message, err.field) from err
     services.metrics.feedback.inc("needed_tier" if response.needed_tier else "passed")
+    if len(response.outcome_tiers) == 1:  # the outcome pins the needed tier: a confusion-matrix cell
+        tiers = services.policy.tier_names
+        private = services.policy.private_tier
+        known = (*tiers, private.name) if private is not None else tiers
+        routed = response.tier if response.tier in known else "other"  # a tier of an older policy
+        services.metrics.feedback_outcomes.inc(routed, response.outcome_tiers[0])
     return response
