@@ -50,6 +50,10 @@ class FakeScript:
     unreadable_verdicts: int = 0  # the next judge replies carry no verdict
     calls: list[tuple[str, str]] = field(default_factory=list)  # (model, "answer" | "judge")
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The server's base URL carries it (/g<generation>/v1): a test that swaps in a script of a new
+    # generation never sees, nor has its statuses taken by, a call sent to an earlier one's URL,
+    # however late the server gets to it.
+    generation: int = 0
 
     def needed(self, text: str) -> int:
         match = _NEEDS_RE.search(text)
@@ -131,11 +135,22 @@ def create_fake_app(script: FakeScript) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
+        return await answer(request, script.generation)
+
+    @app.post("/g{generation}/v1/chat/completions")
+    async def chat_of_generation(request: Request, generation: int) -> JSONResponse:
+        return await answer(request, generation)
+
+    async def answer(request: Request, generation: int) -> JSONResponse:
+        body = await request.json()
+        model, messages = str(body.get("model")), body.get("messages") or []
+        if generation != script.generation:  # sent to a script that was swapped out: answer, record nothing
+            if model not in script.strengths:
+                return JSONResponse({"error": {"message": f"model {model} not found"}}, status_code=404)
+            return JSONResponse(completion(model, messages, "a late answer"))
         # The script's lists as this call found them: a test that swaps in a fresh script (as the
         # tests' fixtures do) does not see the late end of a call an earlier test gave up on.
         calls, lock, hold = script.calls, script.lock, script.hold
-        body = await request.json()
-        model, messages = str(body.get("model")), body.get("messages") or []
         status = script.take("status")
         if status is not None:
             return JSONResponse({"error": {"message": f"scripted {status}"}}, status_code=status)
@@ -176,7 +191,8 @@ class FakeServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        """The current script's URL: calls sent to it are never counted by a later script."""
+        return f"http://127.0.0.1:{self.port}/g{self.script.generation}/v1"
 
     def start(self) -> FakeServer:
         self.thread.start()
