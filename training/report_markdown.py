@@ -15,7 +15,7 @@ from tierwise.core.scoring import percent
 from tierwise.training.estimator import render_markdown as render_estimator
 from tierwise.training.invariance import render_markdown as render_invariance
 from tierwise.training.labels import TIERS
-from tierwise.training.within_source import within_source_markdown
+from tierwise.training.within_source_markdown import within_source_markdown
 
 SPLIT_TITLES = {
     "val": "val (calibration split)",

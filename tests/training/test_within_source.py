@@ -16,9 +16,9 @@ from tierwise.training.within_source import (
     needs_more_than_fast,
     ranking_table,
     source_difficulty,
-    within_source_markdown,
     within_source_report,
 )
+from tierwise.training.within_source_markdown import within_source_markdown
 
 
 def row(i: int, source: str, hard: bool, text: str = "", **extra: object) -> dict:
