@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +192,14 @@ def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = No
             fake.stop()
 
 
-def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dict[str, Any]]:
-    """Every feedback row with source `cascade` (the hook sends them in the background: wait until
-    their number stops growing)."""
+def cascade_feedback(
+    decision_db: str,
+    settle_seconds: float = 30.0,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Every feedback row with source `cascade`. The hook sends them in the background: with `until`,
+    read until the rows satisfy it (`settle_seconds` only bounds a hang); without, until their number
+    stops growing (the bench, which cannot know how many to expect)."""
     import sqlalchemy as sa
     from tierwise.core.cascade_names import CASCADE_SOURCE
     from tierwise.ops.decision_log import DecisionStore
@@ -208,14 +213,17 @@ def cascade_feedback(decision_db: str, settle_seconds: float = 30.0) -> list[dic
     )
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + settle_seconds
-    while True:
-        with store.engine.connect() as connection:
-            latest = [dict(r._mapping) for r in connection.execute(query)]
-        if (latest and len(latest) == len(rows)) or time.monotonic() > deadline:
-            store.close()
-            return latest
-        rows = latest
-        time.sleep(1.0)
+    try:
+        while True:
+            with store.engine.connect() as connection:
+                latest = [dict(r._mapping) for r in connection.execute(query)]
+            settled = until(latest) if until is not None else bool(latest) and len(latest) == len(rows)
+            if settled or time.monotonic() > deadline:
+                return latest
+            rows = latest
+            time.sleep(0.05 if until is not None else 1.0)
+    finally:
+        store.close()
 
 
 def exported_rows(decision_db: str) -> int:

@@ -59,6 +59,11 @@ def test_the_documented_cascade_block_is_valid():
     assert config is not None and config.max_retries >= 1 and config.streams == "buffer"
 
 
+def has_fast_invalid_json(rows: list[dict]) -> bool:
+    """The feedback of this test's retry has been written (the hook sends it in the background)."""
+    return any(r["evidence"]["tier"] == "fast" and r["evidence"]["reason"] == "invalid_json" for r in rows)
+
+
 def test_a_malformed_json_answer_is_retried_one_tier_up(proxy):
     response = proxy.chat(
         {"model": "tierwise", "messages": [{"role": "user", "content": FAST}], "response_format": JSON_FORMAT}
@@ -72,7 +77,7 @@ def test_a_malformed_json_answer_is_retried_one_tier_up(proxy):
     assert models(proxy) == ["gpt-4o-mini", "gpt-4.1"]
     rows = [
         row
-        for row in cascade_feedback(proxy.decision_db, settle_seconds=10)
+        for row in cascade_feedback(proxy.decision_db, until=has_fast_invalid_json)
         if row["evidence"]["tier"] == "fast"
     ]
     assert rows and rows[-1]["evidence"]["reason"] == "invalid_json" and rows[-1]["low_tier"] == "balanced"

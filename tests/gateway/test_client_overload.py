@@ -27,7 +27,7 @@ BURST = 150  # concurrent requests, more than the client's 100 connections
 MIN_BURSTS = 8  # before the fix, the client had leaked (nearly) all 100 slots after 1 to 6 bursts
 MAX_BURSTS = 20
 TIMEOUT_SECONDS = 0.3  # the client's deadline, overrun by every request of a burst
-RECOVERY_SECONDS = 30.0  # generous: recovery is expected in well under a second
+RECOVERY_ATTEMPTS = 50  # requests after the burst; each fails within the client's own timeout
 
 
 class StallingTierwise:
@@ -95,16 +95,16 @@ def client_for(tierwise: StallingTierwise, timeout: float = TIMEOUT_SECONDS) -> 
 
 
 async def calls_until_consulted(client: AsyncTierwiseClient, tierwise: StallingTierwise) -> tuple[int, str]:
-    """Ask until tierwise receives a call, or RECOVERY_SECONDS pass: (calls it received, the last
-    error). What counts is that tierwise is asked, not whether its answer beat the deadline."""
+    """Ask until tierwise receives a call, at most RECOVERY_ATTEMPTS times: (calls it received, the
+    last error). What counts is that tierwise is asked, not whether its answer beat the deadline."""
     before = tierwise.calls
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + RECOVERY_SECONDS
     last_error = ""
-    while tierwise.calls == before and loop.time() < deadline:
+    for _ in range(RECOVERY_ATTEMPTS):
+        if tierwise.calls != before:
+            break
         routing = await client.classify(text="after the burst")
         last_error = routing.error or ""
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # let the server's handler count the call
     return tierwise.calls - before, last_error
 
 
@@ -138,7 +138,7 @@ def test_async_client_asks_tierwise_again_after_an_overload_burst():
         "or this machine never overran it"
     )
     assert received >= 1, (
-        f"tierwise received no /classify call for {RECOVERY_SECONDS:g} s after the burst "
+        f"tierwise received no /classify call in {RECOVERY_ATTEMPTS} requests after the burst "
         f"(the client kept failing upward: {last_error})"
     )
     assert pools_replaced == 0  # recovered because no slot leaked, not by the stuck-pool backstop
@@ -167,4 +167,4 @@ def test_async_client_replaces_a_pool_that_yields_no_connection():
     while_stuck, received, pools_replaced, first_error = asyncio.run(consulted_through_a_stuck_pool())
     assert while_stuck == 0 and "no answer within 0.1 s" in first_error  # the pool really was stuck
     assert pools_replaced == 1
-    assert received >= 1, f"tierwise received no /classify call for {RECOVERY_SECONDS:g} s"
+    assert received >= 1, f"tierwise received no /classify call in {RECOVERY_ATTEMPTS} requests"
