@@ -37,13 +37,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import (
-    OFFSET_GRID,
-    TierOffsets,
-    choose_q,
-    most_likely_tier,
-    route_upward,
-)
+from tierwise.core.escalation import TierOffsets, most_likely_tier, route_upward
 from tierwise.core.estimator import (
     DEFAULT_FEATURES,
     ESTIMATOR_FILE,
@@ -62,6 +56,7 @@ from tierwise.training.calibration import TemperatureScaler
 from tierwise.training.evaluation import TierPrices, allowed_bounds, classification_metrics, load_prices
 from tierwise.training.invariance import read_splits, sample_rows, wrapped_inputs
 from tierwise.training.labels import TIER_INDEX
+from tierwise.training.thresholds import OFFSET_GRID, choose_q
 from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
 log = logging.getLogger("tierwise.estimator")

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import TierOffsets, choose_tier_offsets, most_likely_tier
+from tierwise.core.escalation import TierOffsets, most_likely_tier
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.training import paths
 from tierwise.training.baselines import fit_length_heuristic
@@ -36,6 +36,7 @@ from tierwise.training.build_dataset import row_input
 from tierwise.training.evaluation import allowed_bounds, classification_metrics
 from tierwise.training.invariance import auc_or_none, read_splits
 from tierwise.training.labels import TIERS
+from tierwise.training.thresholds import choose_tier_offsets
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.escalation import EscalationQ, choose_q, choose_tier_offsets
+from tierwise.core.escalation import EscalationQ
 from tierwise.core.model_folder import ONNX_FILE
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
@@ -38,7 +38,7 @@ from tierwise.training.assessment import (
 )
 from tierwise.training.base_model import tokenizer_path
 from tierwise.training.build_dataset import row_input
-from tierwise.training.calibration import TemperatureScaler, choose_q_above_cheapest, choose_q_for_hard_rows
+from tierwise.training.calibration import TemperatureScaler
 from tierwise.training.config import TrainConfig
 from tierwise.training.difficulty_targets import is_hard
 from tierwise.training.estimator import build_estimator
@@ -57,6 +57,12 @@ from tierwise.training.labels import TIERS, allowed_mask
 from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from tierwise.training.report import write_report
 from tierwise.training.source_groups import source_group
+from tierwise.training.thresholds import (
+    choose_q,
+    choose_q_above_cheapest,
+    choose_q_for_hard_rows,
+    choose_tier_offsets,
+)
 from tierwise.training.within_source import within_source_report, write_within_source
 from tierwise.training.wrappers import WrapperLibrary
 from tokenizers import Tokenizer

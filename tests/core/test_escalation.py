@@ -1,14 +1,6 @@
 import numpy as np
 import pytest
-from tierwise.core.escalation import (
-    choose_q,
-    choose_tier_offsets,
-    cumulative_confidence,
-    describe_q,
-    most_likely_tier,
-    route_upward,
-    under_routing_rate,
-)
+from tierwise.core.escalation import cumulative_confidence, describe_q, most_likely_tier, route_upward
 
 PROBS = np.array(
     [
@@ -39,17 +31,6 @@ def test_never_below_the_most_likely_tier():
 
 def test_q_zero_is_argmax():
     assert route_upward(PROBS, 0.0).tolist() == PROBS.argmax(axis=1).tolist()
-
-
-def test_choose_q_is_the_cheapest_meeting_the_target():
-    lowest_allowed = np.array([1, 1, 2])  # row 0 really needs balanced
-    q = choose_q(PROBS, lowest_allowed, target_under_routing=0.0)
-    assert under_routing_rate(route_upward(PROBS, q), lowest_allowed) == 0.0
-    assert q == pytest.approx(0.75)  # the smallest observed cumulative value that escalates row 0 (cum 0.70)
-    # Allowing one row in three to be under-routed: only row 1 (cum 0.40 at fast) must move up.
-    assert choose_q(PROBS, lowest_allowed, target_under_routing=0.34) == pytest.approx(0.70)
-    # Allowing everything needs no escalation at all.
-    assert choose_q(PROBS, lowest_allowed, target_under_routing=1.0) == 0.0
 
 
 def test_invalid_q_is_rejected():
@@ -85,28 +66,3 @@ def test_offsets_move_the_most_likely_tier_without_touching_probabilities():
 def test_offsets_of_the_wrong_length_are_rejected():
     with pytest.raises(ValueError, match="2 tier offsets for 3 tiers"):
         most_likely_tier(PROBS, [0.0, 1.0])
-
-
-def test_chosen_offsets_recover_a_tier_the_argmax_never_picks():
-    # Balanced rows whose balanced probability is always second: the argmax never says balanced.
-    rng = np.random.default_rng(0)
-    fast_rows = np.column_stack([rng.uniform(0.7, 0.9, 60), rng.uniform(0.05, 0.1, 60)])
-    balanced_rows = np.column_stack([rng.uniform(0.5, 0.6, 30), rng.uniform(0.3, 0.4, 30)])
-    two = np.vstack([fast_rows, balanced_rows])
-    probs = np.column_stack([two, 1.0 - two.sum(axis=1)])
-    low = high = np.array([0] * 60 + [1] * 30)
-    tiers = ("fast", "balanced", "frontier")
-    assert (most_likely_tier(probs) == 1).sum() == 0
-    offsets = choose_tier_offsets(probs, low, high, tiers)
-    assert offsets[0] == 0.0
-    chosen = most_likely_tier(probs, offsets)
-    assert (chosen == low).mean() == 1.0  # the two groups separate once balanced is favoured
-    # Nothing to gain: the offsets stay at zero (ties keep the offset nearest 0).
-    assert choose_tier_offsets(probs[:60], low[:60], high[:60], tiers).tolist() == [0.0, 0.0, 0.0]
-
-
-def test_choose_q_honours_the_offsets():
-    probs = np.array([[0.55, 0.40, 0.05]])
-    # Needs balanced: with the offsets the most likely tier already is balanced, so q may stay 0.
-    assert choose_q(probs, np.array([1]), 0.0, offsets=[0.0, 0.5, 0.0]) == 0.0
-    assert choose_q(probs, np.array([1]), 0.0) == pytest.approx(0.95)

@@ -1,4 +1,5 @@
-"""The upward routing rule over ordered tiers, shared by training (to choose it) and serving.
+"""The upward routing rule over ordered tiers: serving applies it, training chooses its parameters
+(tierwise.training.thresholds).
 
 The classifier's calibrated probabilities are the routing *score*; the decision has two parameters,
 both chosen on `val` by training and read from the manifest by serving:
@@ -20,13 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tierwise.core.scoring import score_routing
-
 TierOffsets = Sequence[float] | np.ndarray | None
 # One threshold for every boundary, or one per boundary between tiers (K - 1 of them).
 EscalationQ = float | tuple[float, ...]
-# Offsets searched by `choose_tier_offsets` (log-probability units): 0 to +4 favours a tier up to e^4 x.
-OFFSET_GRID = np.round(np.arange(-2.0, 4.0001, 0.1), 2)
 
 
 def cumulative_confidence(probabilities: np.ndarray) -> np.ndarray:
@@ -74,64 +71,6 @@ def route_upward(probabilities: np.ndarray, q: EscalationQ, offsets: TierOffsets
     )  # the top tier always qualifies
     by_confidence = np.argmax(meets, axis=-1)
     return np.maximum(by_confidence, most_likely_tier(probabilities, offsets))
-
-
-def under_routing_rate(chosen: np.ndarray, lowest_allowed: np.ndarray) -> float:
-    """Share of requests sent to a tier weaker than the weakest tier that handles them."""
-    return float(np.mean(chosen < lowest_allowed)) if len(chosen) else 0.0
-
-
-def choose_q(
-    probabilities: np.ndarray,
-    lowest_allowed: np.ndarray,
-    target_under_routing: float,
-    offsets: TierOffsets = None,
-) -> float:
-    """The smallest (cheapest) q whose under-routing on these rows is at most the target.
-
-    Candidates are the observed cumulative probabilities themselves, so the search is exact.
-    """
-    if not 0.0 <= target_under_routing <= 1.0:
-        raise ValueError(f"target under-routing must be in [0, 1], got {target_under_routing}")
-    cum = cumulative_confidence(np.atleast_2d(probabilities))
-    candidates = np.unique(np.concatenate([[0.0], cum[:, :-1].ravel(), [1.0]]))
-    for q in candidates:  # ascending: under-routing only falls as q rises
-        chosen = route_upward(probabilities, float(q), offsets)
-        if under_routing_rate(chosen, lowest_allowed) <= target_under_routing:
-            return float(q)
-    return 1.0
-
-
-def choose_tier_offsets(
-    probabilities: np.ndarray,
-    lowest_allowed: np.ndarray,
-    highest_allowed: np.ndarray,
-    tiers: Sequence[str],
-    rounds: int = 3,
-) -> np.ndarray:
-    """Offsets (K,) that maximise the macro-F1 of `most_likely_tier` on these rows (`val`), by
-    coordinate ascent over `OFFSET_GRID`; the cheapest tier's offset stays 0. Ties keep the offset
-    nearest 0, so a tier is only favoured when that measurably helps."""
-    probabilities = np.atleast_2d(probabilities)
-    offsets = np.zeros(probabilities.shape[-1])
-
-    def macro_f1(candidate: np.ndarray) -> float:
-        chosen = most_likely_tier(probabilities, candidate)
-        return float(np.mean(score_routing(chosen, lowest_allowed, highest_allowed, len(tiers)).f1))
-
-    best = macro_f1(offsets)
-    for _ in range(rounds):
-        improved = False
-        for k in range(1, len(offsets)):
-            for value in sorted(OFFSET_GRID, key=abs):
-                candidate = offsets.copy()
-                candidate[k] = value
-                score = macro_f1(candidate)
-                if score > best + 1e-9:
-                    best, offsets, improved = score, candidate, True
-        if not improved:
-            break
-    return offsets
 
 
 def routing_confidence(cumulative: np.ndarray | None, chosen: int) -> float:
