@@ -1,5 +1,5 @@
 """Fixtures shared by every test package: a tiny word-vector model folder and its classifier
-(tests/helpers/tiny_model.py builds them in milliseconds, so tests never need trained weights)."""
+(tools/tiny_model.py builds them in milliseconds, so tests never need trained weights)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tierwise.core.classifier import TierClassifier
 
-from tests.helpers.tiny_model import write_model_folder
+from tools.tiny_model import write_model_folder
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from tierwise.service.app import create_app
 
-from tests.helpers.tiny_model import make_settings
+from tools.tiny_model import make_settings
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "tierwise-dashboard.json"
 METRIC_NAME = re.compile(r"\btierwise_[a-z_]+\b")

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "default"
-SHIPPED_PACKAGES = ("core", "service", "ops", "gateway", "cli")
+SHIPPED_PACKAGES = ("core", "evidence", "service", "ops", "gateway", "cli")
 COPY_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", "*.pyc")
 
 
@@ -114,7 +114,7 @@ def test_the_serving_wheel_ships_the_product_and_nothing_else(serving_wheel: Pat
         assert f"tierwise/{package}/__init__.py" in names, package
     assert "tierwise/__main__.py" in names and "tierwise/service/__main__.py" in names
     assert "tierwise/core/policy.yaml" in names
-    assert "tierwise/ops/migrations/script.py.mako" in names
+    assert "tierwise/evidence/migrations/script.py.mako" in names
     assert not [n for n in names if n.startswith(("tierwise/training/", "tools/", "tests/"))]
     sources = {
         p.relative_to(REPO / "serving").as_posix() for p in (REPO / "serving" / "tierwise").rglob("*.py")

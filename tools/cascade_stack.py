@@ -1,7 +1,7 @@
 """The cascade's real-parts stack: the LiteLLM proxy (`litellm --config`) with the config documented
 in serving/tierwise/gateway/LITELLM.md and a policy holding its documented `cascade:` block, in front
 of the scripted upstream of tools/cascade_fake.py, with a tierwise service (the tiny test model of
-tests/helpers/tiny_model.py, decision log on) behind the hook. Everything listens on 127.0.0.1.
+tools/tiny_model.py, decision log on) behind the hook. Everything listens on 127.0.0.1.
 
 Used by `python -m tools.cascade_bench` and tests/gateway/test_cascade_proxy.py.
 """
@@ -145,7 +145,7 @@ def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = No
     """The stack, up; stopped on exit. `cascade`: a policy `cascade:` block instead of the documented one."""
     from tierwise.service.app import create_app
 
-    from tests.helpers.tiny_model import make_settings, write_model_folder
+    from tools.tiny_model import make_settings, write_model_folder
 
     with tempfile.TemporaryDirectory(prefix="tierwise-cascade-") as tmp:
         folder = Path(tmp)
@@ -202,8 +202,8 @@ def cascade_feedback(
     stops growing (the bench, which cannot know how many to expect)."""
     import sqlalchemy as sa
     from tierwise.core.cascade_names import CASCADE_SOURCE
-    from tierwise.ops.decision_log import DecisionStore
-    from tierwise.ops.decision_schema import feedback_table
+    from tierwise.evidence.decision_log import DecisionStore
+    from tierwise.evidence.decision_schema import feedback_table
 
     store = DecisionStore(decision_db)
     query = (
@@ -229,7 +229,7 @@ def cascade_feedback(
 def exported_rows(decision_db: str) -> int:
     """Rows `tierwise export-feedback` writes for `make data USER_DATA=...` from cascade feedback."""
     from tierwise.core.cascade_names import CASCADE_SOURCE
-    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.evidence.decision_log import DecisionStore
     from tierwise.ops.feedback_report import feedback_rows
 
     store = DecisionStore(decision_db)
@@ -244,8 +244,8 @@ def exported_rows(decision_db: str) -> int:
 def report_section(decision_db: str, policy_file: Path) -> list[str]:
     """The cascade section `tierwise report` writes from this decision log."""
     from tierwise.core.policy_file import load_policy
+    from tierwise.evidence.decision_log import DecisionStore
     from tierwise.ops.cascade_report import cascade_checks, cascade_summary, render_cascade
-    from tierwise.ops.decision_log import DecisionStore
 
     store = DecisionStore(decision_db)
     try:

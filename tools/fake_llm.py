@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from tierwise.ops import judge
+from tierwise.evidence import judge
 
 _NEEDS_RE = re.compile(r"needs=(\d)")
 _STRENGTH_RE = re.compile(r"strength (\d)")

@@ -10,7 +10,7 @@ from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import request_input
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import FAST_WORDS, FRONTIER_WORDS
+from tools.tiny_model import FAST_WORDS, FRONTIER_WORDS
 
 FAST_TEXT = " ".join(FAST_WORDS)
 ROWS = [

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from tierwise.core.classifier import TierClassifier, TierPrediction
 
-from tests.helpers.tiny_model import (
+from tools.tiny_model import (
     BALANCED_WORDS,
     FAST_WORDS,
     FRONTIER_WORDS,

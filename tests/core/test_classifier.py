@@ -15,7 +15,7 @@ def test_logits_come_back_in_input_order_with_full_token_counts(tiny_classifier)
     assert [row.argmax() for row in logits] == [0, 1, 2, 0, 2]  # "hi" fast, "write" balanced, "prove"...
 
 
-# Worked by hand from tests/helpers/tiny_model.py: the logits are the mean over [CLS] text [SEP] of
+# Worked by hand from tools/tiny_model.py: the logits are the mean over [CLS] text [SEP] of
 # 9 per marker word, divided by the temperature 1.5; q 0.7 sends a request to the lowest tier t with
 # P(tier <= t) >= 0.7 when that is above the most likely tier.
 HAND_ROUTED = [

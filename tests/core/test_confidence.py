@@ -9,7 +9,7 @@ from tierwise.core.policy_file import parse_policy
 from tierwise.service.app import create_app
 
 from tests.core.test_policy import POLICY_YAML
-from tests.helpers.tiny_model import FRONTIER_WORDS, make_settings
+from tools.tiny_model import FRONTIER_WORDS, make_settings
 
 EMAIL = "write to jane.doe@example.com"
 

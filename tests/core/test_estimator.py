@@ -154,8 +154,8 @@ def estimator_app(tmp_path, tiny_classifier, section=None):
     -> (app, classifier)."""
     from tierwise.service.app import create_app
 
-    from tests.helpers.doubles import ControllableClassifier
-    from tests.helpers.tiny_model import make_settings, write_model_folder
+    from tools.doubles import ControllableClassifier
+    from tools.tiny_model import make_settings, write_model_folder
 
     folder = write_model_folder(tmp_path / "with-estimator")
     estimator = word_estimator()
@@ -303,8 +303,8 @@ def test_the_service_answers_a_repeated_request_from_the_score_cache(tiny_model_
     from fastapi.testclient import TestClient
     from tierwise.service.app import create_app
 
-    from tests.helpers.doubles import ControllableClassifier
-    from tests.helpers.tiny_model import make_settings
+    from tools.doubles import ControllableClassifier
+    from tools.tiny_model import make_settings
 
     classifier = ControllableClassifier(tiny_classifier)
     app = create_app(

@@ -23,8 +23,8 @@ from tierwise.core.privacy import (
     luhn_valid,
 )
 
-from tests.helpers.privacy_cases import ORDINARY, PRIVATE
 from tests.helpers.timing import HANG_SECONDS, until
+from tools.privacy_cases import ORDINARY, PRIVATE
 from tools.reliability import PRIVACY_MAX_FALSE_POSITIVE_RATE, PRIVACY_MIN_RECALL, privacy_case
 from tools.reliability.privacy import privacy_scan_time_case
 
@@ -176,7 +176,7 @@ def test_make_reliability_times_the_scan_of_a_large_prompt():
     assert not over.passed and "a pattern may backtrack" in over.problems[0]
 
 
-# The adversarial set (tests/helpers/privacy_cases.py): each case, then the rates make reliability reports.
+# The adversarial set (tools/privacy_cases.py): each case, then the rates make reliability reports.
 
 
 @pytest.mark.parametrize(("text", "kind"), PRIVATE)

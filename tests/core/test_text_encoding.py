@@ -7,7 +7,7 @@ from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.text_encoding import TextEncoder, clip_chars, keep_head_tail
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from tests.helpers.tiny_model import VOCAB, build_tokenizer
+from tools.tiny_model import VOCAB, build_tokenizer
 
 TASK_FIRST = Truncation(head_tokens=40, tail_tokens=20, strategy="task_first", context_tokens=12)
 HEAD_TAIL = Truncation(head_tokens=40, tail_tokens=20)

@@ -4,7 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tierwise.service.app import create_app
 
-from tests.helpers.tiny_model import make_settings
+from tools.tiny_model import make_settings
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,17 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tierwise.core.policy_file import load_policy
+from tierwise.evidence.decision_log import DecisionStore
 from tierwise.gateway.cascade import RetryPlanner
 from tierwise.gateway.cascade_config import CascadeConfig
 from tierwise.gateway.cascade_litellm import LiteLLMCascade
 from tierwise.gateway.cascade_runner import Cascade
 from tierwise.gateway.client import AsyncTierwiseClient
-from tierwise.ops.decision_log import DecisionStore
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import make_settings
 from tools.cascade_fake import AppServer, CascadeUpstream, Faults, create_cascade_app
+from tools.tiny_model import make_settings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: LiteLLM's bundled price map
 litellm = pytest.importorskip("litellm")

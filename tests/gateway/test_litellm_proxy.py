@@ -29,9 +29,9 @@ from tierwise.core.privacy import detect_private_data
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.privacy_cases import CARD_CASES
-from tests.helpers.tiny_model import make_settings
 from tools.harness import free_port
+from tools.privacy_cases import CARD_CASES
+from tools.tiny_model import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

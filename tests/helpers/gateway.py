@@ -4,7 +4,7 @@ import httpx
 from fastapi.testclient import TestClient
 from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
 
-# A request per tier for the tiny model of tests/helpers/tiny_model.py.
+# A request per tier for the tiny model of tools/tiny_model.py.
 PROMPTS = {"fast": "hello hello", "balanced": "write an email", "frontier": "prove the theorem"}
 
 

@@ -15,7 +15,7 @@ from tierwise.ops.audit_totals import AuditTotals
 from tierwise.ops.request_logs import plan_chunks, request_text
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS, TIERS
+from tools.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS, TIERS
 
 WORDS = FAST_WORDS + BALANCED_WORDS + FRONTIER_WORDS + NEUTRAL_WORDS
 LOCAL_OPTIONS = AuditOptions(batch_size=32, threads=1, show_progress=False)
@@ -79,7 +79,7 @@ def test_chunks_cover_every_row(logs):
 
 def tiny_route(text: str) -> tuple[str, bool]:
     """The tiny model's routed tier and whether it escalated, worked from its construction alone
-    (tests/helpers/tiny_model.py), not from the classifier or the policy: each marker word adds 9 to its
+    (tools/tiny_model.py), not from the classifier or the policy: each marker word adds 9 to its
     tier's logit, averaged over [CLS] + words + [SEP], divided by the temperature 1.5; then the lowest
     tier whose cumulative probability reaches q 0.7, never below the most likely tier. (These prompts
     are short and carry no private data or route, so no policy rule applies.)"""

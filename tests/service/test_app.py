@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.service.app import create_app
 
-from tests.helpers.doubles import ControllableClassifier
-from tests.helpers.tiny_model import make_settings
+from tools.doubles import ControllableClassifier
+from tools.tiny_model import make_settings
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 from tierwise.service.app import create_app
 from tierwise.service.schemas import ClassifyRequest
 
-from tests.helpers.tiny_model import make_settings
+from tools.tiny_model import make_settings
 
 ROLES = ["system", "developer", "user", "assistant", "tool", "function"]
 

@@ -14,7 +14,7 @@ from tierwise.service.app import create_app
 from tierwise.service.canary import canary_fraction, goes_to_canary
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import make_settings, write_model_folder
+from tools.tiny_model import make_settings, write_model_folder
 
 SHARE = 0.5
 
@@ -160,7 +160,7 @@ def test_a_slow_canary_is_answered_by_the_estimator_of_its_own_folder(
     import numpy as np
 
     from tests.core.test_estimator import ESTIMATOR_FILE, N, word_estimator
-    from tests.helpers.doubles import ControllableClassifier
+    from tools.doubles import ControllableClassifier
 
     candidate = write_model_folder(tmp_path / "candidate")
     manifest = json.loads((candidate / "manifest.json").read_text())

@@ -9,7 +9,7 @@ from tierwise.cli.main import main as cli_main
 from tierwise.core.policy import TierConfig
 from tierwise.core.policy_file import load_policy
 from tierwise.core.scoring import request_cost_usd
-from tierwise.ops.decision_log import (
+from tierwise.evidence.decision_log import (
     DecisionRecord,
     DecisionRecorder,
     DecisionStore,
@@ -22,7 +22,7 @@ from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 from tierwise.training.user_data import parse_user_row
 
-from tests.helpers.tiny_model import make_settings
+from tools.tiny_model import make_settings
 
 TIERS = ("fast", "balanced", "frontier")
 
@@ -342,7 +342,7 @@ def test_parse_since():
 
 
 MIGRATE = (
-    "import sys; from tierwise.ops.decision_log import DecisionStore; "
+    "import sys; from tierwise.evidence.decision_log import DecisionStore; "
     "store = DecisionStore(sys.argv[1]); store.upgrade(); print(store.current_revision())"
 )
 
@@ -367,7 +367,7 @@ def test_db_upgrade_command_and_bad_urls(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
     assert cli_main(["db", "upgrade", "--db", url]) == 0
     assert "revision 0002" in capsys.readouterr().err
-    from tierwise.ops.decision_log import DecisionLogError
+    from tierwise.evidence.decision_log import DecisionLogError
 
     with pytest.raises(DecisionLogError, match="TIERWISE_DECISION_DB"):
         DecisionStore("not a url")

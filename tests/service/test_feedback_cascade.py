@@ -3,13 +3,13 @@ stored, the outcome is placed from that tier, retries are counted, and export-fe
 
 import pytest
 from fastapi.testclient import TestClient
-from tierwise.ops.decision_log import DecisionStore
+from tierwise.evidence.decision_log import DecisionStore
 from tierwise.ops.feedback_report import feedback_rows
 from tierwise.service.app import create_app
 from tierwise.service.feedback import MAX_EVIDENCE_DEPTH, evidence_problem
 
 from tests.helpers.gateway import sync_client
-from tests.helpers.tiny_model import make_settings
+from tools.tiny_model import make_settings
 
 TIERS = ("fast", "balanced", "frontier")
 

@@ -16,8 +16,8 @@ from tierwise.ops.audit import AuditOptions, run_audit
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.privacy_cases import ORDINARY_REQUEST_SHAPES, REQUEST_SHAPE_CASES
-from tests.helpers.tiny_model import make_settings
+from tools.privacy_cases import ORDINARY_REQUEST_SHAPES, REQUEST_SHAPE_CASES
+from tools.tiny_model import make_settings
 
 SHAPES = [(name, body, True) for name, body, _ in REQUEST_SHAPE_CASES] + [
     (name, body, False) for name, body in ORDINARY_REQUEST_SHAPES

@@ -12,8 +12,8 @@ from tierwise.service import worker_sync
 from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.middleware import DRAIN_LIMIT_FACTOR, RequestContextMiddleware
 
-from tests.helpers.tiny_model import write_model_folder
 from tools import reliability
+from tools.tiny_model import write_model_folder
 
 
 @pytest.fixture(scope="module")

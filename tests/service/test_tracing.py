@@ -11,8 +11,8 @@ from tierwise.core.policy import Decision
 from tierwise.service.app import create_app
 from tierwise.service.tracing import decision_path, open_tracing
 
-from tests.helpers.doubles import ControllableClassifier
-from tests.helpers.tiny_model import make_settings
+from tools.doubles import ControllableClassifier
+from tools.tiny_model import make_settings
 
 pytest.importorskip(
     "opentelemetry.sdk", reason="the tracing extra is not installed (pip install -e '.[tracing]')"

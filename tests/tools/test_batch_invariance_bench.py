@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from tierwise.core.classifier import TierClassifier
 
-from tests.helpers.tiny_model import write_int8_model_folder
 from tools import batch_invariance
+from tools.tiny_model import write_int8_model_folder
 
 POOL = ["hi thanks ok", "please write an email and summarize the list", "prove the theorem and design it"]
 

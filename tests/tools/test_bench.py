@@ -2,7 +2,7 @@
 
 import pytest
 from tierwise.core.policy_file import load_policy
-from tierwise.ops.shadow_config import load_shadow_config
+from tierwise.evidence.shadow_config import load_shadow_config
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.bench.http_load import LoadRow

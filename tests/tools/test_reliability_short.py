@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from tierwise.service.app import create_app
 from tierwise.service.dependencies import secret_matches
 
-from tests.helpers.tiny_model import write_model_folder
 from tools import reliability
+from tools.tiny_model import write_model_folder
 
 CLIENTS = 8  # the short suite stays small: CI has 2 cores
 # The servers here run without the decision log (TIERWISE_RECORD_DECISIONS): two workers migrating

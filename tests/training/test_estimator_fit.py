@@ -24,7 +24,7 @@ from tierwise.training.estimator import (
 from tierwise.training.evaluation import TierPrices, allowed_bounds
 from tierwise.training.wrappers import CONDITIONS
 
-from tests.helpers.tiny_model import write_model_folder
+from tools.tiny_model import write_model_folder
 
 TEXTS = {
     "fast": ["hello there {w}", "thanks, what is {w}?", "hi, spell {w}"],

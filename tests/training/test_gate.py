@@ -9,7 +9,7 @@ from typing import Any
 from tierwise.training.gate import evaluate_gate, render_markdown
 from tierwise.training.serve_check import SYSTEM_WORDS, long_system_prompt_check, long_system_request
 
-from tests.helpers.tiny_model import DEFAULT_POLICY_FILE, write_model_folder
+from tools.tiny_model import DEFAULT_POLICY_FILE, write_model_folder
 
 
 def macro(value: float, low: float | None = None, high: float | None = None) -> dict[str, Any]:

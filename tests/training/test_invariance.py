@@ -1,4 +1,4 @@
-"""The wrapper-invariance suite on the tiny word-vector model of tests/helpers/tiny_model.py: its tier
+"""The wrapper-invariance suite on the tiny word-vector model of tools/tiny_model.py: its tier
 depends only on which words a request contains, so what a wrapper does to it is predictable."""
 
 import json
@@ -17,7 +17,7 @@ from tierwise.training.invariance import (
 )
 from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
 
-from tests.helpers.tiny_model import write_model_folder
+from tools.tiny_model import write_model_folder
 
 
 def rows(n: int, split: str) -> list[dict]:

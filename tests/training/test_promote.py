@@ -6,7 +6,7 @@ import json
 import pytest
 from tierwise.training.promote import PromotionRefused, main, promote
 
-from tests.helpers.tiny_model import write_model_folder
+from tools.tiny_model import write_model_folder
 
 
 def candidate(tmp_path, name: str, gate: dict | None):

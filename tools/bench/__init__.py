@@ -4,7 +4,7 @@
 
 Prints a markdown table (and writes it to --output if given). The HTTP runs start the real service
 (`python -m tierwise.service`) through tools/harness.py and drive it with its keep-alive HTTP/1.1
-client. The shadow evaluation overhead (serving/tierwise/ops/shadow.py) on /classify: a service whose
+client. The shadow evaluation overhead (serving/tierwise/evidence/shadow.py) on /classify: a service whose
 policy has a `shadow` section at share 0.1, calling tools/fake_llm.py, against one without, driven in
 turn in alternated pairs of runs (`--shadow-overhead` runs only this part).
 The PyTorch comparison serves the same model folder's tokenizer and policy behind the same API with

@@ -5,7 +5,7 @@
 
 Each check returns a `CaseResult` (case, tried, failures, figures); the runner (`cli`) prints a
 markdown table and exits 1 when any case has failures. The servers are started and measured through
-tools/harness.py; the misbehaving classifier is tests/helpers/doubles.py's.
+tools/harness.py; the misbehaving classifier is tools/doubles.py's.
 `tests/tools/test_reliability_short.py` runs the same functions on the tiny test model with small
 numbers, inside the normal `make test`.
 

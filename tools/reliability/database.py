@@ -113,7 +113,7 @@ def classify_then_feedback(
 ) -> None:
     """Every request id classified by `clients` threads, then feedback for the first `feedback` ones
     once the workers (writing in the background) have stored their decisions."""
-    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.evidence.decision_log import DecisionStore
 
     def one(request_id: str) -> None:
         status, _ = http_post(
@@ -139,7 +139,7 @@ def classify_then_feedback(
 
 def read_back(url: str, run: PostgresRun, report_dir: Path) -> None:
     """The rows as the store reads them, then the decisions `tierwise report` counts."""
-    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.evidence.decision_log import DecisionStore
 
     store = DecisionStore(url)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tierwise.service.settings import Settings
 
-from tests.helpers.doubles import ControllableClassifier
+from tools.doubles import ControllableClassifier
 from tools.harness import ServedProcess, raw_request, read_response
 from tools.reliability.fixtures import request_bodies, start_server
 from tools.reliability.report import CaseResult

@@ -13,7 +13,7 @@ from typing import Any
 
 from tierwise.core.estimator import estimator_for
 
-from tests.helpers.doubles import ControllableClassifier
+from tools.doubles import ControllableClassifier
 from tools.harness import http_get, percentile
 from tools.reliability.fixtures import (
     corrupt_model_folder,

@@ -1,4 +1,4 @@
-"""The privacy rule on the adversarial set of tests/helpers/privacy_cases.py, and how long it takes to
+"""The privacy rule on the adversarial set of tools/privacy_cases.py, and how long it takes to
 scan a large prompt (a timing, so measured here rather than in the tests)."""
 
 from __future__ import annotations
@@ -6,12 +6,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
-from tools.harness import REPO_DIR
 from tools.reliability.report import CaseResult
-
-PRIVACY_CASES_FILE = REPO_DIR / "tests" / "helpers" / "privacy_cases.py"
 
 PRIVACY_MIN_RECALL = 0.97  # of the adversarial set's personal data and secrets
 
@@ -20,18 +16,13 @@ PRIVACY_MAX_FALSE_POSITIVE_RATE = 0.02  # of its ordinary prompts
 PRIVACY_MAX_SCAN_SECONDS = 2.0  # for a 1 MB prompt of digits, at signs and card-like groups (~0.6 s)
 
 
-def privacy_case(cases_file: Path = PRIVACY_CASES_FILE) -> CaseResult:
-    """The privacy rule on the adversarial set (tests/helpers/privacy_cases.py): recall on obfuscated
+def privacy_case() -> CaseResult:
+    """The privacy rule on the adversarial set (tools/privacy_cases.py): recall on obfuscated
     card numbers, e-mails, IBANs, keys and phones; false positives on ordinary look-alike prompts."""
-    import importlib.util
-
     from tierwise.core.privacy import detect_private_data
 
-    spec = importlib.util.spec_from_file_location("tierwise_privacy_cases", cases_file)
-    if spec is None or spec.loader is None or not cases_file.is_file():
-        return CaseResult("privacy: adversarial set", 0, 1, "", [f"{cases_file} is missing"])
-    cases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cases)
+    from tools import privacy_cases as cases
+
     missed = [(text, kind) for text, kind in cases.PRIVATE if kind not in detect_private_data(text)]
     flagged = [text for text in cases.ORDINARY if detect_private_data(text)]
     recall = 1 - len(missed) / len(cases.PRIVATE)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.doubles import ControllableClassifier
+from tools.doubles import ControllableClassifier
 from tools.harness import REPO_DIR, SERVING_DIR
 from tools.reliability.fixtures import CANARY_PREFIX, in_process_settings
 from tools.reliability.report import CaseResult

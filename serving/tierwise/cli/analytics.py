@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tierwise.cli.options import UsageError, add_db, add_model, add_out_dir, add_output_file, add_policy
 
 if TYPE_CHECKING:
-    from tierwise.ops.decision_log import DecisionStore
+    from tierwise.evidence.decision_log import DecisionStore
 
 DEFAULT_REPORT_DIR = Path("runs/report")
 
@@ -30,7 +30,7 @@ def open_store(url: str, must_exist: bool = True) -> DecisionStore:
     otherwise report 0 decisions as if the service had logged none."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tierwise.ops.decision_log import DecisionLogError, DecisionStore, missing_sqlite_file
+    from tierwise.evidence.decision_log import DecisionLogError, DecisionStore, missing_sqlite_file
 
     missing = missing_sqlite_file(url) if must_exist else None
     if missing is not None:

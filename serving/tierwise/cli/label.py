@@ -18,7 +18,8 @@ from typing import Any
 
 from tierwise.cli.options import add_input_files, add_output_file, add_policy
 from tierwise.core.policy_file import load_policy
-from tierwise.ops import judge
+from tierwise.evidence import judge
+from tierwise.evidence.llm_api import RetryPolicy, api_key_from_env
 from tierwise.ops.label import RunOptions, label_all, resolve_base_url, summary_message, write_rows
 from tierwise.ops.label_journal import Journal
 from tierwise.ops.label_plan import (
@@ -31,7 +32,6 @@ from tierwise.ops.label_plan import (
     sample_requests,
 )
 from tierwise.ops.labeler import DEFAULT_SOURCE
-from tierwise.ops.llm_api import RetryPolicy, api_key_from_env
 
 INTERRUPTED_EXIT = 130
 ERRORS_SHOWN = 10

@@ -35,9 +35,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from tierwise.core.model_folder import ModelFolderError
     from tierwise.core.policy import PolicyError, UnknownTierError
     from tierwise.core.request_text import RequestTextError
-    from tierwise.ops.decision_log import DecisionLogError
+    from tierwise.evidence.decision_log import DecisionLogError
+    from tierwise.evidence.llm_api import LLMConfigError
     from tierwise.ops.label_plan import LabelError
-    from tierwise.ops.llm_api import LLMConfigError
     from tierwise.ops.request_logs import AuditError
 
     return (

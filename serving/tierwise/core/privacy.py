@@ -13,7 +13,7 @@ dots, slashes or underscores and split across lines; e-mail addresses may be wri
 The patterns are linear (bounded repetition, no nested unbounded groups), so a 1 MiB prompt is
 scanned in well under a second; the service scans prompts longer than `OFFLOAD_CHARS` in a worker
 thread (`detect_private_data_async`) so that a large prompt does not stall the event loop.
-tests/helpers/privacy_cases.py is the adversarial set; `make reliability` reports recall and the
+tools/privacy_cases.py is the adversarial set; `make reliability` reports recall and the
 false-positive rate on it.
 """
 

@@ -139,7 +139,7 @@ class LiteLLMCascade:
         return kwargs
 
     def _judge_kwargs(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        from tierwise.ops.judge import JUDGE_MAX_TOKENS
+        from tierwise.evidence.judge import JUDGE_MAX_TOKENS
 
         assert self.config.judge is not None
         return {"model": self.config.judge.model, "messages": messages, "max_tokens": JUDGE_MAX_TOKENS}

@@ -247,7 +247,7 @@ class Cascade:
         return judge.failure_rate is not None and rate is not None and rate >= judge.failure_rate
 
     def _judge_messages(self, request: _Request, response: Any) -> list[dict[str, str]]:
-        from tierwise.ops.judge import conversation_block, rubric_messages
+        from tierwise.evidence.judge import conversation_block, rubric_messages
 
         messages = [m for m in request.body.get("messages") or [] if isinstance(m, Mapping)]
         return rubric_messages(conversation_block(messages), _answer_text(response))
@@ -298,7 +298,7 @@ class Cascade:
         return outcome
 
     def _graded(self, reply: str | None) -> CheckFailure | None:
-        from tierwise.ops.judge import parse_grade
+        from tierwise.evidence.judge import parse_grade
 
         grade = parse_grade(reply)
         judge = self.config.judge

@@ -1,2 +1,2 @@
-"""The operations loop around the service: the decision log and its migrations, the feedback report
-and export, audits of logged traffic, shadow evaluation and labeling with LLM judges."""
+"""Offline work around the service: the routing report and feedback export, audits of logged
+traffic and labeling with LLM judges. The service never imports this room."""

@@ -32,8 +32,8 @@ import sqlalchemy as sa
 from tierwise.core.cascade_names import CASCADE_SOURCE
 from tierwise.core.policy import Policy
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent, rate, tier_cost_usd
-from tierwise.ops.decision_log import LabeledDecision
-from tierwise.ops.decision_schema import decisions_table, feedback_table
+from tierwise.evidence.decision_log import LabeledDecision
+from tierwise.evidence.decision_schema import decisions_table, feedback_table
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tierwise.core.scoring import rate
-from tierwise.ops.decision_log import LabeledDecision
+from tierwise.evidence.decision_log import LabeledDecision
 
 CONFIDENCE_BINS = 10
 DRIFT_TVD_ALERT = 0.10  # total variation distance between tier mixes

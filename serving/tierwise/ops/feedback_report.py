@@ -33,7 +33,7 @@ from tierwise.core.scoring import (
     score_routing,
     tier_cost_usd,
 )
-from tierwise.ops.decision_log import DecisionRecord, LabeledDecision
+from tierwise.evidence.decision_log import DecisionRecord, LabeledDecision
 from tierwise.ops.drift import drift_summary
 from tierwise.ops.feedback_markdown import render_markdown
 from tierwise.ops.feedback_plots import plot_report

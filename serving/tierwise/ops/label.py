@@ -4,7 +4,7 @@ A sample of the logged requests (the formats `tierwise audit` reads) goes to the
 tier (or the tiers named with --tiers) through an OpenAI-compatible API: a LiteLLM gateway or any
 --base-url, the key in the environment variable --api-key-env. A judge model then says whether each
 cheaper answer is as good as the strongest tier's (pairwise, both orders; or --mode rubric), and
-`tierwise.ops.judge.allowed_tiers` turns the verdicts into `allowed_tiers`. The rows are what
+`tierwise.evidence.judge.allowed_tiers` turns the verdicts into `allowed_tiers`. The rows are what
 `make data USER_DATA=labeled.jsonl` reads, with the evidence (verdicts, models, tokens, cost).
 
 Before any call the command prints the number of calls and their estimated cost (the policy's list
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tierwise.evidence.llm_api import ChatClient, LLMCallError, LLMConfigError, RetryPolicy
 from tierwise.ops.label_journal import Journal
 from tierwise.ops.label_plan import LabelError, LabelPlan, LoggedRequest
 from tierwise.ops.labeler import DEFAULT_SOURCE, Budget, BudgetReached, Labeler, LabelStats
-from tierwise.ops.llm_api import ChatClient, LLMCallError, LLMConfigError, RetryPolicy
 from tierwise.ops.progress import progress_bar
 
 

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tierwise.ops.llm_api import Completion
+from tierwise.evidence.llm_api import Completion
 
 
 def call_key(role: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from tierwise.core.policy import Policy, TierConfig
 from tierwise.core.privacy import detect_private_data
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, request_cost_usd, tier_serving
-from tierwise.ops import judge
+from tierwise.evidence import judge
 from tierwise.ops.label_journal import Journal, call_key
 from tierwise.ops.request_logs import AuditError, Chunk, chunk_requests, plan_chunks
 

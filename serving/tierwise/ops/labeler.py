@@ -2,7 +2,7 @@
 
 `Labeler.label` asks each evaluated tier's model for its answer, has the judge compare every cheaper
 answer with the reference tier's (pairwise, in both orders, or graded against a rubric) and turns
-the verdicts into `allowed_tiers` (`tierwise.ops.judge.allowed_tiers`). Every call goes through the
+the verdicts into `allowed_tiers` (`tierwise.evidence.judge.allowed_tiers`). Every call goes through the
 journal first (a call made before costs nothing), then through the budget and a semaphore that
 bounds the calls in flight.
 """
@@ -14,10 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tierwise.ops import judge
+from tierwise.evidence import judge
+from tierwise.evidence.llm_api import ChatClient, Completion
 from tierwise.ops.label_journal import Journal, call_key
 from tierwise.ops.label_plan import CHARS_PER_TOKEN, LabelPlan, LoggedRequest
-from tierwise.ops.llm_api import ChatClient, Completion
 
 DEFAULT_SOURCE = "judged"
 

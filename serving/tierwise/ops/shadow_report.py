@@ -1,6 +1,6 @@
 """The shadow-evaluation section of `tierwise report`: judge-estimated under-routing per tier and route.
 
-Reads the feedback rows with source `shadow` (written by serving/tierwise/ops/shadow.py) with their decisions,
+Reads the feedback rows with source `shadow` (written by serving/tierwise/evidence/shadow.py) with their decisions,
 and gives per served tier and per (route, tier): judged requests, how many the judge found worse
 than the top tier's answer, that rate and its 95% Wilson interval, and the rate per day (per hour
 for windows under three days) as the trend.
@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from tierwise.core.scoring import percent
-from tierwise.ops.decision_log import as_utc
-from tierwise.ops.decision_schema import decisions_table, feedback_table
-from tierwise.ops.shadow import wilson_interval
+from tierwise.evidence.decision_log import as_utc
+from tierwise.evidence.decision_schema import decisions_table, feedback_table
+from tierwise.evidence.shadow import wilson_interval
 
 SHADOW_SOURCE = "shadow"
 HOURLY_TREND_BELOW_DAYS = 3

@@ -31,7 +31,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tierwise.ops.shadow import close_shadow, start_shadow
+from tierwise.evidence.shadow import close_shadow, start_shadow
 from tierwise.service.classifier import ClassifierFactory, load_tier_classifier
 from tierwise.service.errors import add_error_handlers
 from tierwise.service.feedback import close_recorder, open_recorder

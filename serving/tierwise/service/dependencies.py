@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from tierwise.ops.shadow import ShadowEvaluator
+from tierwise.evidence.shadow import ShadowEvaluator
 from tierwise.service.errors import api_error
 from tierwise.service.settings import Settings
 from tierwise.service.state import RequestContext, Services
 from tierwise.service.tracing import Tracing
 
 if TYPE_CHECKING:  # the decision log needs the optional `feedback` extra (SQLAlchemy) at run time
-    from tierwise.ops.decision_log import DecisionRecorder
+    from tierwise.evidence.decision_log import DecisionRecorder
 
 
 async def get_services(request: Request) -> AsyncIterator[Services]:

@@ -218,7 +218,7 @@ async def record_feedback(
 ) -> FeedbackResponse:
     """Check and store one outcome; raise FeedbackError for the caller's mistakes. `on_stored` sees
     each stored body (the service counts cascade retries with it)."""
-    from tierwise.ops.decision_log import DecisionRecorder, FeedbackRecord, outcome_range, utc_now
+    from tierwise.evidence.decision_log import DecisionRecorder, FeedbackRecord, outcome_range, utc_now
 
     if recorder is None:
         raise FeedbackError(
@@ -319,7 +319,7 @@ def decision_record(
     keep_text: bool,
 ) -> Any:
     """The decision-log row for one decision (the prompt text only when `keep_text`)."""
-    from tierwise.ops.decision_log import DecisionRecord, prompt_hash, utc_now
+    from tierwise.evidence.decision_log import DecisionRecord, prompt_hash, utc_now
 
     return DecisionRecord(
         request_id=request_id,
@@ -350,7 +350,7 @@ def open_recorder(settings: Settings, on_outcome: Any = None) -> Any:
     if not settings.record_decisions:
         return None
     try:
-        from tierwise.ops.decision_log import DecisionRecorder, DecisionStore
+        from tierwise.evidence.decision_log import DecisionRecorder, DecisionStore
     except ImportError as err:
         raise ImportError(
             f"recording decisions needs SQLAlchemy and Alembic ({err}): pip install 'tierwise[feedback]', "

@@ -15,7 +15,7 @@ from fastapi import APIRouter
 
 from tierwise.core.policy import Decision, RoutingInput, UnknownTierError, with_private_data
 from tierwise.core.request_text import RequestTextError, request_input
-from tierwise.ops.shadow import ShadowEvaluator, offer_shadow
+from tierwise.evidence.shadow import ShadowEvaluator, offer_shadow
 from tierwise.service.canary import decide_split
 from tierwise.service.dependencies import (
     ApiKeyDep,
@@ -36,7 +36,7 @@ from tierwise.service.schemas import (
 from tierwise.service.state import RequestContext, Services
 
 if TYPE_CHECKING:  # the decision log needs the optional `feedback` extra (SQLAlchemy) at run time
-    from tierwise.ops.decision_log import DecisionRecorder
+    from tierwise.evidence.decision_log import DecisionRecorder
 
 logger = logging.getLogger("tierwise.service")
 

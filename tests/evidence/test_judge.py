@@ -1,7 +1,7 @@
 """The judge's verdict parsing and how verdicts become an allowed-tier label."""
 
 import pytest
-from tierwise.ops import judge
+from tierwise.evidence import judge
 
 TIERS = ("fast", "balanced", "frontier")
 

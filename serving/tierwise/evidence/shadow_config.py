@@ -11,7 +11,7 @@
       concurrency: 2              # evaluations at once
       timeout_seconds: 60
 
-Kept apart from serving/tierwise/ops/shadow.py so that reading a policy needs no HTTP client.
+Kept apart from serving/tierwise/evidence/shadow.py so that reading a policy needs no HTTP client.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ folder, unix socket only), `tierwise db upgrade`, two workers writing under load
 
 import pytest
 
-from tests.helpers.tiny_model import write_model_folder
 from tools import reliability
+from tools.tiny_model import write_model_folder
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Shadow evaluation: live per-tier quality from a judge, off the request path.
 
-With a `shadow:` section in the policy (serving/tierwise/ops/shadow_config.py), a sampled share of the requests
+With a `shadow:` section in the policy (serving/tierwise/evidence/shadow_config.py), a sampled share of the requests
 routed below the top tier is put on a bounded queue (`offer` never blocks; a full queue drops and
 counts). A background thread with its own event loop calls the routed model and the top tier's
 model with the request, asks the judge whether the routed answer is as good (both orders, as
@@ -27,9 +27,9 @@ from typing import Any
 
 from tierwise.core.policy import Decision, Policy
 from tierwise.core.scoring import request_cost_usd, tier_serving
-from tierwise.ops import judge
-from tierwise.ops.llm_api import ChatClient, RetryPolicy, api_key_from_env
-from tierwise.ops.shadow_config import ShadowConfig
+from tierwise.evidence import judge
+from tierwise.evidence.llm_api import ChatClient, RetryPolicy, api_key_from_env
+from tierwise.evidence.shadow_config import ShadowConfig
 
 logger = logging.getLogger("tierwise.shadow")
 
@@ -116,7 +116,7 @@ class ShadowEvaluator:
         self.config = config
         self.policy = policy
         self.base_url = base_url
-        self.store = store  # tierwise.ops.decision_log.DecisionRecorder, or None (gauge only)
+        self.store = store  # tierwise.evidence.decision_log.DecisionRecorder, or None (gauge only)
         self.metrics = metrics
         self.window = VerdictWindow()
         self.spend = HourlySpend(config.max_usd_per_hour)
@@ -298,7 +298,7 @@ class ShadowEvaluator:
         """Feedback on the decision (the decision row may still be in the recorder's queue)."""
         if self.store is None:
             return
-        from tierwise.ops.decision_log import FeedbackRecord, outcome_range, utc_now
+        from tierwise.evidence.decision_log import FeedbackRecord, outcome_range, utc_now
 
         self.store.wait_idle(2.0)
         if self.store.store.get_decision(job.request_id) is None:
@@ -323,7 +323,7 @@ def start_shadow(policy_file: Any, policy: Policy, recorder: Any, metrics: Any) 
     """The started evaluator when the policy has a `shadow` section with a share above 0."""
     import os
 
-    from tierwise.ops.shadow_config import load_shadow_config
+    from tierwise.evidence.shadow_config import load_shadow_config
 
     config = load_shadow_config(policy_file, policy.tier_names)
     if config is None:

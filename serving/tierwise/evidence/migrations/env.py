@@ -1,4 +1,4 @@
-"""Alembic environment for the decision log: runs on the connection `tierwise.ops.decision_log` passes in,
+"""Alembic environment for the decision log: runs on the connection `tierwise.evidence.decision_log` passes in,
 or on `sqlalchemy.url` when Alembic is run by hand (`alembic -x` is not needed)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from tierwise.ops.decision_schema import ALEMBIC_VERSION_TABLE, metadata
+from tierwise.evidence.decision_schema import ALEMBIC_VERSION_TABLE, metadata
 
 config = context.config
 

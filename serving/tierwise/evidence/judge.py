@@ -1,7 +1,7 @@
 """The LLM judge: its prompts, the parsing of its verdicts, and how verdicts become a tier label.
 
-Used by `tierwise label` (serving/tierwise/ops/labeler.py) and the service's shadow evaluation (serving/tierwise/ops/shadow.py),
-so both judge alike. Two modes:
+Used by `tierwise label` (tierwise/ops/labeler.py) and the service's shadow evaluation
+(tierwise/evidence/shadow.py), so both judge alike. Two modes:
 
 - **pairwise**: the judge sees the request, the reference answer (the strongest tier's) and a
   candidate (a cheaper tier's) and says which is better or that they tie. It is asked twice with the

@@ -1,5 +1,5 @@
-"""Test doubles shared by the tests and the reliability suite (tools/reliability), which runs from a
-checkout too: one classifier that can be told, after start-up, to misbehave."""
+"""A classifier double shared by the tests and the reliability suite (tools/reliability): one
+classifier that can be told, after start-up, to misbehave."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The decision log's two tables, `decisions` and `feedback`, as SQLAlchemy metadata.
 
-The migrations in `serving/tierwise/ops/migrations` own how the tables evolve (their env.py compares
-against this metadata); tierwise.ops.decision_log reads and writes rows through them.
+The migrations in `serving/tierwise/evidence/migrations` own how the tables evolve (their env.py compares
+against this metadata); tierwise.evidence.decision_log reads and writes rows through them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The decision log: every routing decision and its feedback, in SQLite or any SQLAlchemy database.
 
-`DecisionStore` owns the engine and the queries; its schema (tierwise.ops.decision_schema) is managed
-by the Alembic migrations in `serving/tierwise/ops/migrations` (`DecisionStore.upgrade()`, run at
+`DecisionStore` owns the engine and the queries; its schema (tierwise.evidence.decision_schema) is managed
+by the Alembic migrations in `serving/tierwise/evidence/migrations` (`DecisionStore.upgrade()`, run at
 service start-up and by `tierwise db upgrade`). `DecisionRecorder` is what the service uses on the
 request path: `submit()` only puts a record on a bounded queue (a full queue drops the record and
 counts it), and one background thread writes batches, so a slow or broken database never delays or
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from tierwise.ops.decision_schema import ALEMBIC_VERSION_TABLE, decisions_table, feedback_table
+from tierwise.evidence.decision_schema import ALEMBIC_VERSION_TABLE, decisions_table, feedback_table
 
 logger = logging.getLogger("tierwise.decision_log")
 

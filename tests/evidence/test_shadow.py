@@ -7,15 +7,15 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as tierwise
-from tierwise.ops.decision_log import DecisionRecord, DecisionStore, FeedbackRecord
-from tierwise.ops.shadow import HourlySpend, sampled, wilson_interval
-from tierwise.ops.shadow_config import ShadowConfigError, parse_shadow
+from tierwise.evidence.decision_log import DecisionRecord, DecisionStore, FeedbackRecord
+from tierwise.evidence.shadow import HourlySpend, sampled, wilson_interval
+from tierwise.evidence.shadow_config import ShadowConfigError, parse_shadow
 from tierwise.ops.shadow_report import render_shadow, shadow_outcomes, shadow_summary
 from tierwise.service.app import create_app
 from tierwise.service.settings import DEFAULT_POLICY_FILE
 
-from tests.helpers.tiny_model import make_settings
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
+from tools.tiny_model import make_settings
 
 TIERS = ("fast", "balanced", "frontier")
 
