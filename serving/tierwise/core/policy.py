@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -42,12 +43,18 @@ from tierwise.core.escalation import (
     route_upward,
     routing_confidence,
 )
-from tierwise.core.privacy import OFFLOAD_CHARS, detect_private_data, detect_private_data_async
+from tierwise.core.privacy import (
+    OFFLOAD_CHARS,
+    detect_private_data,
+    detect_private_data_async,
+)
+from tierwise.core.privacy import (
+    PRIVATE_DATA as PRIVATE_DATA,
+)
 from tierwise.core.request_text import ClassifierInput
 
 LOW_CONFIDENCE = "low_confidence"
 LONG_CONTEXT = "long_context"
-PRIVATE_DATA = "private_data"
 ROUTE_OVERRIDE = "route_override"
 MIN_TIER = "min_tier"
 MAX_TIER = "max_tier"
@@ -55,10 +62,9 @@ CLASSIFIER_UNAVAILABLE = "classifier_unavailable"
 ESTIMATED = "estimated"  # the encoder could not answer in time; the estimator did
 
 # How each answer was decided: by the encoder, by the estimator (overload), or blind (top tier on error).
-DECIDED_BY_ENCODER = "encoder"
-DECIDED_BY_ESTIMATOR = "estimator"
-DECIDED_BY_FALLBACK = "fallback"
-DECIDED_BY = (DECIDED_BY_ENCODER, DECIDED_BY_ESTIMATOR, DECIDED_BY_FALLBACK)
+DecidedBy = Literal["encoder", "estimator", "fallback"]
+DECIDED_BY: tuple[DecidedBy, ...] = get_args(DecidedBy)
+DECIDED_BY_ENCODER, DECIDED_BY_ESTIMATOR, DECIDED_BY_FALLBACK = DECIDED_BY
 
 DEFAULT_DEADLINE_MS = 50.0
 

@@ -34,6 +34,9 @@ CREDIT_CARD = "credit_card"
 IBAN = "iban"
 SECRET = "secret"
 
+# The reason a decision gives when this rule sent it to the private tier.
+PRIVATE_DATA = "private_data"
+
 # Prompts at least this long are scanned in a worker thread by `detect_private_data_async`.
 OFFLOAD_CHARS = 32_768
 

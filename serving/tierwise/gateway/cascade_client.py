@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tierwise.core.privacy import PRIVATE_DATA
 from tierwise.gateway.cascade import RetryPlanner, Rung
 from tierwise.gateway.cascade_config import load_cascade_config
 from tierwise.gateway.cascade_runner import Answer, Cascade, CascadeOutcome
-from tierwise.gateway.upward import PRIVATE_DATA_REASON
 from tierwise.gateway.wire import Routing
 
 AsyncModelCall = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -43,9 +43,7 @@ def cascade_from_policy(policy_file: Path | None, feedback_client: Any = None) -
 
 def _private(routing: Routing, client: Any) -> bool:
     private_tier = getattr(getattr(client, "upward", None), "private_tier", None)
-    return PRIVATE_DATA_REASON in routing.reasons or (
-        private_tier is not None and routing.tier == private_tier
-    )
+    return PRIVATE_DATA in routing.reasons or (private_tier is not None and routing.tier == private_tier)
 
 
 def _body(body: Mapping[str, Any]) -> dict[str, Any]:

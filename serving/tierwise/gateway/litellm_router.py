@@ -36,7 +36,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from tierwise.core.privacy import detect_private_data_async
+from tierwise.core.privacy import PRIVATE_DATA, detect_private_data_async
 from tierwise.gateway.cascade_litellm import (
     LiteLLMCascade,
     after_call,
@@ -45,7 +45,7 @@ from tierwise.gateway.cascade_litellm import (
     record_outcome,
 )
 from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
-from tierwise.gateway.upward import PRIVATE_DATA_REASON, request_strings
+from tierwise.gateway.upward import request_strings
 from tierwise.gateway.wire import PrivateDataUnroutableError, Routing
 
 logger = logging.getLogger("tierwise.litellm")
@@ -104,9 +104,7 @@ def model_chain(
 def is_private(routing: Routing, client: TierwiseClient | AsyncTierwiseClient | None) -> bool:
     """Whether the decision sends the request to the private tier (personal data or secrets)."""
     private_tier = client.upward.private_tier if client is not None else None
-    return PRIVATE_DATA_REASON in routing.reasons or (
-        private_tier is not None and routing.tier == private_tier
-    )
+    return PRIVATE_DATA in routing.reasons or (private_tier is not None and routing.tier == private_tier)
 
 
 def checked_private_bounds(retries: int, timeout_s: float) -> tuple[int, float]:
@@ -423,7 +421,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             tierwise = meta.get("tierwise") if isinstance(meta, Mapping) else None
             reasons = tierwise.get("reasons") or () if isinstance(tierwise, Mapping) else ()
             tier = tierwise.get("tier") if isinstance(tierwise, Mapping) else None
-            if PRIVATE_DATA_REASON in reasons or tier == self.client.upward.private_tier:
+            if PRIVATE_DATA in reasons or tier == self.client.upward.private_tier:
                 return True
             text, messages = request_messages(data)
             strings = request_strings(text, messages, **scanned_fields(data))

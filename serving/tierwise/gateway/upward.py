@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tierwise.core.privacy import PRIVATE_DATA
 from tierwise.core.request_text import request_strings as core_request_strings
 from tierwise.gateway.wire import PrivateDataUnroutableError, Routing
 
 logger = logging.getLogger("tierwise.client")
-
-PRIVATE_DATA_REASON = "private_data"  # the policy's reason (tierwise.core.policy.PRIVATE_DATA)
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def failed_upward(
             model=upward.private_models[0],
             fallbacks=upward.private_models[1:],
             request_id=request_id,
-            reasons=(PRIVATE_DATA_REASON,),
+            reasons=(PRIVATE_DATA,),
             failed_upward=True,
             error=reason,
         )

@@ -23,7 +23,6 @@ from tierwise.evidence import judge
 from tierwise.ops.label_journal import Journal, call_key
 from tierwise.ops.request_logs import AuditError, Chunk, chunk_requests, plan_chunks
 
-CHARS_PER_TOKEN = CHARS_PER_TOKEN_ESTIMATE  # before a call reports its usage: the reports' estimate
 JUDGE_TEMPLATE_TOKENS = 250
 JUDGE_OUTPUT_TOKENS = 150
 LOG_CHUNK_ROWS = 1024  # requests read per slice of a log; any size gives the same requests
@@ -160,12 +159,12 @@ class LabelPlan:
         return len(self.evaluated) + self.judge_calls_per_request()
 
     def answer_estimate(self, tier: str, request: LoggedRequest) -> float:
-        tokens = len(judge.conversation_block(request.chat)) / CHARS_PER_TOKEN
+        tokens = len(judge.conversation_block(request.chat)) / CHARS_PER_TOKEN_ESTIMATE
         return self.prices[self.models[tier]].cost(tokens, self.expected_output_tokens)
 
     def judge_estimate(self, request: LoggedRequest) -> float:
         answers = 2 if self.mode == "pairwise" else 1
-        tokens = len(judge.conversation_block(request.chat)) / CHARS_PER_TOKEN
+        tokens = len(judge.conversation_block(request.chat)) / CHARS_PER_TOKEN_ESTIMATE
         prompt = tokens + answers * self.expected_output_tokens + JUDGE_TEMPLATE_TOKENS
         return self.prices[self.judge_model].cost(prompt, JUDGE_OUTPUT_TOKENS)
 

@@ -14,10 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE
 from tierwise.evidence import judge
 from tierwise.evidence.llm_api import ChatClient, Completion
 from tierwise.ops.label_journal import Journal, call_key
-from tierwise.ops.label_plan import CHARS_PER_TOKEN, LabelPlan, LoggedRequest
+from tierwise.ops.label_plan import LabelPlan, LoggedRequest
 
 DEFAULT_SOURCE = "judged"
 
@@ -91,10 +92,10 @@ class Labeler:
     def call_cost(self, model: str, completion: Completion, messages: list[dict[str, Any]]) -> float:
         prompt = completion.prompt_tokens
         if prompt is None:
-            prompt = len(judge.conversation_block(messages)) / CHARS_PER_TOKEN
+            prompt = len(judge.conversation_block(messages)) / CHARS_PER_TOKEN_ESTIMATE
         output = completion.completion_tokens
         if output is None:
-            output = len(completion.text) / CHARS_PER_TOKEN
+            output = len(completion.text) / CHARS_PER_TOKEN_ESTIMATE
         return self.plan.prices[model].cost(prompt, output)
 
     async def call(self, role: str, model: str, messages: list[dict[str, Any]]) -> tuple[Completion, float]:

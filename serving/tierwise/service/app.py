@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def create_app(
     app = FastAPI(
         title="tierwise",
         summary="Route each LLM request to the cheapest model tier that can handle it.",
-        version="0.1.0",
+        version=version("tierwise"),
         lifespan=partial(lifespan, settings=settings, factory=factory, metrics=metrics),
         telemetry=fastapi_telemetry(tracing),
     )

@@ -98,6 +98,11 @@ def _split(
     ]
 
 
+# A micro-batch closes at this many texts or this long after its first text (TIERWISE_MICRO_BATCH_*).
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_WAIT_MS = 2.0
+
+
 def classifier_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-classifier")
 
@@ -186,8 +191,8 @@ class MicroBatcher:
     def __init__(
         self,
         predict_proba: PredictProba,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
         max_batch_chars: int = DEFAULT_GROUP_CHARS,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierwise.core.policy import CanaryConfig, Decision, Policy, RoutingInput
-from tierwise.service.batcher import DirectScorer
-from tierwise.service.classifier import ClassifierFactory, ClassifierLike
+from tierwise.service.batcher import DirectScorer, classifier_executor
+from tierwise.service.classifier import ClassifierFactory, ClassifierLike, warm_up
 from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.routing import Router
 from tierwise.service.settings import Settings
@@ -82,12 +82,12 @@ def build_canary(
     candidate_settings = settings.model_copy(update={"model_dir": config.model_dir})
     classifier = classifier_factory(candidate_settings)
     policy.check_model_tiers(classifier.tiers)
-    classifier.predict_proba(["warm up", "Prove that the algorithm terminates."])
-    scorer = DirectScorer(classifier.predict_proba, on_batch=metrics.observe_batch)
+    warm_up(classifier, settings.micro_batch_max_size)
+    executor = classifier_executor()
+    scorer = DirectScorer(classifier.predict_proba, executor=executor, on_batch=metrics.observe_batch)
     router = Router.for_classifier(policy, scorer, classifier, candidate_settings)
     canary = Canary(config, classifier, scorer, router)
     # The executor thread goes when the canary does (a reload builds a new one).
-    executor = scorer._executor
     weakref.finalize(canary, executor.shutdown, wait=False, cancel_futures=True)
     logger.info(
         "canary loaded",

@@ -23,6 +23,7 @@ from pathlib import Path
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from tierwise.core.policy import DECIDED_BY_ENCODER
 from tierwise.service.worker_sync import process_alive
 
 # Read when prometheus_client decides, at its import, whether values go to files: from then on fixed.
@@ -301,7 +302,7 @@ class ServiceMetrics:
         self.inference.observe(seconds)
 
     def observe_decision(
-        self, tier: str, reasons: Sequence[str], escalated: bool, decided_by: str = "encoder"
+        self, tier: str, reasons: Sequence[str], escalated: bool, decided_by: str = DECIDED_BY_ENCODER
     ) -> None:
         self.decisions.inc(tier)
         self.decided_by.inc(decided_by)

@@ -25,7 +25,8 @@ from tierwise.core.escalation import EscalationQ, TierOffsets
 from tierwise.core.estimator import Estimator, estimator_for
 from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
 from tierwise.core.request_text import ClassifierInput
-from tierwise.service.batcher import Score, Scorer
+from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE
+from tierwise.service.batcher import DEFAULT_MAX_BATCH_SIZE, Score, Scorer
 from tierwise.service.score_cache import ScoreCache
 from tierwise.service.settings import DEFAULT_ADMISSION_SHARE, Settings
 
@@ -51,7 +52,7 @@ class Scored:
 
 def approximate_token_counts(texts: list[ClassifierInput]) -> list[int]:
     """About 4 characters per token: for a classifier without a tokenizer to count with."""
-    return [max(1, len(t.text) // 4) for t in texts]
+    return [max(1, len(t.text) // CHARS_PER_TOKEN_ESTIMATE) for t in texts]
 
 
 class Router:
@@ -61,7 +62,7 @@ class Router:
         scorer: Scorer,
         default_q: EscalationQ,
         deadline_ms: float | None = None,
-        texts_per_deadline: int = 32,
+        texts_per_deadline: int = DEFAULT_MAX_BATCH_SIZE,
         estimator: Estimator | None = None,
         count_tokens: TokenCounter | None = None,
         cache: ScoreCache | None = None,

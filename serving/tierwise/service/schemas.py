@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
+from tierwise.core.policy import DecidedBy
+
 
 class TextPart(BaseModel):
     """One part of an OpenAI multi-part `content` list; only `text` parts are read."""
@@ -115,7 +117,7 @@ class ClassifyResponse(BaseModel):
     predicted_tier: str | None = Field(description="the classifier's most likely tier, before the policy")
     escalated: bool = Field(description="the tier is stronger than the predicted tier")
     reasons: list[str] = Field(description="why the policy moved the tier, e.g. low_confidence, long_context")
-    decided_by: Literal["encoder", "estimator", "fallback"] = Field(
+    decided_by: DecidedBy = Field(
         description="encoder: the classifier answered in time; estimator: under load, the cheap estimator "
         "answered (reason `estimated`); fallback: nothing could answer, top tier (classifier_unavailable)"
     )

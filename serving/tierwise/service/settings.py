@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+from tierwise.service.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS
 
 # Locations are relative to the working directory (the repository checkout for `make serve`, the
 # container's WORKDIR in the image), never to where the package is installed.
@@ -38,8 +39,8 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=256, ge=1, description="items per POST /classify/batch")
     max_body_bytes: int = Field(default=ONE_MIB, ge=1024, description="largest accepted request body")
     micro_batching: bool = True
-    micro_batch_max_size: int = Field(default=32, ge=1)
-    micro_batch_max_wait_ms: float = Field(default=2.0, ge=0.0)
+    micro_batch_max_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
+    micro_batch_max_wait_ms: float = Field(default=DEFAULT_MAX_WAIT_MS, ge=0.0)
     onnx_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores")
     log_prompts: bool = Field(default=False, description="write prompt text into the decision log")
     log_level: str = "info"
