@@ -28,10 +28,14 @@ class ControllableClassifier:
         self.manifest = inner.manifest
         self.tiers = inner.tiers
         self.version = inner.version
+        self.model_dir = inner.model_dir
         self.mode = "ok"
         self.sleep_seconds = 0.3
         self.release = threading.Event()
         self.calls: list[int] = []
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
 
     def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         self.calls.append(len(texts))

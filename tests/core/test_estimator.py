@@ -138,12 +138,12 @@ def test_the_setting_turns_it_off(tmp_path, tiny_model_dir, monkeypatch):
     folder, _ = write_folder(tmp_path / "m", SECTION, words.weights, words.bias)
     (folder / "manifest.json").write_text(json.dumps({"estimator": SECTION}))  # as the manifest stores it
     raw = json.loads((folder / "manifest.json").read_text())
-    found = estimator_for(FakeClassifier(folder, raw), tiny_model_dir)
-    # The classifier's own folder (tiny_model_dir, the default, has no estimator) and its manifest's values.
+    found = estimator_for(FakeClassifier(folder, raw))
+    # The classifier's own folder and its manifest's values.
     assert found is not None and found.settings == EstimatorSettings(N, 1.5, 0.6)
     np.testing.assert_array_equal(found.weights, words.weights)
     assert found.predict_proba(["hello there", "the theorem"]).argmax(axis=1).tolist() == [0, 2]
-    assert estimator_for(FakeClassifier(folder, raw), tiny_model_dir, enabled=False) is None
+    assert estimator_for(FakeClassifier(folder, raw), enabled=False) is None
     monkeypatch.setenv("TIERWISE_ESTIMATOR", "false")
     assert Settings(model_dir=folder).estimator is False  # the setting that the router passes as `enabled`
 

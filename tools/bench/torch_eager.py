@@ -27,6 +27,7 @@ class TorchEagerClassifier:
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch = torch
+        self.model_dir = model_dir
         self.manifest = load_manifest(model_dir)
         self.tiers = self.manifest.tiers
         self.version = f"{self.manifest.version}+torch-eager"
@@ -36,6 +37,9 @@ class TorchEagerClassifier:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(source), num_labels=len(self.tiers)
         ).eval()
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.encoder.count_tokens(texts)
 
     def predict_proba(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         batch = self.encoder.encode(texts)

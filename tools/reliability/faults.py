@@ -121,7 +121,7 @@ def hang_and_crash_case(
 
     settings = in_process_settings(model_dir, deadline_ms=deadline_ms, onnx_threads=1, score_cache_size=0)
     faulty = ControllableClassifier(load_tier_classifier(settings))
-    has_estimator = estimator_for(faulty.inner, settings.model_dir, settings.estimator) is not None
+    has_estimator = estimator_for(faulty.inner, settings.estimator) is not None
     app = create_app(settings, classifier_factory=lambda _: faulty)
     problems: list[str] = []
     latencies: list[float] = []

@@ -25,7 +25,8 @@ from typing import IO, Any
 
 from tierwise.cli.options import UsageError, add_input_file, add_model, add_output_file, add_policy
 from tierwise.core.classifier import TierClassifier
-from tierwise.core.policy import Decision, Policy, RoutingInput, UnknownTierError
+from tierwise.core.decide import decision_wire_form, score_then_decide
+from tierwise.core.policy import Policy, RoutingInput, UnknownTierError
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, RequestTextError, request_input
 
@@ -83,34 +84,12 @@ def read_requests(stream: IO[bytes], errors: list[str], policy: Policy | None = 
             errors.append(f"line {number}: {err}")
 
 
-def decision_fields(decision: Decision, model_version: str) -> dict[str, Any]:
-    """What `POST /classify` answers for one request, less the request id."""
-    return {
-        "tier": decision.tier,
-        "complexity_tier": decision.complexity_tier,
-        "model": decision.model,
-        "fallbacks": list(decision.fallbacks),
-        "reasons": list(decision.reasons),
-        "confidence": decision.confidence,
-        "probabilities": decision.probabilities,
-        "predicted_tier": decision.predicted_tier,
-        "escalated": decision.escalated,
-        "decided_by": decision.decided_by,
-        "token_count": decision.token_count,
-        "model_version": model_version,
-    }
-
-
 def routed_fields(
     classifier: TierClassifier, policy: Policy, requests: list[RoutingInput]
 ) -> list[dict[str, Any]]:
-    """The policy's decision for each request, with the classifier's calibrated probabilities."""
-    probabilities, counts = classifier.predict_proba([r.classifier_input for r in requests])
-    default_q = classifier.manifest.escalation_q  # the policy's own escalation_q wins, as in the service
-    offsets = classifier.manifest.tier_offsets
+    """The policy's decision for each request, in its wire form (what POST /classify answers)."""
     return [
-        decision_fields(policy.decide(request, probs, int(tokens), default_q, offsets), classifier.version)
-        for request, probs, tokens in zip(requests, probabilities, counts, strict=True)
+        decision_wire_form(d, classifier.version) for d in score_then_decide(classifier, policy, requests)
     ]
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tierwise.core.decide import ClassifierLike
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.core.request_text import ClassifierInput
 
@@ -159,11 +160,10 @@ class Estimator:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def estimator_for(classifier: Any, default_model_dir: Path, enabled: bool = True) -> Estimator | None:
-    """The estimator of the classifier's model folder (`default_model_dir` for a classifier that does
-    not say which); None when not `enabled` (TIERWISE_ESTIMATOR=false) or the folder was trained
-    before estimators existed (then overload falls back to the top tier)."""
+def estimator_for(classifier: ClassifierLike, enabled: bool = True) -> Estimator | None:
+    """The estimator of the classifier's model folder; None when not `enabled`
+    (TIERWISE_ESTIMATOR=false) or the folder was trained before estimators existed (then overload
+    falls back to the top tier)."""
     if not enabled:
         return None
-    model_dir = Path(getattr(classifier, "model_dir", default_model_dir))
-    return Estimator.load(model_dir, classifier.manifest.raw)
+    return Estimator.load(Path(classifier.model_dir), classifier.manifest.raw)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.core.classifier import TierClassifier
+from tierwise.core.decide import score_then_decide
 from tierwise.core.model_folder import load_manifest
 from tierwise.core.policy import Policy, RoutingInput
 from tierwise.core.policy_file import load_policy
@@ -48,20 +49,17 @@ class ChunkAuditor:
                     totals.errors.append((where, error))
         if not good:
             return totals
-        texts = [text for _, text in good]
-        probabilities, counts = self.classifier.predict_proba(texts)
-        q, offsets = self.classifier.manifest.escalation_q, self.classifier.manifest.tier_offsets
-        for text, probs, tokens in zip(texts, probabilities, counts, strict=True):
-            request = RoutingInput(text=text.text, request=text)
-            decision = self.policy.decide(request, probs, int(tokens), q, offsets)
+        requests = [RoutingInput(text=text.text, request=text) for _, text in good]
+        for decision in score_then_decide(self.classifier, self.policy, requests):
+            tokens = int(decision.token_count or 0)
             totals.requests += 1
             totals.routed[decision.tier] += 1
             if decision.predicted_tier is not None:
                 totals.predicted[decision.predicted_tier] += 1
-            totals.input_tokens[decision.tier] += int(tokens)
+            totals.input_tokens[decision.tier] += tokens
             totals.escalated += int(decision.escalated)
             totals.reasons.update(decision.reasons)
-            totals.token_bins[token_bin(int(tokens))] += 1
+            totals.token_bins[token_bin(tokens)] += 1
         return totals
 
 

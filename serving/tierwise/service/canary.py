@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tierwise.core.decide import ClassifierLike
 from tierwise.core.policy import CanaryConfig, Decision, Policy, RoutingInput
 from tierwise.service.batcher import DirectScorer, classifier_executor
-from tierwise.service.classifier import ClassifierFactory, ClassifierLike, warm_up
+from tierwise.service.classifier import ClassifierFactory, warm_up
 from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.routing import Router
 from tierwise.service.settings import Settings

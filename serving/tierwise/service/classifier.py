@@ -1,20 +1,12 @@
-"""What the service needs from a classifier (`ClassifierLike`, met by
-`tierwise.core.classifier.TierClassifier` and by the tests' doubles), the default loader, and the
-warm-up run before a model serves.
-
-Both the service's state (state.py) and the canary (canary.py) hold classifiers, so the type lives
-here, below both of them.
-"""
+"""How the service gets a classifier (`ClassifierFactory`; the protocol it meets is
+tierwise.core.decide.ClassifierLike), the default loader, and the warm-up run before a model serves
+(the primary in state.py, the canary in canary.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
-import numpy as np
-
-from tierwise.core.escalation import EscalationQ
-from tierwise.core.request_text import ClassifierInput
+from tierwise.core.decide import ClassifierLike
 from tierwise.service.settings import Settings
 
 WARM_UP_TEXTS = [
@@ -22,28 +14,6 @@ WARM_UP_TEXTS = [
     "Summarise the following paragraph in one sentence for a product update email to customers.",
     " ".join(["Prove that the algorithm terminates and analyse its complexity."] * 40),
 ]
-
-
-class ManifestLike(Protocol):
-    raw: dict[str, Any]
-    escalation_q: EscalationQ
-    tier_offsets: tuple[float, ...]
-    tiers: tuple[str, ...]
-
-
-class ClassifierLike(Protocol):
-    """What the service needs from `tierwise.core.classifier.TierClassifier`."""
-
-    @property
-    def manifest(self) -> ManifestLike: ...
-
-    @property
-    def tiers(self) -> tuple[str, ...]: ...
-
-    @property
-    def version(self) -> str: ...
-
-    def predict_proba(self, texts: list[ClassifierInput]) -> tuple[np.ndarray, list[int]]: ...
 
 
 ClassifierFactory = Callable[[Settings], ClassifierLike]

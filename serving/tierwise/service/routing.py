@@ -17,10 +17,10 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
+from tierwise.core.decide import ClassifierLike
 from tierwise.core.escalation import EscalationQ, TierOffsets
 from tierwise.core.estimator import Estimator, estimator_for
 from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
@@ -88,7 +88,7 @@ class Router:
         cls,
         policy: Policy,
         scorer: Scorer,
-        classifier: Any,
+        classifier: ClassifierLike,
         settings: Settings,
         cache: ScoreCache | None = None,
     ) -> Router:
@@ -100,8 +100,8 @@ class Router:
             default_q=classifier.manifest.escalation_q,
             deadline_ms=settings.deadline_ms,
             texts_per_deadline=settings.micro_batch_max_size,
-            estimator=estimator_for(classifier, settings.model_dir, settings.estimator),
-            count_tokens=getattr(classifier, "count_tokens", None),
+            estimator=estimator_for(classifier, settings.estimator),
+            count_tokens=classifier.count_tokens,
             cache=cache,
             tier_offsets=classifier.manifest.tier_offsets,
             admission_share=settings.admission_share,

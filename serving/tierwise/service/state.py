@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tierwise.core.decide import ClassifierLike
 from tierwise.core.policy import Policy, PolicyError
 from tierwise.core.policy_file import load_policy
 from tierwise.service.batcher import DirectScorer, MicroBatcher, Scorer
 from tierwise.service.canary import Canary, build_canary
-from tierwise.service.classifier import ClassifierFactory, ClassifierLike, warm_up
+from tierwise.service.classifier import ClassifierFactory, warm_up
 from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.routing import Router
 from tierwise.service.score_cache import ScoreCache

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
+from tierwise.core.decide import decision_wire_form
 from tierwise.core.policy import Decision, RoutingInput, UnknownTierError, with_private_data
 from tierwise.core.request_text import RequestTextError, request_input
 from tierwise.evidence.shadow import ShadowEvaluator, offer_shadow
@@ -63,21 +64,22 @@ def routing_input(item: ClassifyRequest, services: Services, field_prefix: str =
     return request
 
 
+# The decision's wire fields on the "classified" log line (probabilities and fallbacks stay out of it).
+LOGGED_DECISION_FIELDS = (
+    "tier",
+    "complexity_tier",
+    "predicted_tier",
+    "reasons",
+    "decided_by",
+    "escalated",
+    "model",
+    "token_count",
+    "model_version",
+)
+
+
 def to_response(decision: Decision, model_version: str, request_id: str) -> ClassifyResponse:
-    return ClassifyResponse(
-        tier=decision.tier,
-        complexity_tier=decision.complexity_tier,
-        confidence=decision.confidence,
-        probabilities=decision.probabilities,
-        predicted_tier=decision.predicted_tier,
-        escalated=decision.escalated,
-        reasons=list(decision.reasons),
-        decided_by=decision.decided_by,
-        model=decision.model,
-        fallbacks=list(decision.fallbacks),
-        model_version=model_version,
-        request_id=request_id,
-    )
+    return ClassifyResponse(**decision_wire_form(decision, model_version), request_id=request_id)
 
 
 async def decide_all(services: Services, requests: list[RoutingInput]) -> tuple[list[Decision], str | None]:
@@ -111,23 +113,16 @@ def log_decision(
         recorder, services, request_id, item.route, request.text, decision, context.started, model_version
     )
     offer_shadow(shadow, request_id, item.route, item.as_record, decision)
+    wire = decision_wire_form(decision, model_version)
     fields: dict[str, Any] = {
         "request_id": request_id,
         "trace_id": context.trace_id,
         "traceparent": context.traceparent,
-        "tier": decision.tier,
-        "complexity_tier": decision.complexity_tier,
-        "predicted_tier": decision.predicted_tier,
+        **{name: wire[name] for name in LOGGED_DECISION_FIELDS},
         "confidence": round(decision.confidence, 4),
-        "reasons": list(decision.reasons),
-        "decided_by": decision.decided_by,
-        "escalated": decision.escalated,
-        "model": decision.model,
-        "token_count": decision.token_count,
         "private_data": list(decision.private_data),
         "route": item.route,
         "metadata": item.metadata,
-        "model_version": model_version,
         "latency_ms": round((time.perf_counter() - context.started) * 1000, 3),
     }
     if classifier_error:
