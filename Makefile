@@ -19,8 +19,10 @@ CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estim
 
 .PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade serve classify clean k8s-policy
 
-help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## List the targets (a word in capitals is a variable: make train MODEL=candidate; MODEL is default)
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST) \
+		| sed -E 's/\$$\(([A-Z_]+)\)/\1/g'
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it or run make PYTHON=/path/to/python3.11"; exit 1; }

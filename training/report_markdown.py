@@ -15,6 +15,7 @@ from tierwise.core.scoring import percent
 from tierwise.training.estimator import render_markdown as render_estimator
 from tierwise.training.invariance import render_markdown as render_invariance
 from tierwise.training.labels import TIERS
+from tierwise.training.within_source import LOSO_SCORES, SCORES
 from tierwise.training.within_source_markdown import within_source_markdown
 
 SPLIT_TITLES = {
@@ -201,7 +202,7 @@ def render_header(manifest: dict[str, Any], evaluation: dict[str, Any]) -> str:
     if "estimator" in evaluation:
         sections.append(render_estimator(evaluation["estimator"]))
     if "within_source" in evaluation:
-        sections.append(within_source_markdown(evaluation["within_source"]))
+        sections.append(within_source_markdown(evaluation["within_source"], SCORES, LOSO_SCORES))
     return HEADER.substitute(
         name=manifest["name"],
         base_model=base["name"],

@@ -48,6 +48,7 @@ from tierwise.training.estimator import REGULARIZATION_C, feature_matrix
 from tierwise.training.invariance import read_splits, sample_rows
 from tierwise.training.labels import TIER_INDEX, TIERS, lowest_tier
 from tierwise.training.source_groups import source_group
+from tierwise.training.within_source_markdown import within_source_markdown
 from tierwise.training.wrappers import WrapperLibrary
 
 log = logging.getLogger("tierwise.within_source")
@@ -472,9 +473,7 @@ def within_source_report(
 
 def write_within_source(out_dir: Path, report: dict[str, Any]) -> str:
     """report/within_source.{json,md} (the gate reads the json); returns the markdown."""
-    from tierwise.training.within_source_markdown import within_source_markdown  # it reads this module
-
-    markdown = within_source_markdown(report)
+    markdown = within_source_markdown(report, SCORES, LOSO_SCORES)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "within_source.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     (out_dir / "within_source.md").write_text(markdown, encoding="utf-8")

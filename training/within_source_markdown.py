@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from tierwise.training.labels import TIERS
-from tierwise.training.within_source import LOSO_SCORES, SCORES
 
 
 def num(value: float | None) -> str:
@@ -75,7 +74,7 @@ def hard_rows_markdown(hard: dict[str, Any]) -> list[str]:
     return lines
 
 
-def within_source_markdown(report: dict[str, Any]) -> str:
+def within_source_markdown(report: dict[str, Any], scores: Sequence[str], loso_scores: Sequence[str]) -> str:
     lines = [
         "## Within-source ranking",
         "",
@@ -95,18 +94,17 @@ def within_source_markdown(report: dict[str, Any]) -> str:
             lines += [
                 f"### {split}, {shape}",
                 "",
-                *table_markdown(table, SCORES),
+                *table_markdown(table, scores),
                 "",
                 *hard_rows_markdown(table["hard_rows"]),
                 "",
             ]
     if "leave_source_out" in report:
-        lines += [*leave_source_out_markdown(report["leave_source_out"]), ""]
+        lines += [*leave_source_out_markdown(report["leave_source_out"], loso_scores), ""]
     return "\n".join(lines)
 
 
-def leave_source_out_markdown(section: dict[str, Any]) -> list[str]:
-    names = LOSO_SCORES
+def leave_source_out_markdown(section: dict[str, Any], names: Sequence[str]) -> list[str]:
     lines = [
         "### Grouped leave-source-out",
         "",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 from tierwise.training.paths import wrappers_dir
@@ -71,10 +71,6 @@ LONG_MIN_PRETOKENS = 800
 _PRETOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
 Body = dict[str, Any]
-
-
-class TokenCounter(Protocol):
-    def encode(self, sequence: str, add_special_tokens: bool = ...) -> Any: ...
 
 
 def pretoken_count(text: str) -> int:
@@ -295,33 +291,3 @@ def _check_pools(library: WrapperLibrary) -> None:
     missing = [p.id for p in library.system_prompts if p.tools and not library.tool_histories(p)]
     if missing:
         raise ValueError(f"prompts with tools but no tool history using only their tools: {missing}")
-
-
-# Measuring -------------------------------------------------------------------------------------------
-
-
-def token_count(tokenizer: TokenCounter, text: str) -> int:
-    """WordPiece tokens of `text`, without [CLS]/[SEP]; the tokenizer must not truncate or pad."""
-    return len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-def untruncated(tokenizer: Any) -> Any:
-    """A copy of a `tokenizers.Tokenizer` with truncation and padding off (the shipped one caps at 128)."""
-    clone = type(tokenizer).from_str(tokenizer.to_str())
-    clone.no_truncation()
-    clone.no_padding()
-    return clone
-
-
-def token_lengths(library: WrapperLibrary, tokenizer: Any) -> dict[str, list[int]]:
-    """Token counts per kind of wrapper text; system prompts are counted as sent (passages included)."""
-    counter = untruncated(tokenizer)
-    history_texts = ["\n\n".join(str(m.get("content") or "") for m in h.messages) for h in library.histories]
-    texts = {
-        "system_prompts": [p.text for p in library.system_prompts],
-        "format_rules": [s.text for s in library.format_rules],
-        "few_shot_headers": [s.text for s in library.few_shot_headers],
-        "histories": history_texts,
-        "follow_ups": [s.text for s in library.follow_ups],
-    }
-    return {kind: [token_count(counter, t) for t in group] for kind, group in texts.items()}

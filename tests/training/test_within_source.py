@@ -9,6 +9,8 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from tierwise.training.report_markdown import render_header
 from tierwise.training.within_source import (
+    LOSO_SCORES,
+    SCORES,
     batched_auc,
     batched_spearman,
     hard_rows_routed_fast,
@@ -184,7 +186,7 @@ def test_the_report_judges_bare_and_wrapped_rows_and_renders():
     assert entry["gsm8k"]["auc"]["model"] == pytest.approx(1.0)
     assert entry["mmlu"]["auc"]["model"] == pytest.approx(0.5)
     assert "source prior" in wrapped["pooled_auc"] and "leave_source_out" not in report
-    markdown = within_source_markdown(report)
+    markdown = within_source_markdown(report, SCORES, LOSO_SCORES)
     assert "### test, wrapped" in markdown and "**macro**" in markdown and "source prior" in markdown
 
 

@@ -14,7 +14,35 @@ import pytest
 import yaml
 from tierwise.core.request_text import content_text, record_text
 from tierwise.training.paths import wrappers_dir
-from tierwise.training.wrappers import CONDITIONS, ROLES, SPLITS, WrapperLibrary, token_lengths
+from tierwise.training.wrappers import CONDITIONS, ROLES, SPLITS, WrapperLibrary
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    """WordPiece tokens of `text`, without [CLS]/[SEP]; the tokenizer must not truncate or pad."""
+    return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def untruncated(tokenizer: Any) -> Any:
+    """A copy of a `tokenizers.Tokenizer` with truncation and padding off (the shipped one caps at 128)."""
+    clone = type(tokenizer).from_str(tokenizer.to_str())
+    clone.no_truncation()
+    clone.no_padding()
+    return clone
+
+
+def token_lengths(library: WrapperLibrary, tokenizer: Any) -> dict[str, list[int]]:
+    """Token counts per kind of wrapper text; system prompts are counted as sent (passages included)."""
+    counter = untruncated(tokenizer)
+    history_texts = ["\n\n".join(str(m.get("content") or "") for m in h.messages) for h in library.histories]
+    texts = {
+        "system_prompts": [p.text for p in library.system_prompts],
+        "format_rules": [s.text for s in library.format_rules],
+        "few_shot_headers": [s.text for s in library.few_shot_headers],
+        "histories": history_texts,
+        "follow_ups": [s.text for s in library.follow_ups],
+    }
+    return {kind: [token_count(counter, t) for t in group] for kind, group in texts.items()}
+
 
 TASKS = [
     "What is the capital of Peru?",

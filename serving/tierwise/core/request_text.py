@@ -21,8 +21,8 @@ from typing import Any
 
 CONTEXT_ROLES = ("system", "developer")
 TEXT_PART_TYPES = ("text", "input_text")
-# Characters of each context piece put in the sketch: the encoder keeps only its first
-# `context_tokens` (64) tokens anyway, so more would only cost tokenizing time.
+# Characters of each context piece put in the sketch: the encoder keeps at most the manifest's
+# `context_tokens` of the sketch anyway (32 in today's models), so more would only cost tokenizing time.
 SKETCH_CHARS = {"previous": 700, "system": 500}
 
 

@@ -155,9 +155,6 @@ class LabelPlan:
     def judge_calls_per_request(self) -> int:
         return 2 * len(self.candidates) if self.mode == "pairwise" else len(self.evaluated)
 
-    def calls_per_request(self) -> int:
-        return len(self.evaluated) + self.judge_calls_per_request()
-
     def answer_estimate(self, tier: str, request: LoggedRequest) -> float:
         tokens = len(judge.conversation_block(request.chat)) / CHARS_PER_TOKEN_ESTIMATE
         return self.prices[self.models[tier]].cost(tokens, self.expected_output_tokens)
