@@ -94,8 +94,10 @@ test-fast: install ## The inner loop: every test but the slow ones (-m "not slow
 mutation: install ## Remove privacy, escalation, the estimator (one at a time, in a copy of HEAD): failing fast tests each
 	$(PY) -m tools.mutation_check
 
-lint: install ## ruff check; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
+lint: install ## ruff check and format; mypy (strict) on the tierwise package; hadolint on the Dockerfile; deploy/k8s against the Kubernetes schemas
 	$(VENV)/bin/ruff check training serving tests tools
+	$(VENV)/bin/ruff format --check training serving tests tools
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/kubernetes-validate --strict deploy/k8s/*.yaml
 

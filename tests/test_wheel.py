@@ -139,7 +139,8 @@ def test_installed_defaults_are_relative_to_the_working_directory(installed: Pat
     script = """
 import json, tierwise
 from pathlib import Path
-from tierwise.service.settings import DEFAULT_POLICY_FILE, Settings
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+from tierwise.service.settings import Settings
 s = Settings()
 print(json.dumps({"package": tierwise.__file__, "model_dir": str(s.model_dir),
     "model_dir_resolved": str(s.model_dir.resolve()), "decision_db": s.decision_db,

@@ -227,7 +227,7 @@ def policy_strengths(policy_file: Any) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tierwise.service.settings import DEFAULT_POLICY_FILE
+    from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tierwise.cli.main import main as tierwise
-from tierwise.service.settings import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 
 from tools.fake_llm import FakeScript, fake_server, policy_strengths
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tierwise.service.settings import DEFAULT_POLICY_FILE, Settings
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+from tierwise.service.settings import Settings
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

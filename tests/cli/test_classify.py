@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 from tierwise.cli.main import main
 from tierwise.core.policy import RoutingInput
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.request_text import request_input
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.tiny_model import FAST_WORDS, FRONTIER_WORDS
 

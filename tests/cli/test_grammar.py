@@ -5,7 +5,8 @@ import argparse
 import pytest
 from tierwise.cli.main import build_parser, main
 from tierwise.cli.options import resolve_db
-from tierwise.service.settings import DEFAULT_DECISION_DB, DEFAULT_MODEL_DIR, DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+from tierwise.service.settings import DEFAULT_DECISION_DB, DEFAULT_MODEL_DIR
 
 # The shared flags each command must list (a command lists only those it uses).
 SHARED_FLAGS = {

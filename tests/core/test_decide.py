@@ -5,11 +5,11 @@ import asyncio
 
 from tierwise.core.decide import decision_wire_form, score_then_decide
 from tierwise.core.policy import RoutingInput
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.service.batcher import DirectScorer
 from tierwise.service.routing import Router
 from tierwise.service.schemas import ClassifyResponse
-from tierwise.service.settings import DEFAULT_POLICY_FILE, Settings
+from tierwise.service.settings import Settings
 
 TEXTS = ["hello there", "write an email to the team", "prove the theorem and design the system"]
 

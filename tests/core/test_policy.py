@@ -15,10 +15,9 @@ from tierwise.core.policy import (
     RoutingInput,
     UnknownTierError,
 )
-from tierwise.core.policy_file import load_policy, parse_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy, parse_policy
 from tierwise.service.batcher import DirectScorer
 from tierwise.service.routing import Router
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tests.helpers.timing import HANG_SECONDS, HeldCalls
 

@@ -7,12 +7,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as tierwise
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 from tierwise.evidence.decision_log import DecisionRecord, DecisionStore, FeedbackRecord
 from tierwise.evidence.shadow import HourlySpend, sampled, wilson_interval
 from tierwise.evidence.shadow_config import ShadowConfigError, parse_shadow
 from tierwise.ops.shadow_report import render_shadow, shadow_outcomes, shadow_summary
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
 from tools.tiny_model import make_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.gateway.cascade import (
     EMPTY,
     INVALID_JSON,
@@ -24,7 +24,6 @@ from tierwise.gateway.cascade import (
     response_usage,
 )
 from tierwise.gateway.cascade_config import CascadeConfig, CascadeConfigError, parse_cascade
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
 CHAIN = [

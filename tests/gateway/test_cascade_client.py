@@ -6,7 +6,7 @@ import asyncio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.evidence.decision_log import DecisionStore
 from tierwise.gateway.cascade import RetryPlanner
 from tierwise.gateway.cascade_client import cascade_from_policy
@@ -14,7 +14,6 @@ from tierwise.gateway.cascade_config import CascadeConfig
 from tierwise.gateway.cascade_runner import Cascade
 from tierwise.gateway.client import AsyncTierwiseClient, TierwiseClient
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tests.helpers.gateway import PROMPTS, refused_transport, sync_client
 from tools.tiny_model import make_settings

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.gateway.cascade import RetryPlanner, Rung
 from tierwise.gateway.cascade_config import CascadeConfig, JudgeConfig
 from tierwise.gateway.cascade_runner import Answer, Cascade
 from tierwise.gateway.wire import Routing
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
 CHAIN = ["gpt-4o-mini", "claude-3-5-haiku", "gpt-4.1", "claude-sonnet-4", "o3"]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.evidence.decision_log import DecisionStore
 from tierwise.gateway.cascade import RetryPlanner
 from tierwise.gateway.cascade_config import CascadeConfig
@@ -24,7 +24,6 @@ from tierwise.gateway.cascade_litellm import LiteLLMCascade
 from tierwise.gateway.cascade_runner import Cascade
 from tierwise.gateway.client import AsyncTierwiseClient
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.cascade_fake import AppServer, CascadeUpstream, Faults, create_cascade_app
 from tools.tiny_model import make_settings

@@ -16,10 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.gateway.client import AsyncTierwiseClient
 from tierwise.gateway.wire import Routing
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tests.helpers.gateway import refused_transport
 from tests.helpers.timing import HANG_SECONDS

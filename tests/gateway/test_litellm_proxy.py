@@ -24,10 +24,9 @@ import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.privacy import detect_private_data
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.harness import free_port
 from tools.privacy_cases import CARD_CASES

@@ -7,13 +7,12 @@ from collections import Counter
 
 import pytest
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.request_text import RequestTextError
 from tierwise.ops.audit import AuditOptions, run_audit
 from tierwise.ops.audit_report import summarize, write_audit
 from tierwise.ops.audit_totals import AuditTotals
 from tierwise.ops.request_logs import plan_chunks, request_text
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.tiny_model import BALANCED_WORDS, FAST_WORDS, FRONTIER_WORDS, NEUTRAL_WORDS, TIERS
 

@@ -5,11 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 from tierwise.cli.main import main as cli_main
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.scoring import request_cost_usd
 from tierwise.evidence.decision_log import DecisionRecord, DecisionStore, FeedbackRecord, outcome_range
 from tierwise.ops.cascade_report import cascade_checks, cascade_summary, render_cascade
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
 TIERS = POLICY.tier_names

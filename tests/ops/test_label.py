@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 from tierwise.cli.main import main as tierwise
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 from tierwise.evidence.llm_api import ChatClient
 from tierwise.ops.label_journal import Journal
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from tierwise.cli.main import main as tierwise
-from tierwise.service.settings import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
 

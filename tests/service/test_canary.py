@@ -9,10 +9,9 @@ from tierwise.cli.main import main as cli_main
 from tierwise.core.classifier import TierClassifier
 from tierwise.core.model_folder import ModelFolderError
 from tierwise.core.policy import PolicyError
-from tierwise.core.policy_file import parse_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, parse_policy
 from tierwise.service.app import create_app
 from tierwise.service.canary import canary_fraction, goes_to_canary
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.tiny_model import make_settings, write_model_folder
 

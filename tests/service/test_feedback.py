@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as cli_main
 from tierwise.core.policy import TierConfig
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.scoring import request_cost_usd
 from tierwise.evidence.decision_log import (
     DecisionRecord,
@@ -19,7 +19,6 @@ from tierwise.evidence.decision_log import (
 )
 from tierwise.ops.feedback_report import build_report, feedback_rows, parse_since
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 from tierwise.training.user_data import parse_user_row
 
 from tools.tiny_model import make_settings

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from tierwise.cli.main import main as cli_main
 from tierwise.core.policy import PRIVATE_DATA
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 from tierwise.core.privacy import detect_private_data
 from tierwise.core.request_text import request_input, request_strings
 from tierwise.gateway.client import TierwiseClient
 from tierwise.ops.audit import AuditOptions, run_audit
 from tierwise.service.app import create_app
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.privacy_cases import ORDINARY_REQUEST_SHAPES, REQUEST_SHAPE_CASES
 from tools.tiny_model import make_settings

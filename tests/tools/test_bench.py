@@ -1,9 +1,8 @@
 """The pure helpers of the shadow overhead comparison in `make bench` (no load is run here)."""
 
 import pytest
-from tierwise.core.policy_file import load_policy
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.evidence.shadow_config import load_shadow_config
-from tierwise.service.settings import DEFAULT_POLICY_FILE
 
 from tools.bench.http_load import LoadRow
 from tools.bench.report import markdown_report

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from tierwise.core.policy_file import load_policy
-from tierwise.service.settings import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 
 from tests.tools.test_load_levels import answer
 from tools.capacity_bench import (

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from tierwise.cli.main import main as tierwise
-from tierwise.service.settings import DEFAULT_POLICY_FILE
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
 from tierwise.training import build_dataset
 
 from tools.fake_llm import FakeScript, fake_server, policy_strengths

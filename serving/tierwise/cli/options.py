@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tierwise.service.settings import DEFAULT_DECISION_DB, DEFAULT_MODEL_DIR, DEFAULT_POLICY_FILE, Settings
+from tierwise.core.policy_file import DEFAULT_POLICY_FILE
+from tierwise.service.settings import DEFAULT_DECISION_DB, DEFAULT_MODEL_DIR, Settings
 
 
 class UsageError(ValueError):

@@ -24,10 +24,17 @@ from tierwise.core.request_text import ClassifierInput
 class ManifestLike(Protocol):
     """What routing reads of a model folder's manifest (tierwise.core.model_folder.Manifest)."""
 
-    raw: dict[str, Any]
-    escalation_q: EscalationQ
-    tier_offsets: tuple[float, ...]
-    tiers: tuple[str, ...]
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+    @property
+    def escalation_q(self) -> EscalationQ: ...
+
+    @property
+    def tier_offsets(self) -> tuple[float, ...]: ...
+
+    @property
+    def tiers(self) -> tuple[str, ...]: ...
 
 
 class ClassifierLike(Protocol):
@@ -45,9 +52,9 @@ class ClassifierLike(Protocol):
     @property
     def model_dir(self) -> Path: ...
 
-    def predict_proba(self, texts: Sequence[ClassifierInput]) -> tuple[np.ndarray, list[int]]: ...
+    def predict_proba(self, texts: Sequence[ClassifierInput | str]) -> tuple[np.ndarray, list[int]]: ...
 
-    def count_tokens(self, texts: Sequence[ClassifierInput]) -> list[int]: ...
+    def count_tokens(self, texts: Sequence[ClassifierInput | str]) -> list[int]: ...
 
 
 def score_then_decide(

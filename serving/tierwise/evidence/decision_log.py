@@ -227,7 +227,10 @@ class DecisionStore:
     def insert_feedback(self, record: FeedbackRecord) -> int:
         with self.engine.begin() as connection:
             result = connection.execute(feedback_table.insert(), asdict(record))
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            if key is None:
+                raise DecisionLogError("the database returned no id for the inserted feedback row")
+            return int(key[0])
 
     # reads
 

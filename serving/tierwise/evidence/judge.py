@@ -90,7 +90,7 @@ def parse_pairwise(text: str | None) -> Verdict | None:
     found |= {"TIE" if m.upper() in {"C", "TIE"} else m.upper() for m in _BRACKET_RE.findall(text)}
     if len(found) != 1:
         return None
-    return found.pop()  # type: ignore[return-value]
+    return found.pop()
 
 
 def parse_grade(text: str | None) -> int | None:

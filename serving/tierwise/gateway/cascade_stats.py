@@ -18,7 +18,7 @@ The service counts the retries it hears of through feedback as `tierwise_cascade
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Collection
 from typing import Any, Protocol
 
@@ -85,7 +85,7 @@ class CascadeStats:
         self.retries: Counter[tuple[str, str]] = Counter()  # (from_tier, reason)
         self.checks: Counter[tuple[str, str]] = Counter()  # (tier, passed | failed)
         self.responses: Counter[str] = Counter()  # success | failed
-        self.cost_usd: Counter[str] = Counter()  # by result
+        self.cost_usd: dict[str, float] = defaultdict(float)  # by result
         self.feedback: Counter[str] = Counter()  # sent | failed
         self.added_ms: dict[bool, deque[float]] = {
             True: deque(maxlen=KEPT_LATENCIES),

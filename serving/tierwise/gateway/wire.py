@@ -64,8 +64,8 @@ def classify_payload(
 ) -> dict[str, Any]:
     if (text is None) == (messages is None):
         raise ValueError("pass exactly one of text= or messages=")
-    for name, value in (("tools", tools), ("functions", functions), ("response_format", response_format)):
-        if value is not None and messages is None:
+    for name, given in (("tools", tools), ("functions", functions), ("response_format", response_format)):
+        if given is not None and messages is None:
             raise ValueError(f"{name}= go with messages= (an OpenAI chat request), not with text=")
     payload: dict[str, Any] = (
         {"text": text} if text is not None else {"messages": [dict(m) for m in messages or []]}

@@ -49,8 +49,8 @@ class ChunkAuditor:
                     totals.errors.append((where, error))
         if not good:
             return totals
-        requests = [RoutingInput(text=text.text, request=text) for _, text in good]
-        for decision in score_then_decide(self.classifier, self.policy, requests):
+        routing = [RoutingInput(text=text.text, request=text) for _, text in good]
+        for decision in score_then_decide(self.classifier, self.policy, routing):
             tokens = int(decision.token_count or 0)
             totals.requests += 1
             totals.routed[decision.tier] += 1
@@ -63,7 +63,7 @@ class ChunkAuditor:
         return totals
 
 
-ProgressCallback = Callable[[int], None]  # rows just finished
+ProgressCallback = Callable[[int], object]  # rows just finished
 
 
 def audit_local(

@@ -62,7 +62,7 @@ class AuditTotals:
             escalated=values["escalated"],
             reasons=Counter(values["reasons"]),
             token_bins=Counter({int(k): v for k, v in values["token_bins"].items()}),
-            errors=[tuple(e) for e in values["errors"]],  # type: ignore[misc]
+            errors=[(str(where), str(error)) for where, error in values["errors"]],
         )
 
 

@@ -90,12 +90,16 @@ class Labeler:
         return {"temperature": 0.0, "max_tokens": max_tokens}
 
     def call_cost(self, model: str, completion: Completion, messages: list[dict[str, Any]]) -> float:
-        prompt = completion.prompt_tokens
-        if prompt is None:
+        prompt: float
+        output: float
+        if completion.prompt_tokens is None:
             prompt = len(judge.conversation_block(messages)) / CHARS_PER_TOKEN_ESTIMATE
-        output = completion.completion_tokens
-        if output is None:
+        else:
+            prompt = completion.prompt_tokens
+        if completion.completion_tokens is None:
             output = len(completion.text) / CHARS_PER_TOKEN_ESTIMATE
+        else:
+            output = completion.completion_tokens
         return self.plan.prices[model].cost(prompt, output)
 
     async def call(self, role: str, model: str, messages: list[dict[str, Any]]) -> tuple[Completion, float]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from tierwise.evidence.shadow import close_shadow, start_shadow
 from tierwise.service.classifier import ClassifierFactory, load_tier_classifier
@@ -144,7 +145,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Metrics label requests by path for these; any other path is counted as "other" (bounded labels).
-    endpoints = {route.path for router in ROUTERS for route in router.routes} | {"/docs"}
+    endpoints = {route.path for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)}
+    endpoints.add("/docs")
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, endpoints=endpoints
     )

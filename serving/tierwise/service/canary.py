@@ -122,11 +122,11 @@ async def decide_split(
         decide_primary([requests[i] for i in primary_index]) if primary_index else nothing(),
         canary.decide([requests[i] for i in canary_index]) if canary_index else nothing(),
     )
-    decisions: list[Decision | None] = [None] * len(requests)
+    placed: list[Decision | None] = [None] * len(requests)
     versions = [primary_version] * len(requests)
     for i, decision in zip(primary_index, primary_decisions, strict=True):
-        decisions[i] = decision
+        placed[i] = decision
     for i, decision in zip(canary_index, canary_decisions, strict=True):
-        decisions[i] = decision
+        placed[i] = decision
         versions[i] = canary.version
-    return [d for d in decisions if d is not None], versions, primary_error or canary_error
+    return [d for d in placed if d is not None], versions, primary_error or canary_error

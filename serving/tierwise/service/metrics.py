@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -82,6 +83,12 @@ class Histogram:
         return self._counts.get(label_values, 0)
 
 
+# How a scrape combines the workers' values of a gauge (prometheus-client's multiprocess_mode).
+MultiprocessMode = Literal[
+    "all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"
+]
+
+
 class Gauge:
     """`mode`: how a scrape combines workers (prometheus-client's multiprocess_mode), e.g.
     `livemostrecent` (the latest value of a live worker) or `liveall` (one series per live worker)."""
@@ -92,7 +99,7 @@ class Gauge:
         help_text: str,
         label_names: Sequence[str] = (),
         registry: CollectorRegistry | None = None,
-        mode: str = "livemostrecent",
+        mode: MultiprocessMode = "livemostrecent",
     ) -> None:
         self.name, self.label_names = name, tuple(label_names)
         self._metric = prometheus_client.Gauge(

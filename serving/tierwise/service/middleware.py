@@ -141,7 +141,8 @@ class RequestContextMiddleware:
 
     async def _read_body(self, receive: Receive) -> tuple[bytes | None, str | None]:
         """The whole body, or None and the size read so far when it exceeds the limit."""
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":

@@ -141,7 +141,9 @@ class Router:
     ) -> tuple[list[Score | None], str | None, bool]:
         """Scores from the cache, then the encoder for the rest: (per text a score or None, why some
         are missing, whether they are missing because the encoder was too slow)."""
-        found = self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
+        found: list[Score | None] = (
+            self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
+        )
         missing = [i for i, score in enumerate(found) if score is None]
         if not missing:
             return found, None, False
@@ -177,10 +179,10 @@ class Router:
                 estimated = set(missing)
         decisions = []
         for index, request in enumerate(requests):
-            score = scores[index]
-            decision = None if score is None else self._decide(request, score, index in estimated)
+            scored = scores[index]
+            decision = None if scored is None else self._decide(request, scored, index in estimated)
             if decision is None:
-                if score is not None:
+                if scored is not None:
                     error = "the policy raised; see the service log"
                 decision = self.policy.unavailable_decision(request)
             decisions.append(decision)
@@ -188,6 +190,8 @@ class Router:
 
     def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
         """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
+        q: EscalationQ
+        offsets: TierOffsets
         if estimated and self.estimator is not None:
             q, offsets = self.estimator.escalation_q, self.estimator.tier_offsets
         else:

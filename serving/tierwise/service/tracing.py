@@ -36,6 +36,8 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
+from fastapi.telemetry import TelemetryConfig
+
 from tierwise.core.decide import decision_wire_form
 from tierwise.core.policy import CLASSIFIER_UNAVAILABLE, ESTIMATED, PRIVATE_DATA, ROUTE_OVERRIDE, Decision
 from tierwise.service.settings import Settings
@@ -95,7 +97,7 @@ def decision_attributes(
 
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # FastAPI's telemetry with tracing off: no spans, metrics or logs, and no provider lookups per request.
-TELEMETRY_OFF: dict[str, Any] = {
+TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
     "logs": False,
@@ -120,7 +122,7 @@ class Tracing:
         self.owns_provider = owns_provider
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
 
-    def fastapi_telemetry(self) -> dict[str, Any]:
+    def fastapi_telemetry(self) -> TelemetryConfig:
         """`FastAPI(telemetry=...)`: a SERVER span per request on this provider, the decision on it."""
         return {
             **TELEMETRY_OFF,
@@ -162,9 +164,9 @@ class Tracing:
             self.provider.shutdown()
 
 
-def fastapi_telemetry(tracing: Tracing | None) -> dict[str, Any]:
+def fastapi_telemetry(tracing: Tracing | None) -> TelemetryConfig:
     """The `telemetry` argument for `FastAPI(...)`."""
-    return dict(TELEMETRY_OFF) if tracing is None else tracing.fastapi_telemetry()
+    return TelemetryConfig(**TELEMETRY_OFF) if tracing is None else tracing.fastapi_telemetry()
 
 
 def open_tracing(settings: Settings, provider: Any = None) -> Tracing | None:
