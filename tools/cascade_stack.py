@@ -3,7 +3,8 @@ in serving/tierwise/gateway/LITELLM.md and a policy holding its documented `casc
 of the scripted upstream of tools/cascade_fake.py, with a tierwise service (the tiny test model of
 tools/tiny_model.py, decision log on) behind the hook. Everything listens on 127.0.0.1.
 
-Used by `python -m tools.cascade_bench` and tests/gateway/test_cascade_proxy.py.
+Used by `python -m tools.cascade_bench` and tests/gateway/test_cascade_proxy.py; the proxy launcher
+(`litellm_proxy`, `proxy_environment`) also by tests/gateway/test_litellm_proxy.py.
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ def litellm_command() -> list[str]:
     return [str(script)]
 
 
-def proxy_environment(upstream_url: str, tierwise_url: str, policy_file: Path) -> dict[str, str]:
+def proxy_environment(
+    upstream_url: str,
+    tierwise_url: str,
+    policy_file: Path,
+    tierwise_timeout_seconds: float = BENCH_TIERWISE_TIMEOUT_SECONDS,
+) -> dict[str, str]:
+    """The proxy's environment: fake keys, every provider at `upstream_url`, the hook at `tierwise_url`."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -103,18 +110,18 @@ def proxy_environment(upstream_url: str, tierwise_url: str, policy_file: Path) -
         )
     }
     env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no network: the bundled price map
         LITELLM_MASTER_KEY=MASTER_KEY,
         OPENAI_API_KEY="sk-fake-openai",
         OPENAI_BASE_URL=f"{upstream_url}/v1",
         ANTHROPIC_API_KEY="sk-ant-fake",
         ANTHROPIC_API_BASE=upstream_url,
         GEMINI_API_KEY="fake-gemini-key",
-        GEMINI_API_BASE=f"{upstream_url}/v1beta",
+        GEMINI_API_BASE=f"{upstream_url}/v1beta",  # LiteLLM calls {base}/models/{model}:generateContent
         PRIVATE_LLM_API_BASE=f"{upstream_url}/v1",
         PRIVATE_LLM_API_KEY="none",
         TIERWISE_URL=tierwise_url,
-        TIERWISE_TIMEOUT_SECONDS=str(BENCH_TIERWISE_TIMEOUT_SECONDS),
+        TIERWISE_TIMEOUT_SECONDS=str(tierwise_timeout_seconds),
         TIERWISE_POLICY_FILE=str(policy_file),
         NO_PROXY="127.0.0.1,localhost",
     )
@@ -141,6 +148,30 @@ def _wait_for_proxy(process: subprocess.Popen[bytes], url: str, log_file: Path) 
 
 
 @contextmanager
+def litellm_proxy(config: dict[str, Any], env: dict[str, str], folder: Path) -> Iterator[str]:
+    """`litellm --config` with `config` and `env` on a free port of 127.0.0.1, its log in `folder`;
+    yields its URL once it answers, and stops it on exit. Raises StackError when it cannot start."""
+    config_file = folder / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    log_file = folder / "proxy.log"
+    command = [*litellm_command(), "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port)]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_proxy(process, url, log_file)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = None) -> Iterator[Stack]:
     """The stack, up; stopped on exit. `cascade`: a policy `cascade:` block instead of the documented one."""
     from tierwise.service.app import create_app
@@ -161,33 +192,11 @@ def cascade_stack(upstream: CascadeUpstream, cascade: dict[str, Any] | None = No
         tierwise_app = create_app(settings)
         tierwise = AppServer(tierwise_app, lifespan="on")
         fake = AppServer(create_cascade_app(upstream))
-        config_file = folder / "config.yaml"
-        config_file.write_text(yaml.safe_dump(documented_proxy_config()), encoding="utf-8")
-        port = free_port()
-        log_file = folder / "proxy.log"
-        command = [
-            *litellm_command(),
-            "--config",
-            str(config_file),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
         env = proxy_environment(fake.url, tierwise.url, policy_file)
-        with log_file.open("wb") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_for_proxy(process, url, log_file)
-            yield Stack(url, upstream, tierwise_app, decision_db, policy_file, log_file)
+            with litellm_proxy(documented_proxy_config(), env, folder) as url:
+                yield Stack(url, upstream, tierwise_app, decision_db, policy_file, folder / "proxy.log")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
             tierwise.stop()
             fake.stop()
 

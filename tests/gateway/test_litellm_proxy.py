@@ -6,76 +6,33 @@ all on 127.0.0.1: the routing table, the private tier, fail-upward, and the no-l
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.privacy import detect_private_data
 from tierwise.service.app import create_app
 
-from tools.harness import free_port
+from tools.cascade_fake import AppServer
+from tools.cascade_stack import StackError, documented_proxy_config, litellm_proxy, proxy_environment
 from tools.privacy_cases import CARD_CASES
 from tools.tiny_model import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-REPO_DIR = Path(__file__).resolve().parents[2]
-LITELLM_DOC = REPO_DIR / "serving" / "tierwise" / "gateway" / "LITELLM.md"
 MASTER_KEY = "sk-tierwise-test-master-key"
 PROMPTS = {"fast": "hello hello", "balanced": "write an email", "frontier": "prove the theorem"}
-START_SECONDS = 60.0
 POLICY = load_policy(DEFAULT_POLICY_FILE)
 PRIVATE_GROUP = POLICY.private_tier.models[0] if POLICY.private_tier else ""
 PUBLIC_GROUPS = {model for tier in POLICY.tiers for model in tier.models}
-
-
-def documented_config() -> dict[str, Any]:
-    """The proxy config of serving/tierwise/gateway/LITELLM.md (its YAML block with a model_list)."""
-    for block in re.findall(r"```yaml\n(.*?)```", LITELLM_DOC.read_text(encoding="utf-8"), re.DOTALL):
-        config = yaml.safe_load(block)
-        if isinstance(config, dict) and "model_list" in config:
-            return config
-    raise AssertionError(f"{LITELLM_DOC} has no ```yaml block with a model_list")
-
-
-class ThreadServer:
-    """An ASGI app served by uvicorn in a thread on 127.0.0.1 and a free port."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("a test server did not start within 30 s")
-            time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass
@@ -203,82 +160,31 @@ class Stack:
     proxy_url: str
     upstream: Upstream
     tierwise: Switch
-    tierwise_server: ThreadServer
-
-
-def litellm_command() -> list[str]:
-    script = Path(sys.executable).with_name("litellm")
-    if not script.is_file():
-        pytest.skip(f"no `litellm` command next to {sys.executable}: pip install -e '.[gateway]'")
-    return [str(script)]
+    tierwise_server: AppServer
 
 
 @pytest.fixture(scope="module")
 def stack(tiny_model_dir, tiny_classifier, tmp_path_factory) -> Iterator[Stack]:
     upstream = Upstream()
-    upstream_server = ThreadServer(upstream.app())
+    upstream_server = AppServer(upstream.app(), lifespan="on")
     switch = Switch(create_app(make_settings(tiny_model_dir), classifier_factory=lambda _: tiny_classifier))
-    tierwise_server = ThreadServer(switch)
-    config_file = tmp_path_factory.mktemp("litellm") / "config.yaml"
-    config_file.write_text(yaml.safe_dump(documented_config()), encoding="utf-8")
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("LITELLM_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "TIERWISE_", "DATABASE_URL")
-        )
-    }
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no network: the bundled price map
-        LITELLM_MASTER_KEY=MASTER_KEY,
-        OPENAI_API_KEY="sk-fake-openai",
-        OPENAI_BASE_URL=f"{upstream_server.url}/v1",
-        ANTHROPIC_API_KEY="sk-ant-fake",
-        ANTHROPIC_API_BASE=upstream_server.url,
-        GEMINI_API_KEY="fake-gemini-key",
-        GEMINI_API_BASE=f"{upstream_server.url}/v1beta",  # LiteLLM calls {base}/models/{model}:generateContent
-        PRIVATE_LLM_API_BASE=f"{upstream_server.url}/v1",
-        PRIVATE_LLM_API_KEY="none",
-        TIERWISE_URL=tierwise_server.url,
-        TIERWISE_TIMEOUT_SECONDS="0.25",
-        TIERWISE_POLICY_FILE=str(DEFAULT_POLICY_FILE),
-        NO_PROXY="127.0.0.1,localhost",
+    tierwise_server = AppServer(switch, lifespan="on")
+    env = proxy_environment(
+        upstream_server.url, tierwise_server.url, DEFAULT_POLICY_FILE, tierwise_timeout_seconds=0.25
     )
-    log_file = tmp_path_factory.mktemp("litellm-log") / "proxy.log"
-    command = [*litellm_command(), "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port)]
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+    env["LITELLM_MASTER_KEY"] = MASTER_KEY
     try:
-        proxy_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if process.poll() is not None:
-                output = log_file.read_text(errors="replace")
-                if "ModuleNotFoundError" in output or "ImportError" in output:
-                    pytest.skip(
-                        "the LiteLLM proxy cannot start, a module is missing: install "
-                        f"'litellm[proxy]==1.106.2' (the gateway extra):\n{output[-1500:]}"
-                    )
-                pytest.fail(f"the LiteLLM proxy exited with {process.returncode}:\n{output[-3000:]}")
-            try:
-                if httpx.get(f"{proxy_url}/health/liveliness", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the LiteLLM proxy did not answer within {START_SECONDS:.0f} s:\n{log_file.read_text()}"
-                )
-            time.sleep(0.2)
-        yield Stack(proxy_url, upstream, switch, tierwise_server)
+        with litellm_proxy(documented_proxy_config(), env, tmp_path_factory.mktemp("litellm")) as proxy_url:
+            yield Stack(proxy_url, upstream, switch, tierwise_server)
+    except StackError as err:
+        if (
+            "ModuleNotFoundError" in str(err)
+            or "ImportError" in str(err)
+            or "no `litellm` command" in str(err)
+        ):
+            pytest.skip(f"the LiteLLM proxy cannot start (install the gateway extra):\n{str(err)[-1500:]}")
+        pytest.fail(str(err))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         tierwise_server.stop()
         upstream_server.stop()
 
@@ -310,7 +216,7 @@ def answered_by(response: httpx.Response) -> str:
 
 
 def test_documented_config_has_every_policy_group_and_a_master_key():
-    config = documented_config()
+    config = documented_proxy_config()
     groups = {entry["model_name"] for entry in config["model_list"]}
     assert PUBLIC_GROUPS | {PRIVATE_GROUP} <= groups
     assert "tierwise" not in groups  # without the hook, `tierwise` must be refused, not sent anywhere
