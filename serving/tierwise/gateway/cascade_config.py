@@ -16,7 +16,7 @@
         window: 500                # the last answers per segment that the rate is measured on
 
 No section (or `enabled: false`) turns the cascade off. Kept apart from core/policy.py, like the
-`shadow:` section (ops/shadow_config.py): reading a policy for routing ignores it.
+`shadow:` section (evidence/shadow_config.py): reading a policy for routing ignores it.
 """
 
 from __future__ import annotations
