@@ -28,7 +28,7 @@ from tierwise.core.model_folder import ONNX_FILE
 from tierwise.core.policy_file import load_policy
 from tierwise.core.request_text import ClassifierInput, request_input
 from tierwise.core.text_encoding import TextEncoder
-from tierwise.training import paths
+from tierwise.training import paths, thresholds
 from tierwise.training.assessment import (
     allowed_matrix,
     batched_logits,
@@ -57,12 +57,6 @@ from tierwise.training.labels import TIERS, allowed_mask
 from tierwise.training.packaging import assemble_folder, base_manifest, export_and_gate, write_manifest
 from tierwise.training.report import write_report
 from tierwise.training.source_groups import source_group
-from tierwise.training.thresholds import (
-    choose_q,
-    choose_q_above_cheapest,
-    choose_q_for_hard_rows,
-    choose_tier_offsets,
-)
 from tierwise.training.within_source import within_source_report, write_within_source
 from tierwise.training.wrappers import WrapperLibrary
 from tokenizers import Tokenizer
@@ -299,7 +293,7 @@ def decision_offsets(
     wrapped_logits, _ = classifier.logits(wrapped_twins(val_rows, seed))
     low, high = allowed_bounds(val_rows)
     probs = np.concatenate([val_probs, scaler.transform(wrapped_logits)])
-    offsets = choose_tier_offsets(probs, np.tile(low, 2), np.tile(high, 2), TIERS)
+    offsets = thresholds.choose_tier_offsets(probs, np.tile(low, 2), np.tile(high, 2), TIERS)
     log.info("tier offsets %s (macro-F1 on val, bare and wrapped)", offsets.round(2).tolist())
     return offsets
 
@@ -333,8 +327,8 @@ def finish(
     val_probs = scaler.transform(val_logits)
     offsets = decision_offsets(classifier, scaler, splits["val"], val_probs, config.seed)
     val_low, _ = allowed_bounds(splits["val"])
-    q_under = choose_q(val_probs, val_low, config.target_under_routing, offsets)
-    q_hard = choose_q_for_hard_rows(
+    q_under = thresholds.choose_q(val_probs, val_low, config.target_under_routing, offsets)
+    q_hard = thresholds.choose_q_for_hard_rows(
         val_probs,
         np.array([is_hard(r) for r in splits["val"]]),
         [source_group(r["source"]) for r in splits["val"]],
@@ -347,7 +341,9 @@ def finish(
     q: EscalationQ = (
         q_under
         if q_hard <= q_under
-        else choose_q_above_cheapest(val_probs, val_low, config.target_under_routing, q_hard, offsets)
+        else thresholds.choose_q_above_cheapest(
+            val_probs, val_low, config.target_under_routing, q_hard, offsets
+        )
     )
     manifest["temperature"] = scaler.temperature_
     manifest["escalation"] = {

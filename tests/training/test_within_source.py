@@ -8,16 +8,18 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from tierwise.training.report_markdown import render_header
-from tierwise.training.within_source import (
-    LOSO_SCORES,
-    SCORES,
+from tierwise.training.source_ranking import (
     batched_auc,
     batched_spearman,
-    hard_rows_routed_fast,
-    leave_group_out,
     needs_more_than_fast,
     ranking_table,
     source_difficulty,
+)
+from tierwise.training.within_source import (
+    LOSO_SCORES,
+    SCORES,
+    hard_rows_routed_fast,
+    leave_group_out,
     within_source_report,
 )
 from tierwise.training.within_source_markdown import within_source_markdown
