@@ -72,8 +72,9 @@ def score_then_decide(
 
 def decision_wire_form(decision: Decision, model_version: str) -> dict[str, Any]:
     """A decision as tierwise answers it: the fields of POST /classify (less its request id) and of
-    `tierwise classify`'s rows, in that order. The log line, the trace, the decision log and the
-    response all take their fields from here."""
+    `tierwise classify`'s rows, in that order; the "classified" log line takes its decision fields
+    from here too. (A span's attributes and a decision-log row are other forms, read from the
+    decision itself.)"""
     return {
         "tier": decision.tier,
         "complexity_tier": decision.complexity_tier,

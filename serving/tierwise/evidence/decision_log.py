@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import Select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -155,6 +156,15 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
+def decided_between(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:
+    """`query` (which reads the decisions table) limited to decisions made in [since, until)."""
+    if since is not None:
+        query = query.where(decisions_table.c.created_at >= since)
+    if until is not None:
+        query = query.where(decisions_table.c.created_at < until)
+    return query
+
+
 class DecisionStore:
     """Reads and writes the decision log. Thread-safe (one connection per call from the pool)."""
 
@@ -248,10 +258,7 @@ class DecisionStore:
         query = sa.select(decisions_table).order_by(
             decisions_table.c.created_at, decisions_table.c.request_id
         )
-        if since is not None:
-            query = query.where(decisions_table.c.created_at >= since)
-        if until is not None:
-            query = query.where(decisions_table.c.created_at < until)
+        query = decided_between(query, since, until)
         latest = (
             sa.select(feedback_table.c.request_id, sa.func.max(feedback_table.c.id).label("id"))
             .group_by(feedback_table.c.request_id)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from tierwise.core.cascade_names import CASCADE_SOURCE
 from tierwise.core.policy import Policy
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent, rate, tier_cost_usd
-from tierwise.evidence.decision_log import LabeledDecision
+from tierwise.evidence.decision_log import LabeledDecision, decided_between
 from tierwise.evidence.decision_schema import decisions_table, feedback_table
 
 
@@ -56,10 +56,7 @@ def cascade_checks(store: Any, since: datetime | None, until: datetime | None) -
         .where(feedback_table.c.source == CASCADE_SOURCE)
         .order_by(feedback_table.c.id)
     )
-    if since is not None:
-        query = query.where(decisions_table.c.created_at >= since)
-    if until is not None:
-        query = query.where(decisions_table.c.created_at < until)
+    query = decided_between(query, since, until)
     with store.engine.connect() as connection:
         rows = list(connection.execute(query))
     return [_check(str(request_id), evidence) for request_id, evidence in rows]

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tierwise.core.scoring import percent
-from tierwise.evidence.decision_log import as_utc
+from tierwise.evidence.decision_log import as_utc, decided_between
 from tierwise.evidence.decision_schema import decisions_table, feedback_table
 from tierwise.evidence.shadow import wilson_interval
 
@@ -46,10 +46,7 @@ def shadow_outcomes(store: Any, since: datetime | None, until: datetime | None) 
         .where(feedback_table.c.source == SHADOW_SOURCE, feedback_table.c.passed.is_not(None))
         .order_by(feedback_table.c.created_at)
     )
-    if since is not None:
-        query = query.where(decisions_table.c.created_at >= since)
-    if until is not None:
-        query = query.where(decisions_table.c.created_at < until)
+    query = decided_between(query, since, until)
     with store.engine.connect() as connection:
         return [ShadowOutcome(as_utc(r[0]), r[1], r[2], bool(r[3])) for r in connection.execute(query)]
 

@@ -29,7 +29,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 
 from tierwise.core.cascade_names import CASCADE_SOURCE, known_reason
-from tierwise.core.decide import decision_wire_form
 from tierwise.core.policy import Decision, Policy
 from tierwise.service.settings import Settings
 from tierwise.service.state import Services
@@ -322,19 +321,18 @@ def decision_record(
     """The decision-log row for one decision (the prompt text only when `keep_text`)."""
     from tierwise.evidence.decision_log import DecisionRecord, prompt_hash, utc_now
 
-    wire = decision_wire_form(decision, model_version)
     return DecisionRecord(
         request_id=request_id,
         created_at=utc_now(),
         model_version=model_version,
-        tier=wire["tier"],
-        predicted_tier=wire["predicted_tier"],
-        confidence=float(wire["confidence"]),
-        probabilities={k: round(float(v), 6) for k, v in wire["probabilities"].items()},
-        reasons=wire["reasons"],
-        escalated=bool(wire["escalated"]),
-        model=wire["model"],
-        token_count=wire["token_count"],
+        tier=decision.tier,
+        predicted_tier=decision.predicted_tier,
+        confidence=float(decision.confidence),
+        probabilities={k: round(float(v), 6) for k, v in decision.probabilities.items()},
+        reasons=list(decision.reasons),
+        escalated=bool(decision.escalated),
+        model=decision.model,
+        token_count=decision.token_count,
         text_chars=len(text),
         route=route,
         prompt_sha256=prompt_hash(text),

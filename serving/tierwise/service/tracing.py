@@ -38,7 +38,6 @@ from typing import Any
 
 from fastapi.telemetry import TelemetryConfig
 
-from tierwise.core.decide import decision_wire_form
 from tierwise.core.policy import CLASSIFIER_UNAVAILABLE, ESTIMATED, PRIVATE_DATA, ROUTE_OVERRIDE, Decision
 from tierwise.service.settings import Settings
 
@@ -79,15 +78,17 @@ def decision_attributes(
     request_id: str, decision: Decision, model_version: str, classifier_error: str | None
 ) -> dict[str, Any]:
     """A decision's span attributes (no prompt text, ever)."""
-    wire = decision_wire_form(decision, model_version)
     attributes: dict[str, Any] = {
         "tierwise.request_id": request_id,
-        **{f"tierwise.{name}": wire[name] for name in ("tier", "model", "reasons", "escalated")},
+        "tierwise.tier": decision.tier,
+        "tierwise.model": decision.model,
+        "tierwise.reasons": list(decision.reasons),
+        "tierwise.escalated": decision.escalated,
         "tierwise.decision_path": decision_path(decision),
         "tierwise.model_version": model_version,
     }
-    if wire["predicted_tier"] is not None:  # span attributes cannot be None
-        attributes["tierwise.predicted_tier"] = wire["predicted_tier"]
+    if decision.predicted_tier is not None:  # span attributes cannot be None
+        attributes["tierwise.predicted_tier"] = decision.predicted_tier
     if decision.queue_wait_ms is not None:
         attributes["tierwise.queue_wait_ms"] = round(decision.queue_wait_ms, 3)
     if classifier_error and CLASSIFIER_UNAVAILABLE in decision.reasons:
