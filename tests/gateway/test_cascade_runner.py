@@ -9,7 +9,8 @@ import pytest
 from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.gateway.cascade import RetryPlanner, Rung
 from tierwise.gateway.cascade_config import CascadeConfig, JudgeConfig
-from tierwise.gateway.cascade_runner import Answer, Cascade
+from tierwise.gateway.cascade_outcome import Answer
+from tierwise.gateway.cascade_runner import Cascade
 from tierwise.gateway.wire import Routing
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)

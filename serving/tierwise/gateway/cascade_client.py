@@ -23,7 +23,8 @@ from typing import Any
 from tierwise.core.privacy import PRIVATE_DATA
 from tierwise.gateway.cascade import RetryPlanner, Rung
 from tierwise.gateway.cascade_config import load_cascade_config
-from tierwise.gateway.cascade_runner import Answer, Cascade, CascadeOutcome
+from tierwise.gateway.cascade_outcome import Answer, CascadeOutcome
+from tierwise.gateway.cascade_runner import Cascade
 from tierwise.gateway.wire import Routing
 
 AsyncModelCall = Callable[[str, dict[str, Any]], Awaitable[Any]]

@@ -28,14 +28,8 @@ from typing import Any
 
 from tierwise.gateway.cascade import RetryPlanner, Rung, is_structured
 from tierwise.gateway.cascade_config import load_cascade_config
-from tierwise.gateway.cascade_runner import (
-    HEADER,
-    Answer,
-    Cascade,
-    CascadeOutcome,
-    PrivateCheck,
-    cascade_stats,
-)
+from tierwise.gateway.cascade_outcome import HEADER, Answer, CascadeOutcome
+from tierwise.gateway.cascade_runner import Cascade, PrivateCheck, cascade_stats
 from tierwise.gateway.cascade_stats import CascadeStats
 from tierwise.gateway.wire import Routing
 

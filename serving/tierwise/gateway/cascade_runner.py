@@ -5,7 +5,7 @@ for both (`_steps`, a generator that asks its driver to call a model or the judg
 (cascade.py), optionally have the judge grade it, ask the planner for the next tier, call it through
 the gateway's own `call`, and so on. When a retry itself fails (every group of its chain errs), the
 last answer is kept. Each failed check is then sent as feedback to tierwise in the background
-(`POST /feedback`, source `cascade`, the tier whose answer failed and the reason; the last row also
+(cascade_feedback.py: `POST /feedback`, source `cascade`, the tier whose answer failed and the reason; the last row also
 carries the request's estimated cost and the latency the cascade added), so `tierwise report`, the
 live confusion matrix and `tierwise export-feedback` see it; and counted (`CascadeStats`, mirrored to
 Prometheus in the gateway's process).
@@ -17,17 +17,14 @@ feedback evidence is the tier, the reason and how the request ended (no model, c
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tierwise.core.cascade_names import CASCADE_SOURCE
 from tierwise.gateway.cascade import (
     JUDGE_LOW,
     STOP_PASSED,
@@ -39,81 +36,14 @@ from tierwise.gateway.cascade import (
     response_usage,
 )
 from tierwise.gateway.cascade_config import CascadeConfig
+from tierwise.gateway.cascade_feedback import FeedbackSender, feedback_rows
+from tierwise.gateway.cascade_outcome import Answer, Attempt, CascadeOutcome
 from tierwise.gateway.cascade_stats import CascadeStats
 from tierwise.gateway.wire import Routing
 
 logger = logging.getLogger("tierwise.cascade")
 
 STOP_RETRY_ERROR = "retry_error"  # the retry's call failed: the last answer is kept
-HEADER = "x-tierwise-cascade"
-ADDED_MS_HEADER = "x-tierwise-cascade-added-ms"  # the latency the cascade added (checks, judge, retries)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A model's answer: the complete response (what is checked), the group that gave it, and what
-    the caller delivers (the response itself, or a buffered stream's chunks)."""
-
-    response: Any
-    group: str | None
-    deliver: Any = None
-
-
-@dataclass(frozen=True)
-class Attempt:
-    tier: str | None
-    group: str | None
-    reason: str | None  # None: the answer passed
-    detail: str = ""
-    cost_usd: float = 0.0
-    next_tier: str | None = None
-
-
-@dataclass
-class CascadeOutcome:
-    answer: Answer
-    attempts: list[Attempt]
-    stop: str
-    added_ms: float
-    spent_usd: float
-    judged: bool = False
-    private: bool = False  # the request carries personal data: no detail leaves the cascade
-
-    @property
-    def passed(self) -> bool:
-        return self.attempts[-1].reason is None
-
-    @property
-    def retries(self) -> int:
-        return len(self.attempts) - 1
-
-    def header(self) -> str:
-        """`x-tierwise-cascade`: each tier tried and its check, then why it stopped, e.g.
-        `fast:invalid_json balanced:ok; stop=passed`."""
-        tried = " ".join(f"{a.tier or a.group}:{a.reason or 'ok'}" for a in self.attempts)
-        return f"{tried}; stop={self.stop}"
-
-    def headers(self) -> dict[str, str]:
-        return {HEADER: self.header(), ADDED_MS_HEADER: f"{self.added_ms:.1f}"}
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "tried": [
-                {
-                    "tier": a.tier,
-                    "model": a.group,
-                    "check": a.reason or "ok",
-                    "detail": "" if self.private else a.detail,
-                }
-                for a in self.attempts
-            ],
-            "stop": self.stop,
-            "passed": self.passed,
-            "retries": self.retries,
-            "added_ms": round(self.added_ms, 3),
-            "estimated_usd": round(self.spent_usd, 8),
-            "judged": self.judged,
-        }
 
 
 @dataclass(frozen=True)
@@ -218,12 +148,9 @@ class Cascade:
     ) -> None:
         self.planner = planner
         self.config: CascadeConfig = planner.config
-        self.feedback_client = feedback_client  # AsyncTierwiseClient or TierwiseClient
         self.stats = stats or cascade_stats(planner)
+        self.feedback = FeedbackSender(feedback_client, self.stats)
         self.clock = clock
-        self._pending: set[asyncio.Task[None]] = set()
-        self._executor: ThreadPoolExecutor | None = None
-        self._futures: list[Future[None]] = []
 
     # -- the steps, shared by both drivers -----------------------------------------------------------
 
@@ -388,85 +315,17 @@ class Cascade:
 
     # -- feedback ------------------------------------------------------------------------------------
 
-    def feedback_rows(self, request: _Request, outcome: CascadeOutcome) -> list[dict[str, Any]]:
-        """The `feedback()` keyword arguments of each failed check (none without a tierwise decision).
-        A private request's evidence is its tier, reason and end only: no detail, model, cost or latency."""
-        routing = request.routing
-        if not self.config.feedback or routing.failed_upward or not routing.request_id:
-            return []
-        failed = [(i, a) for i, a in enumerate(outcome.attempts) if a.reason is not None]
-        rows = []
-        for position, (index, attempt) in enumerate(failed):
-            last = position == len(failed) - 1  # the request's summary rides on its last row
-            evidence: dict[str, Any] = {"tier": attempt.tier, "reason": attempt.reason}
-            if not outcome.private:
-                evidence |= {
-                    "model": attempt.group,
-                    "detail": attempt.detail[:300],
-                    "attempt": index,
-                    "next_tier": attempt.next_tier,
-                    "cost_usd": round(attempt.cost_usd, 8),
-                }
-            if last:
-                evidence |= {"stop": outcome.stop, "final_passed": outcome.passed}
-            if last and not outcome.private:
-                evidence |= {
-                    "request_cost_usd": round(outcome.spent_usd, 8),
-                    "added_ms": round(outcome.added_ms, 3),
-                }
-            rows.append(
-                {
-                    "request_id": routing.request_id,
-                    "passed": False,
-                    "source": CASCADE_SOURCE,
-                    "tier": attempt.tier,
-                    "reason": attempt.reason,
-                    "evidence": evidence,
-                }
-            )
-        return rows
-
     def _send_feedback_async(self, request: _Request, outcome: CascadeOutcome) -> None:
-        rows = self.feedback_rows(request, outcome)
-        if not rows or self.feedback_client is None:
-            return
-        task = asyncio.ensure_future(self._deliver_async(rows))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _deliver_async(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:  # in order: the decision's latest feedback is its last failed tier
-            try:
-                await self.feedback_client.feedback(**row)
-                self.stats.observe_feedback("sent")
-            except Exception as err:
-                self.stats.observe_feedback("failed")
-                logger.warning("tierwise cascade: feedback not recorded (%s)", err)
+        if self.config.feedback:
+            self.feedback.send_async(feedback_rows(request.routing, outcome))
 
     def _send_feedback_sync(self, request: _Request, outcome: CascadeOutcome) -> None:
-        rows = self.feedback_rows(request, outcome)
-        if not rows or self.feedback_client is None:
-            return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-cascade")
-        self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(self._executor.submit(self._deliver_sync, rows))
-
-    def _deliver_sync(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            try:
-                self.feedback_client.feedback(**row)
-                self.stats.observe_feedback("sent")
-            except Exception as err:
-                self.stats.observe_feedback("failed")
-                logger.warning("tierwise cascade: feedback not recorded (%s)", err)
+        if self.config.feedback:
+            self.feedback.send_sync(feedback_rows(request.routing, outcome))
 
     async def drain(self) -> None:
         """Wait for the feedback sent in the background (tests, benchmarks, shutdown)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.feedback.drain()
 
     def drain_sync(self, timeout: float = 30.0) -> None:
-        for future in list(self._futures):
-            future.result(timeout=timeout)
-        self._futures.clear()
+        self.feedback.drain_sync(timeout)
