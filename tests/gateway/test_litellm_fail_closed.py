@@ -32,14 +32,16 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-from tierwise.gateway.litellm_router import (  # noqa: E402  (after the environment is set for LiteLLM)
+from tierwise.gateway.litellm_chain import (  # noqa: E402  (after the environment is set for LiteLLM)
     PRIVATE_RETRIES,
     PRIVATE_TIMEOUT_S,
+    fail_closed_fields,
+    routed_chain,
+)
+from tierwise.gateway.litellm_router import (  # noqa: E402
     TierwiseLiteLLMRouter,
     TierwiseProxyHook,
-    fail_closed_fields,
     proxy_hook_from_environment,
-    routed_chain,
 )
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)

@@ -21,11 +21,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # pydantic notes about LiteLLM's own types
 ]
 
+from tierwise.gateway.litellm_chain import NoDeploymentError, model_chain  # noqa: E402
 from tierwise.gateway.litellm_router import (  # noqa: E402  (after the environment is set for LiteLLM)
-    NoDeploymentError,
     TierwiseLiteLLMRouter,
     TierwiseProxyHook,
-    model_chain,
 )
 
 ANSWERS = {  # the default policy's models (serving/tierwise/core/policy.yaml), tier by tier
