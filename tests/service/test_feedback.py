@@ -177,7 +177,7 @@ def test_duplicate_request_ids_keep_the_rest_of_the_batch(tmp_path):
     store = DecisionStore(f"sqlite:///{tmp_path / 'd.sqlite'}")
     store.upgrade()
     store.upgrade()  # idempotent
-    assert store.current_revision() == "0002"
+    assert store.current_revision() == "0003"
     assert store.insert_decisions([record("a", "fast", "fast")]) == (1, 0)
     assert store.insert_decisions([record("a", "fast", "fast"), record("b", "fast", "fast")]) == (1, 1)
 
@@ -365,7 +365,7 @@ def test_workers_starting_together_migrate_once(tmp_path):
 def test_db_upgrade_command_and_bad_urls(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
     assert cli_main(["db", "upgrade", "--db", url]) == 0
-    assert "revision 0002" in capsys.readouterr().err
+    assert "revision 0003" in capsys.readouterr().err
     from tierwise.evidence.decision_log import DecisionLogError
 
     with pytest.raises(DecisionLogError, match="TIERWISE_DECISION_DB"):

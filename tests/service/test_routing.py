@@ -348,10 +348,10 @@ def test_a_policy_that_raises_routes_that_request_upward_and_says_so():
             self.policy = parse_policy(POLICY_YAML)
             self.deadline_ms = self.policy.deadline_ms
 
-        def decide(self, request, probabilities, token_count, default_q, tier_offsets=None):
+        def decide(self, request, probabilities, token_count, default_q, tier_offsets=None, guard=None):
             if request.text == "trigger":
                 raise KeyError("bug")
-            return self.policy.decide(request, probabilities, token_count, default_q, tier_offsets)
+            return self.policy.decide(request, probabilities, token_count, default_q, tier_offsets, guard)
 
         def unavailable_decision(self, request):
             return self.policy.unavailable_decision(request)

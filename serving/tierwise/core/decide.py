@@ -87,5 +87,7 @@ def decision_wire_form(decision: Decision, model_version: str) -> dict[str, Any]
         "escalated": decision.escalated,
         "decided_by": decision.decided_by,
         "token_count": decision.token_count,
+        "segment": decision.segment,
+        "segment_bound": decision.segment_bound,
         "model_version": model_version,
     }

@@ -5,7 +5,9 @@ dataclasses here, and `Policy.decide` applies, in this order:
 
 1. the upward rule: the lowest tier t with calibrated P(true tier <= t) >= q (`low_confidence` when
    that is above the most likely tier); with no probabilities (the classifier raised or missed its
-   deadline) the top tier (`classifier_unavailable`);
+   deadline) the top tier (`classifier_unavailable`). With a segment guard (the per-segment risk
+   controller, tierwise.core.segment_guard) the segment's setting replaces q (`segment_guard` when
+   that sends the request higher than the model's own q would);
 2. the long-context threshold: at least `long_context.min_tier` (`long_context`);
 3. the route override: a pinned tier or a floor (`route_override`);
 4. the caller's `min_tier` floor (`min_tier`) and `max_tier` cap (`max_tier`);
@@ -52,6 +54,7 @@ from tierwise.core.privacy import (
     PRIVATE_DATA as PRIVATE_DATA,
 )
 from tierwise.core.request_text import ClassifierInput
+from tierwise.core.segment_guard import SEGMENT_GUARD, GuardSetting
 
 LOW_CONFIDENCE = "low_confidence"
 LONG_CONTEXT = "long_context"
@@ -134,6 +137,16 @@ class RoutingInput:
 
 
 @dataclass(frozen=True)
+class SegmentGuard:
+    """The per-segment controller's word on one request: its segment and the setting it routes with
+    (None: the controller is off, or has no state for the segment; the model's q then decides)."""
+
+    segment: str | None
+    setting: GuardSetting | None = None
+    bound: float | None = None  # the segment's one-sided upper bound on under-routing at the setting
+
+
+@dataclass(frozen=True)
 class Decision:
     tier: str
     confidence: float
@@ -148,6 +161,8 @@ class Decision:
     queue_wait_ms: float | None = None  # set by the router: time in the scorer's queue (for traces)
     decided_by: str = DECIDED_BY_ENCODER  # set by the router: encoder, estimator or fallback
     complexity_tier: str = ""  # the public tier rules 1-5 chose (`tier`, unless privacy overrode it)
+    segment: str | None = None  # the route, else the automatic segment (None: no segments)
+    segment_bound: float | None = None  # the segment's under-routing bound, when the guard has one
 
 
 @dataclass
@@ -219,12 +234,15 @@ class Policy:
         token_count: int | None,
         default_q: EscalationQ,
         tier_offsets: TierOffsets = None,
+        guard: SegmentGuard | None = None,
     ) -> Decision:
         """The tier for one request; `probabilities` is None when the classifier is unavailable.
         The rules run in the order of this module's docstring; each may only raise the tier, except
         a route's pinned tier, the caller's `max_tier` cap and the context limit."""
         self.validate_request(request)
         choice = self._classifier_choice(probabilities, default_q, tier_offsets)
+        if guard is not None and guard.setting is not None and probabilities is not None:
+            self._guard_choice(choice, guard.setting, probabilities, default_q, tier_offsets)
         ceiling = self._apply_rules(choice, request, token_count)
         private_kinds = (
             tuple(detect_private_data(request.privacy_text))
@@ -254,6 +272,8 @@ class Policy:
             private_data=private_kinds,
             token_count=token_count,
             complexity_tier=self.tier_names[choice.chosen],
+            segment=guard.segment if guard is not None else None,
+            segment_bound=guard.bound if guard is not None else None,
         )
 
     def _classifier_choice(
@@ -266,11 +286,39 @@ class Policy:
         probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)  # (1, tiers)
         if probs.shape[1] != len(self.tiers):
             raise PolicyError(f"got {probs.shape[1]} probabilities for {len(self.tiers)} tiers")
-        q = self.escalation_q if self.escalation_q is not None else default_q
+        q = self.base_q(default_q)
         predicted = int(most_likely_tier(probs, offsets)[0])
         chosen = int(route_upward(probs, q, offsets)[0])
         reasons = [LOW_CONFIDENCE] if chosen > predicted else []
         return _TierChoice(chosen, reasons, predicted, cumulative_confidence(probs)[0])
+
+    def base_q(self, default_q: EscalationQ) -> EscalationQ:
+        """The q the upward rule uses: the policy's `escalation_q` when set, else the model's."""
+        return self.escalation_q if self.escalation_q is not None else default_q
+
+    def _guard_choice(
+        self,
+        choice: _TierChoice,
+        setting: GuardSetting,
+        probabilities: Sequence[float] | np.ndarray,
+        default_q: EscalationQ,
+        offsets: TierOffsets,
+    ) -> None:
+        """Rule 1 with the segment's setting instead of q (in place): lower when the segment's evidence
+        allows, higher (`segment_guard`) when it demands."""
+        top = len(self.tiers) - 1
+        if setting.top_only:
+            guarded = top
+        else:
+            probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
+            thresholds = setting.thresholds(self.base_q(default_q), len(self.tiers))
+            guarded = int(route_upward(probs, thresholds, offsets)[0])
+        raised = guarded > choice.chosen
+        choice.chosen = guarded
+        if not raised and choice.predicted is not None and guarded <= choice.predicted:
+            choice.reasons = [r for r in choice.reasons if r != LOW_CONFIDENCE]
+        if raised:
+            choice.reasons.append(SEGMENT_GUARD)
 
     def _apply_rules(self, choice: _TierChoice, request: RoutingInput, token_count: int | None) -> int:
         """Rules 2-5 on `choice`, in place; returns the highest tier the fallbacks may reach."""

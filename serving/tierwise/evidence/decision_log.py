@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tierwise.evidence.decision_schema import ALEMBIC_VERSION_TABLE, decisions_table, feedback_table
+from tierwise.evidence.segment_control import TIER_VERDICTS, JudgedRow
 
 logger = logging.getLogger("tierwise.decision_log")
 
@@ -73,6 +74,7 @@ class DecisionRecord:
     prompt_sha256: str
     prompt_text: str | None = None
     latency_ms: float | None = None
+    segment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,37 @@ class DecisionStore:
                 if f.request_id in wanted
             }
         return [LabeledDecision(d, feedback.get(d.request_id)) for d in decisions]
+
+    def judged_in_segments(self, since: datetime, max_per_segment: int) -> list[JudgedRow]:
+        """Decisions with a segment made since `since` that have feedback, each with its latest
+        feedback: the newest `max_per_segment` per segment (the per-segment controller's evidence)."""
+        latest = (
+            sa.select(feedback_table.c.request_id, sa.func.max(feedback_table.c.id).label("id"))
+            .group_by(feedback_table.c.request_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                decisions_table.c.segment,
+                decisions_table.c.probabilities,
+                feedback_table.c.high_tier,
+                feedback_table.c.evidence,
+            )
+            .join(latest, latest.c.request_id == decisions_table.c.request_id)
+            .join(feedback_table, feedback_table.c.id == latest.c.id)
+            .where(decisions_table.c.segment.is_not(None), decisions_table.c.created_at >= since)
+            .order_by(decisions_table.c.created_at.desc(), decisions_table.c.request_id)
+        )
+        rows: list[JudgedRow] = []
+        taken: dict[str, int] = {}
+        with self.engine.connect() as connection:
+            for segment, probabilities, high_tier, evidence in connection.execute(query):
+                if taken.get(segment, 0) >= max_per_segment:
+                    continue
+                taken[segment] = taken.get(segment, 0) + 1
+                verdicts = (evidence or {}).get(TIER_VERDICTS)
+                rows.append(JudgedRow(segment, probabilities or {}, high_tier, verdicts))
+        return rows
 
 
 def _decision(row: Any) -> DecisionRecord:

@@ -31,6 +31,8 @@ decisions_table = sa.Table(
     sa.Column("prompt_sha256", sa.String(64), nullable=False),
     sa.Column("prompt_text", sa.Text(), nullable=True),
     sa.Column("latency_ms", sa.Float(), nullable=True),
+    sa.Column("segment", sa.String(200), nullable=True),  # the route, else the automatic segment
+    sa.Index("ix_decisions_segment_created_at", "segment", "created_at"),
 )
 
 feedback_table = sa.Table(

@@ -11,6 +11,12 @@ spend cap skips evaluations once reached. `tierwise report` reads these outcomes
 
 Which requests: a hash of "shadow:" + request id below `share`, so the choice is the same on every
 replica and independent of the canary split.
+
+With the per-segment controller on (tierwise.evidence.segment_control), its evidence must be a
+uniform sample of each segment's traffic and must say what every cheaper tier would have done: then a
+sampled request of any public tier, the top included, is evaluated, every tier below the top answers
+and is judged against the top tier's answer (`tier_verdicts` in the evidence), and the share is the
+segment's (boosted while its bound is wide). A private request is never sampled, on any path.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from tierwise.core.policy import Decision, Policy
 from tierwise.core.scoring import request_cost_usd, tier_serving
 from tierwise.evidence import judge
 from tierwise.evidence.llm_api import ChatClient, RetryPolicy, api_key_from_env
+from tierwise.evidence.segment_control import TIER_VERDICTS, SegmentController
 from tierwise.evidence.shadow_config import ShadowConfig
 
 logger = logging.getLogger("tierwise.shadow")
@@ -61,6 +68,7 @@ class ShadowJob:
     tier: str
     model: str
     messages: list[dict[str, Any]]
+    judged_tiers: tuple[str, ...] = ()  # every tier below the top (controller on); () = the served tier
 
 
 class HourlySpend:
@@ -111,9 +119,16 @@ class ShadowEvaluator:
     """The queue and the background loop; `offer` is what the request path calls."""
 
     def __init__(
-        self, config: ShadowConfig, policy: Policy, base_url: str, store: Any = None, metrics: Any = None
+        self,
+        config: ShadowConfig,
+        policy: Policy,
+        base_url: str,
+        store: Any = None,
+        metrics: Any = None,
+        controller: SegmentController | None = None,
     ) -> None:
         self.config = config
+        self.controller = controller
         self.policy = policy
         self.base_url = base_url
         self.store = store  # tierwise.evidence.decision_log.DecisionRecorder, or None (gauge only)
@@ -137,13 +152,21 @@ class ShadowEvaluator:
         """Queue a routed request for evaluation when it is sampled; never blocks, never raises.
         `record()` gives the request's `text` or `messages` (built only for a sampled request)."""
         try:
-            if decision.tier not in self.config.tiers or not sampled(request_id, self.config.share):
-                return False
-            if self._loop is None or self._queue is None:
+            if decision.private_data or decision.tier not in self.policy.tier_names:
+                return False  # private data never reaches a public model, shadow included
+            judged_tiers: tuple[str, ...] = ()
+            if self.controller is None:
+                share = self.config.share
+                if decision.tier not in self.config.tiers:
+                    return False
+            else:
+                share = self.controller.shadow_share(decision.segment, self.config.share)
+                judged_tiers = self.policy.tier_names[:-1]
+            if not sampled(request_id, share) or self._loop is None or self._queue is None:
                 return False
             body = record()
             messages = body.get("messages") or [{"role": "user", "content": body.get("text", "")}]
-            job = ShadowJob(request_id, route, decision.tier, decision.model, list(messages))
+            job = ShadowJob(request_id, route, decision.tier, decision.model, list(messages), judged_tiers)
             with self._idle:
                 self._pending += 1
             self._loop.call_soon_threadsafe(self._enqueue, job)
@@ -242,48 +265,56 @@ class ShadowEvaluator:
             self._count("over_budget")
             return
         top_model = self.policy.tiers[-1].models[0]
-        routed, reference = await asyncio.gather(
-            client.complete(job.model, job.messages), client.complete(top_model, job.messages)
-        )
+        tiers = job.judged_tiers or (job.tier,)
+        models = [
+            job.model if t == job.tier else self.policy.tiers[self.policy.tier_index(t)].models[0]
+            for t in tiers
+        ]
+        answers = await asyncio.gather(*(client.complete(m, job.messages) for m in (*models, top_model)))
+        reference = answers[-1]
         text = judge.conversation_block(job.messages)
         judge_model = self.config.judge_model
-        first, second = await asyncio.gather(
-            client.complete(
-                judge_model,
-                judge.pairwise_messages(text, reference.text, routed.text),
-                judge.JUDGE_MAX_TOKENS,
-            ),
-            client.complete(
-                judge_model,
-                judge.pairwise_messages(text, routed.text, reference.text),
-                judge.JUDGE_MAX_TOKENS,
-            ),
+        verdicts = await asyncio.gather(
+            *(
+                client.complete(judge_model, messages, judge.JUDGE_MAX_TOKENS)
+                for answer in answers[:-1]
+                for messages in (
+                    judge.pairwise_messages(text, reference.text, answer.text),
+                    judge.pairwise_messages(text, answer.text, reference.text),
+                )
+            )
         )
-        cost = (
-            self.cost(job.model, routed)
-            + self.cost(top_model, reference)
-            + self.cost(judge_model, first)
-            + self.cost(judge_model, second)
-        )
+        cost = sum(self.cost(m, a) for m, a in zip((*models, top_model), answers, strict=True))
+        cost += sum(self.cost(judge_model, v) for v in verdicts)
         self.spend.add(cost)
-        result = judge.PairwiseResult(judge.parse_pairwise(first.text), judge.parse_pairwise(second.text))
-        if result.accepted is None:
+        results = [
+            judge.PairwiseResult(judge.parse_pairwise(first.text), judge.parse_pairwise(second.text))
+            for first, second in zip(verdicts[::2], verdicts[1::2], strict=True)
+        ]
+        accepted = {t: r.accepted for t, r in zip(tiers, results, strict=True)}
+        if any(a is None for a in accepted.values()):
             self._count("unreadable_verdict")
             return
-        evidence = {
+        served = results[tiers.index(job.tier)] if job.tier in tiers else None
+        evidence: dict[str, Any] = {
             "judge_model": judge_model,
             "routed_model": job.model,
             "reference_model": top_model,
-            "verdicts": {
-                "reference_first": result.reference_first,
-                "candidate_first": result.candidate_first,
-            },
-            "position_bias": result.position_bias,
             "cost_usd": round(cost, 8),
         }
-        self.window.add(job.tier, job.route, under_routed=not result.accepted)
-        self._update_gauge(job.tier, job.route)
-        await asyncio.to_thread(self._store_verdict, job, result.accepted, evidence)
+        if served is not None:
+            evidence["verdicts"] = {
+                "reference_first": served.reference_first,
+                "candidate_first": served.candidate_first,
+            }
+            evidence["position_bias"] = served.position_bias
+        if job.judged_tiers:
+            evidence[TIER_VERDICTS] = {t: bool(a) for t, a in accepted.items()}
+        passed = accepted.get(job.tier)
+        if passed is not None:
+            self.window.add(job.tier, job.route, under_routed=not passed)
+            self._update_gauge(job.tier, job.route)
+        await asyncio.to_thread(self._store_verdict, job, passed, evidence)
         self._count("judged")
 
     def _update_gauge(self, tier: str, route: str | None) -> None:
@@ -294,8 +325,9 @@ class ShadowEvaluator:
         self.metrics.shadow_under_routing.set(under / total, tier, label)
         self.metrics.shadow_under_routing_upper.set(wilson_interval(under, total)[1], tier, label)
 
-    def _store_verdict(self, job: ShadowJob, accepted: bool, evidence: dict[str, Any]) -> None:
-        """Feedback on the decision (the decision row may still be in the recorder's queue)."""
+    def _store_verdict(self, job: ShadowJob, passed: bool | None, evidence: dict[str, Any]) -> None:
+        """Feedback on the decision (the decision row may still be in the recorder's queue). With a
+        verdict per tier, the needed tier is the cheapest one the judge passed (the top if none)."""
         if self.store is None:
             return
         from tierwise.evidence.decision_log import FeedbackRecord, outcome_range, utc_now
@@ -304,13 +336,17 @@ class ShadowEvaluator:
         if self.store.store.get_decision(job.request_id) is None:
             self._count("no_decision")
             return
-        bounds = outcome_range(self.policy.tier_names, job.tier, None, accepted)
+        needed = None
+        if job.judged_tiers:
+            verdicts = evidence[TIER_VERDICTS]
+            needed = next((t for t in job.judged_tiers if verdicts[t]), self.policy.top_tier)
+        bounds = outcome_range(self.policy.tier_names, job.tier, needed, passed)
         self.store.store.insert_feedback(
             FeedbackRecord(
                 request_id=job.request_id,
                 created_at=utc_now(),
-                needed_tier=None,
-                passed=accepted,
+                needed_tier=needed,
+                passed=passed,
                 source="shadow",
                 low_tier=bounds[0] if bounds else None,
                 high_tier=bounds[1] if bounds else None,
@@ -319,7 +355,9 @@ class ShadowEvaluator:
         )
 
 
-def start_shadow(policy_file: Any, policy: Policy, recorder: Any, metrics: Any) -> ShadowEvaluator | None:
+def start_shadow(
+    policy_file: Any, policy: Policy, recorder: Any, metrics: Any, controller: SegmentController | None = None
+) -> ShadowEvaluator | None:
     """The started evaluator when the policy has a `shadow` section with a share above 0."""
     import os
 
@@ -335,7 +373,7 @@ def start_shadow(policy_file: Any, policy: Policy, recorder: Any, metrics: Any) 
         )
     if recorder is None:
         logger.warning("shadow evaluation without the decision log: verdicts reach only the /metrics gauge")
-    evaluator = ShadowEvaluator(config, policy, base_url, recorder, metrics).start()
+    evaluator = ShadowEvaluator(config, policy, base_url, recorder, metrics, controller).start()
     logger.info("shadow evaluation on", extra={"share": config.share, "tiers": list(config.tiers)})
     return evaluator
 

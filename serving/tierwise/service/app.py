@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from tierwise.evidence.segment_control import open_segment_control
 from tierwise.evidence.shadow import close_shadow, start_shadow
 from tierwise.service.classifier import ClassifierFactory, load_tier_classifier
 from tierwise.service.errors import add_error_handlers
@@ -51,7 +52,7 @@ logger = logging.getLogger("tierwise.service")
 async def start_services(
     app: FastAPI, settings: Settings, factory: ClassifierFactory, metrics: ServiceMetrics
 ) -> tuple[ModelReloader, Services]:
-    """Load the model, open the decision log and the shadow evaluator; log `cannot start` and raise
+    """Load the model, open the decision log, the per-segment controller and the shadow evaluator; log `cannot start` and raise
     when any of them fails (what was opened is closed again)."""
     reloader = ModelReloader(app, settings, factory, metrics)
     try:
@@ -67,8 +68,24 @@ async def start_services(
         app.state.decision_recorder = await asyncio.to_thread(
             open_recorder, settings, metrics.observe_decision_log
         )
+        controller = await asyncio.to_thread(
+            open_segment_control,
+            settings.policy_file,
+            services.policy.tier_names,
+            app.state.decision_recorder,
+            metrics.observe_segments,
+        )
+        app.state.segment_control = reloader.controller = controller
+        services.router.attach_controller(controller)
+        if controller is not None:
+            await asyncio.to_thread(controller.start)
         app.state.shadow = await asyncio.to_thread(
-            start_shadow, settings.policy_file, services.policy, app.state.decision_recorder, metrics
+            start_shadow,
+            settings.policy_file,
+            services.policy,
+            app.state.decision_recorder,
+            metrics,
+            controller,
         )
     except Exception as err:
         logger.error("cannot start: %s", err, extra={"decision_db": settings.decision_db})
@@ -80,6 +97,9 @@ async def start_services(
 async def stop_services(app: FastAPI, reloader: ModelReloader) -> None:
     await reloader.close()
     await asyncio.to_thread(close_shadow, getattr(app.state, "shadow", None))
+    controller = getattr(app.state, "segment_control", None)
+    if controller is not None:
+        await asyncio.to_thread(controller.close)
     await asyncio.to_thread(close_recorder, app.state.decision_recorder)
     if app.state.tracing is not None:
         await asyncio.to_thread(app.state.tracing.close)

@@ -338,6 +338,7 @@ def decision_record(
         prompt_sha256=prompt_hash(text),
         prompt_text=text if keep_text else None,
         latency_ms=latency_ms,
+        segment=decision.segment,
     )
 
 

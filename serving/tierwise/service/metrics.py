@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +25,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from tierwise.core.policy import DECIDED_BY_ENCODER
+from tierwise.core.segment_guard import SegmentState
 from tierwise.service.worker_sync import process_alive
 
 # Read when prometheus_client decides, at its import, whether values go to files: from then on fixed.
@@ -193,6 +194,7 @@ def mark_this_worker_dead() -> None:
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_SEGMENT_LABELS = 100  # distinct segments on the per-segment metrics; the rest are "other"
 
 
 class ServiceMetrics:
@@ -200,10 +202,12 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        # Three groups, registered in this order (the order of the exposition).
+        # Four groups, registered in this order (the order of the exposition).
         self._add_request_metrics(self.registry)
         self._add_classifier_metrics(self.registry)
         self._add_operations_metrics(self.registry)
+        self._segment_labels: set[str] = set()
+        self._add_segment_metrics(self.registry)
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:
         """HTTP requests and what was decided for them."""
@@ -303,6 +307,60 @@ class ServiceMetrics:
             ("outcome",),
             registry=r,
         )
+
+    def _add_segment_metrics(self, r: CollectorRegistry) -> None:
+        """The per-segment risk controller's state (tierwise.evidence.segment_control), one series per
+        segment (at most MAX_SEGMENT_LABELS; the controller's segments are routes and automatic ones)."""
+        labels = ("segment",)
+        self.segment_judged = Gauge(
+            "tierwise_segment_judged", "Judged decisions in the controller's window, per segment", labels, r
+        )
+        self.segment_under_routing = Gauge(
+            "tierwise_segment_under_routing_ratio",
+            "Estimated under-routing of the segment at its current setting (judge noise corrected)",
+            labels,
+            r,
+        )
+        self.segment_bound = Gauge(
+            "tierwise_segment_under_routing_bound_ratio",
+            "One-sided upper bound (the controller's confidence) on the segment's under-routing; -1 in cold start",
+            labels,
+            r,
+        )
+        self.segment_alpha = Gauge(
+            "tierwise_segment_alpha_ratio",
+            "The segment's under-routing target (max_under_routing)",
+            labels,
+            r,
+        )
+        self.segment_q_shift = Gauge(
+            "tierwise_segment_q_shift",
+            "The shift the controller adds to the model's q for the segment (1 = every request to the top tier)",
+            labels,
+            r,
+        )
+        self.segment_decisions = Counter(
+            "tierwise_segment_decisions_total",
+            "Routing decisions per segment and tier",
+            ("segment", "tier"),
+            r,
+        )
+
+    def observe_segments(self, states: Mapping[str, SegmentState]) -> None:
+        """Publish the controller's states (called after each refresh)."""
+        for segment, state in list(states.items())[:MAX_SEGMENT_LABELS]:
+            self.segment_judged.set(state.judged, segment)
+            self.segment_alpha.set(state.alpha, segment)
+            self.segment_under_routing.set(state.estimate or 0.0, segment)
+            self.segment_bound.set(-1.0 if state.bound is None else state.bound, segment)
+            self.segment_q_shift.set(1.0 if state.setting.top_only else state.setting.delta, segment)
+
+    def observe_segment_decision(self, segment: str | None, tier: str) -> None:
+        if segment is None:
+            return
+        if segment not in self._segment_labels and len(self._segment_labels) < MAX_SEGMENT_LABELS:
+            self._segment_labels.add(segment)
+        self.segment_decisions.inc(segment if segment in self._segment_labels else "other", tier)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

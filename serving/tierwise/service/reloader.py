@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from tierwise.evidence.segment_control import SegmentController
 from tierwise.service import worker_sync
 from tierwise.service.batcher import MicroBatcher
 from tierwise.service.classifier import ClassifierFactory
@@ -45,9 +46,13 @@ class ModelReloader:
         # With several workers: the folder they share, and the reload generation this one serves.
         self.shared = worker_sync.shared_dir()
         self.generation = 0
+        self.controller: SegmentController | None = None  # set once the decision log is open
 
     async def _load(self, settings: Settings) -> Services:
         services = await asyncio.to_thread(load_services, settings, self.factory, self.metrics)
+        if self.controller is not None:  # the evidence stays; the settings now shift the new model's q
+            services.router.attach_controller(self.controller)
+            await asyncio.to_thread(self.controller.refresh_safely)
         if isinstance(services.scorer, MicroBatcher):
             services.scorer.start()
         services.ready = True

@@ -23,9 +23,18 @@ import numpy as np
 from tierwise.core.decide import ClassifierLike
 from tierwise.core.escalation import EscalationQ, TierOffsets
 from tierwise.core.estimator import Estimator, estimator_for
-from tierwise.core.policy import DECIDED_BY_ESTIMATOR, ESTIMATED, Decision, Policy, RoutingInput
+from tierwise.core.policy import (
+    DECIDED_BY_ESTIMATOR,
+    ESTIMATED,
+    Decision,
+    Policy,
+    RoutingInput,
+    SegmentGuard,
+)
 from tierwise.core.request_text import ClassifierInput
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE
+from tierwise.core.segments import SegmentModel, segment_for
+from tierwise.evidence.segment_control import SegmentController
 from tierwise.service.batcher import DEFAULT_MAX_BATCH_SIZE, Score, Scorer
 from tierwise.service.score_cache import ScoreCache
 from tierwise.service.settings import DEFAULT_ADMISSION_SHARE, Settings
@@ -68,6 +77,7 @@ class Router:
         cache: ScoreCache | None = None,
         tier_offsets: TierOffsets = None,
         admission_share: float = DEFAULT_ADMISSION_SHARE,
+        segments: SegmentModel | None = None,
     ) -> None:
         if not 0.0 < admission_share <= 1.0:
             raise ValueError(f"admission_share must be in (0, 1], got {admission_share}")
@@ -82,6 +92,8 @@ class Router:
         self.deadline_ms = policy.deadline_ms if deadline_ms is None else deadline_ms
         # A batch call of many items gets one deadline per `texts_per_deadline` texts.
         self.texts_per_deadline = max(1, texts_per_deadline)
+        self.segments = segments  # the model folder's automatic segments (None: only routes)
+        self.controller: SegmentController | None = None  # the per-segment risk controller, when on
 
     @classmethod
     def for_classifier(
@@ -105,7 +117,26 @@ class Router:
             cache=cache,
             tier_offsets=classifier.manifest.tier_offsets,
             admission_share=settings.admission_share,
+            segments=SegmentModel.load(classifier.model_dir),
         )
+
+    def attach_controller(self, controller: SegmentController | None) -> None:
+        """Route with the per-segment controller's settings (shifting this model's q and offsets)."""
+        self.controller = controller
+        if controller is not None:
+            controller.set_model(self.policy.base_q(self.default_q), self.tier_offsets)
+
+    def guards(self, requests: list[RoutingInput], texts: list[ClassifierInput]) -> list[SegmentGuard]:
+        """Each request's segment (its route, else the automatic segment) and the controller's setting."""
+        auto: list[str | None] = [None] * len(requests)
+        unnamed = [i for i, r in enumerate(requests) if not r.route]
+        if self.segments is not None and unnamed:
+            for i, name in zip(unnamed, self.segments.assign([texts[i] for i in unnamed]), strict=True):
+                auto[i] = name
+        segments = [segment_for(r.route, a) for r, a in zip(requests, auto, strict=True)]
+        if self.controller is None:
+            return [SegmentGuard(segment) for segment in segments]
+        return [self.controller.guard(segment) for segment in segments]
 
     def deadline_seconds(self, item_count: int) -> float:
         return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)
@@ -177,27 +208,34 @@ class Router:
                 for i, score in zip(missing, estimates, strict=True):
                     scores[i] = score
                 estimated = set(missing)
+        guards = self.guards(requests, texts)
         decisions = []
-        for index, request in enumerate(requests):
+        for index, (request, guard) in enumerate(zip(requests, guards, strict=True)):
             scored = scores[index]
-            decision = None if scored is None else self._decide(request, scored, index in estimated)
+            decision = None if scored is None else self._decide(request, scored, index in estimated, guard)
             if decision is None:
                 if scored is not None:
                     error = "the policy raised; see the service log"
-                decision = self.policy.unavailable_decision(request)
+                decision = replace(self.policy.unavailable_decision(request), segment=guard.segment)
             decisions.append(decision)
         return RoutedBatch(decisions, error)
 
-    def _decide(self, request: RoutingInput, score: Score, estimated: bool) -> Decision | None:
-        """The policy's decision on one score; None if the policy raised (a bug must not fail the request)."""
+    def _decide(
+        self, request: RoutingInput, score: Score, estimated: bool, guard: SegmentGuard
+    ) -> Decision | None:
+        """The policy's decision on one score; None if the policy raised (a bug must not fail the request).
+        The segment's setting shifts the encoder's q; the estimator keeps its own q (its probabilities
+        are not the ones the controller counted), except that a `top_only` segment stays on the top."""
         q: EscalationQ
         offsets: TierOffsets
         if estimated and self.estimator is not None:
             q, offsets = self.estimator.escalation_q, self.estimator.tier_offsets
+            if guard.setting is not None and not guard.setting.top_only:
+                guard = replace(guard, setting=None)
         else:
             q, offsets = self.default_q, self.tier_offsets
         try:
-            decision = self.policy.decide(request, score.probabilities, score.token_count, q, offsets)
+            decision = self.policy.decide(request, score.probabilities, score.token_count, q, offsets, guard)
         except Exception as err:
             logger.error("policy failed, routing upward", exc_info=err)
             return None

@@ -123,6 +123,17 @@ class ClassifyResponse(BaseModel):
     )
     model: str = Field(description="the model configured for the tier")
     fallbacks: list[str] = Field(description="models to try next, in order")
+    segment: str | None = Field(
+        default=None,
+        description="the request's segment: its `route`, else the model folder's automatic segment "
+        "(`auto-NN`); None when there is neither",
+    )
+    segment_bound: float | None = Field(
+        default=None,
+        description="with per-segment risk control on: the one-sided upper bound (at the controller's "
+        "confidence) on the segment's under-routing at its current setting; None in cold start. The "
+        "reason `segment_guard` says the segment's setting sent this request higher than the model's q",
+    )
     model_version: str
     request_id: str
 

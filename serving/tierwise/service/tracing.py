@@ -89,6 +89,10 @@ def decision_attributes(
     }
     if decision.predicted_tier is not None:  # span attributes cannot be None
         attributes["tierwise.predicted_tier"] = decision.predicted_tier
+    if decision.segment is not None:
+        attributes["tierwise.segment"] = decision.segment
+    if decision.segment_bound is not None:
+        attributes["tierwise.segment_bound"] = round(decision.segment_bound, 4)
     if decision.queue_wait_ms is not None:
         attributes["tierwise.queue_wait_ms"] = round(decision.queue_wait_ms, 3)
     if classifier_error and CLASSIFIER_UNAVAILABLE in decision.reasons:

@@ -74,6 +74,7 @@ LOGGED_DECISION_FIELDS = (
     "escalated",
     "model",
     "token_count",
+    "segment",
     "model_version",
 )
 
@@ -108,6 +109,7 @@ def log_decision(
     services.metrics.observe_decision(
         decision.tier, decision.reasons, decision.escalated, decision.decided_by
     )
+    services.metrics.observe_segment_decision(decision.segment, decision.tier)
     model_version = model_version or services.classifier.version
     submit_decision(
         recorder, services, request_id, item.route, request.text, decision, context.started, model_version

@@ -1,0 +1,240 @@
+"""Per-segment risk control: the cheapest routing setting whose under-routing is bounded on the
+segment's own judged traffic. Pure numbers; the controller that feeds it evidence from the decision
+log is tierwise.evidence.segment_control.
+
+A *segment* is the caller's `route`, else an automatic segment (tierwise.core.segments). For each one
+a user's quality target `alpha` (`max_under_routing`) must hold: the share of the segment's requests
+routed to a tier below the one they need.
+
+The knob is a *setting* on one ordered path, from the safest to the cheapest:
+- `top_only`: every request of the segment goes to the top tier (under-routing is then 0 by definition);
+- then the model's own thresholds shifted by `delta`, from +0.25 down to -0.75: q[t] + delta, clipped
+  to [0, 1], for every tier boundary t. A higher q escalates more; the tier offsets' floor (never below
+  the most likely tier) stays.
+
+Evidence is judged requests, sampled uniformly within the segment: per request its logged calibrated
+probabilities (K,) and, per tier below the top, whether that tier would have under-routed it
+(`under`, (K-1,)). A shadow verdict judges every tier below the top (noisy: the judge errs at a known
+rate e); explicit feedback gives a range of needed tiers, and a tier the range cannot place counts as
+under-routed (conservative). For any setting the logged probabilities give the tier each judged
+request would have got, so the risk of every setting on the path is counted on the same requests.
+
+The bound: k = judged requests the setting routes below the top tier *and* whose tier under-routes
+them, n = judged requests. U = the one-sided Clopper-Pearson upper bound of k/n at `confidence`;
+with m noisy verdicts among the k-eligible requests, E[k/n] = e*m/n + (1-2e)*risk, so the risk's
+bound is (U - e*m/n) / (1 - 2e) (explicit feedback, noiseless, is then over-counted: conservative).
+Settings are tested in path order (fixed-sequence testing, so no multiplicity correction is needed)
+and the last one whose bound is <= alpha before the first that fails is chosen: the cheapest setting
+the evidence supports. `top_only` needs no test. A segment with fewer than `min_judged` verdicts is
+in cold start: the model's q raised by a margin, until evidence lowers (or raises) it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tierwise.core.escalation import EscalationQ, TierOffsets, boundary_thresholds, route_upward
+
+SEGMENT_GUARD = "segment_guard"  # the reason on an answer the segment's setting sent higher
+
+DELTA_HIGH, DELTA_LOW, DELTA_STEP = 0.25, -0.75, 0.025
+DELTAS: tuple[float, ...] = tuple(
+    round(DELTA_HIGH - i * DELTA_STEP, 4) for i in range(round((DELTA_HIGH - DELTA_LOW) / DELTA_STEP) + 1)
+)
+
+GuardStatus = Literal["cold_start", "certified", "top_only"]
+
+
+@dataclass(frozen=True)
+class GuardSetting:
+    """One point of the path: every request to the top tier, or the model's q shifted by `delta`."""
+
+    top_only: bool = False
+    delta: float = 0.0
+
+    def thresholds(self, model_q: EscalationQ, n_tiers: int) -> tuple[float, ...]:
+        """The q per tier boundary this setting routes with (K - 1,)."""
+        shifted = np.clip(boundary_thresholds(model_q, n_tiers) + self.delta, 0.0, 1.0)
+        return tuple(float(v) for v in shifted)
+
+    def label(self) -> str:
+        return "top_only" if self.top_only else f"q{self.delta:+.3f}"
+
+
+PATH: tuple[GuardSetting, ...] = (GuardSetting(top_only=True), *(GuardSetting(delta=d) for d in DELTAS))
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The targets and the statistics of the controller (the policy's `segment_control` section)."""
+
+    alpha: float = 0.05
+    confidence: float = 0.95
+    cold_start_margin: float = 0.05
+    min_judged: int | None = None  # None: the fewest verdicts with which a clean record can pass alpha
+    judge_error_rate: float = 0.0
+
+    def cold_start(self) -> GuardSetting:
+        return GuardSetting(delta=self.cold_start_margin)
+
+    def required_judged(self, alpha: float) -> int:
+        """`min_judged`, or n with (1 - alpha)^n <= 1 - confidence (0 failures in n pass the bound)."""
+        if self.min_judged is not None:
+            return self.min_judged
+        return math.ceil(math.log(1.0 - self.confidence) / math.log(1.0 - alpha))
+
+
+@dataclass(frozen=True)
+class SegmentEvidence:
+    """The judged requests of one segment. probabilities (n, K); under (n, K-1): tier t would have
+    under-routed the request; noisy (n,): the row is a judge's verdict (errs at the judge's rate)."""
+
+    probabilities: np.ndarray
+    under: np.ndarray
+    noisy: np.ndarray
+
+    @property
+    def judged(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @classmethod
+    def empty(cls, n_tiers: int) -> SegmentEvidence:
+        return cls(np.zeros((0, n_tiers)), np.zeros((0, n_tiers - 1), dtype=bool), np.zeros(0, dtype=bool))
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """What the controller decided for one segment, and on what evidence."""
+
+    segment: str
+    status: GuardStatus
+    setting: GuardSetting
+    alpha: float
+    judged: int
+    under_routed: int  # k at the chosen setting (raw counts, judge noise included)
+    estimate: float | None  # the noise-corrected under-routing at the chosen setting
+    bound: float | None  # its one-sided upper bound at `confidence`; None in cold start
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n up to many thousands)."""
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """The one-sided exact upper bound of a proportion: the p with P(X <= k | n, p) = 1 - confidence."""
+    if n <= 0 or k >= n:
+        return 1.0
+    low, high = k / n, 1.0
+    for _ in range(60):  # bisection to ~1e-18
+        middle = (low + high) / 2
+        if binomial_cdf(k, n, middle) > 1.0 - confidence:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def corrected(rate: float, noisy_share: float, error_rate: float) -> float:
+    """A rate counted with a judge that flips verdicts at `error_rate`, back on the true scale."""
+    if error_rate <= 0.0:
+        return rate
+    return max(0.0, (rate - error_rate * noisy_share) / (1.0 - 2.0 * error_rate))
+
+
+def setting_tiers(
+    setting: GuardSetting, probabilities: np.ndarray, model_q: EscalationQ, offsets: TierOffsets
+) -> np.ndarray:
+    """The tier index each request gets under `setting`. (n, K) -> (n,)"""
+    n, n_tiers = probabilities.shape
+    if setting.top_only or n == 0:
+        return np.full(n, n_tiers - 1, dtype=np.int64)
+    return route_upward(probabilities, setting.thresholds(model_q, n_tiers), offsets)
+
+
+def risk_counts(
+    evidence: SegmentEvidence, setting: GuardSetting, model_q: EscalationQ, offsets: TierOffsets
+) -> tuple[int, int]:
+    """(k, m): judged requests the setting under-routes, and verdicts of the judge among those it
+    routes below the top tier."""
+    tiers = setting_tiers(setting, evidence.probabilities, model_q, offsets)
+    below = tiers < evidence.probabilities.shape[1] - 1
+    if not below.any():
+        return 0, 0
+    rows = np.flatnonzero(below)
+    k = int(evidence.under[rows, tiers[rows]].sum())
+    m = int(evidence.noisy[rows].sum())
+    return k, m
+
+
+def bound_of(k: int, m: int, n: int, config: GuardConfig) -> tuple[float, float]:
+    """(estimate, upper bound) of the under-routing rate from k failures, m noisy verdicts, n judged."""
+    if n == 0:
+        return 0.0, 1.0
+    estimate = corrected(k / n, m / n, config.judge_error_rate)
+    upper = corrected(clopper_pearson_upper(k, n, config.confidence), m / n, config.judge_error_rate)
+    return estimate, min(1.0, upper)
+
+
+def choose_setting(
+    segment: str,
+    evidence: SegmentEvidence,
+    model_q: EscalationQ,
+    offsets: TierOffsets,
+    config: GuardConfig,
+    alpha: float | None = None,
+) -> SegmentState:
+    """The cheapest setting on PATH whose bound stays <= alpha, tested in order (fixed sequence);
+    the cold-start setting while the segment has fewer than the required verdicts."""
+    alpha = config.alpha if alpha is None else alpha
+    n = evidence.judged
+    if n < config.required_judged(alpha):
+        setting = config.cold_start()
+        k, m = risk_counts(evidence, setting, model_q, offsets)
+        estimate = bound_of(k, m, n, config)[0] if n else None
+        return SegmentState(segment, "cold_start", setting, alpha, n, k, estimate, None)
+    chosen = SegmentState(segment, "top_only", PATH[0], alpha, n, 0, 0.0, 0.0)
+    for setting in PATH[1:]:
+        k, m = risk_counts(evidence, setting, model_q, offsets)
+        estimate, upper = bound_of(k, m, n, config)
+        if upper > alpha:
+            break
+        chosen = SegmentState(segment, "certified", setting, alpha, n, k, estimate, upper)
+    return chosen
+
+
+def guarded_thresholds(
+    state: SegmentState | None, model_q: EscalationQ, n_tiers: int, config: GuardConfig
+) -> tuple[float, ...] | None:
+    """The q per boundary a segment routes with; None for `top_only` (every request to the top)."""
+    setting = state.setting if state is not None else config.cold_start()
+    if setting.top_only:
+        return None
+    return setting.thresholds(model_q, n_tiers)
+
+
+def under_from_range(high: int, n_tiers: int) -> np.ndarray:
+    """(K-1,) under-routed at tier t, from a needed-tier range whose highest tier is `high` (an index):
+    t under-routes unless the range shows the needed tier is at most t (a range across t counts as
+    under-routed)."""
+    return np.array([not high <= t for t in range(n_tiers - 1)], dtype=bool)
+
+
+def under_from_verdicts(passed: Sequence[bool]) -> np.ndarray:
+    """(K-1,) under-routed at tier t from a judge's pass/fail of each tier below the top."""
+    return np.array([not p for p in passed], dtype=bool)
