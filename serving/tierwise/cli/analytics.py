@@ -65,6 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tierwise.core.policy_file import load_policy
     from tierwise.ops.cascade_report import cascade_checks, cascade_summary
     from tierwise.ops.feedback_report import build_report, load_training_metrics, write_report
+    from tierwise.ops.segment_report import segment_settings_from_files, segment_summary
     from tierwise.ops.shadow_report import shadow_outcomes, shadow_summary
 
     since = window_edge("--since", args.since)
@@ -75,6 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         rows = store.labeled_decisions(since, until)
         shadow = shadow_summary(shadow_outcomes(store, since, until), policy.tier_names)
         checks = cascade_checks(store, since, until)
+        settings = segment_settings_from_files(store, args.policy, args.model, policy, rows)
     finally:
         store.close()
     training = load_training_metrics(args.model)
@@ -86,6 +88,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(rows, policy, training, since=since, until=until or datetime.now(UTC))
     report["shadow"] = shadow
     report["cascade"] = cascade_summary(rows, checks, policy)
+    report["segments"] = segment_summary(rows, policy, settings)
     if args.compare_models:
         from tierwise.ops.feedback_report import rescore_models
 

@@ -3,8 +3,8 @@
 Each template is the literal shape of one part of the report (`string.Template`, `$name` fields, so
 markdown pipes and braces need no escaping); the functions only format numbers into the fields and
 repeat row templates over tiers and model versions. The parts are joined by line breaks; optional
-parts (versions, re-scored models, the shadow section, plots) begin with a blank line and are left
-out when there is nothing to show.
+parts (versions, re-scored models, the shadow, cascade and segment sections, plots) begin with a
+blank line and are left out when there is nothing to show.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from tierwise.core.scoring import CHARS_PER_TOKEN_ESTIMATE, percent
 from tierwise.ops.cascade_report import render_cascade
 from tierwise.ops.drift import DRIFT_PSI_ALERT, DRIFT_TVD_ALERT
+from tierwise.ops.segment_report import render_segments
 from tierwise.ops.shadow_report import render_shadow
 
 REPORT = Template(
@@ -239,6 +240,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         render_rescored(report.get("rescored")),
         "\n".join(render_shadow(report.get("shadow"))),
         "\n".join(render_cascade(report.get("cascade"))),
+        "\n".join(render_segments(report.get("segments"))),
         PLOTS.substitute(images="\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots))
         if plots
         else "",
