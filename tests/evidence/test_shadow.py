@@ -215,3 +215,88 @@ def test_report_command_shows_the_shadow_section(tmp_path, capsys):
     assert "## Shadow evaluation: judge-estimated under-routing" in text
     assert "| fast | 8 | 4 | **50.0%** | 21.5% - 78.5% |" in text
     assert "| 2026-11-24 / fast | 4 | 3 | **75.0%** |" in text
+
+
+# With the per-segment controller: every public tier is sampled, every tier below the top is judged.
+
+
+def controlled_app(tmp_path, tiny_model_dir, tiny_classifier, base_url, segment_control=True):
+    raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    raw["shadow"] = {"share": 1.0, "judge_model": "o3", "base_url": base_url}
+    if segment_control:
+        raw["segment_control"] = {"max_under_routing": 0.05, "refresh_seconds": 0}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = make_settings(
+        tiny_model_dir,
+        record_decisions=True,
+        decision_db=f"sqlite:///{tmp_path / 'd.sqlite'}",
+        policy_file=path,
+    )
+    return create_app(settings, classifier_factory=lambda _: tiny_classifier)
+
+
+def test_with_the_controller_a_top_tier_request_is_judged_at_every_tier_below(
+    server, tmp_path, tiny_model_dir, tiny_classifier
+):
+    app = controlled_app(tmp_path, tiny_model_dir, tiny_classifier, server.base_url)
+    before = len(server.script.calls)
+    with TestClient(app) as client:
+        assert client.app.state.segment_control is not None
+        top = client.post("/classify", json={"text": "prove the theorem needs=1", "route": "math"}).json()
+        assert top["tier"] == "frontier" and top["segment"] == "math"
+        assert client.app.state.shadow.wait_idle(10)
+        counts = dict(client.app.state.shadow.counts)
+    calls = server.script.calls[before:]
+    store = DecisionStore(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    labeled = store.labeled_decisions()
+    store.close()
+    assert counts == {"judged": 1}
+    # one answer per tier (fast, balanced, and the top as the reference), both orders judged per cheaper tier
+    assert sorted(m for m, kind in calls if kind == "answer") == ["gpt-4.1", "gpt-4o-mini", "o3"]
+    assert sum(kind == "judge" for _, kind in calls) == 4
+    [row] = labeled
+    assert row.decision.segment == "math" and row.feedback.source == "shadow"
+    assert row.feedback.evidence["tier_verdicts"] == {"fast": False, "balanced": True}
+    # the needed tier is the cheapest one the judge passed; the served top tier has no pass/fail of its own
+    assert row.feedback.needed_tier == "balanced" and row.feedback.passed is None
+    assert (row.feedback.low_tier, row.feedback.high_tier) == ("balanced", "balanced")
+
+
+def test_with_the_controller_the_needed_tier_is_the_cheapest_passing_one(
+    server, tmp_path, tiny_model_dir, tiny_classifier
+):
+    app = controlled_app(tmp_path, tiny_model_dir, tiny_classifier, server.base_url)
+    with TestClient(app) as client:
+        easy = client.post("/classify", json={"text": "hello hello needs=0", "route": "chat"}).json()
+        hard = client.post("/classify", json={"text": "hello hello needs=2", "route": "chat"}).json()
+        assert {easy["tier"], hard["tier"]} <= {"fast", "balanced"}
+        assert client.app.state.shadow.wait_idle(10)
+    store = DecisionStore(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    feedback = {row.decision.request_id: row.feedback for row in store.labeled_decisions()}
+    store.close()
+    easy_row, hard_row = feedback[easy["request_id"]], feedback[hard["request_id"]]
+    assert easy_row.evidence["tier_verdicts"] == {"fast": True, "balanced": True}
+    assert easy_row.needed_tier == "fast" and easy_row.passed is True
+    assert hard_row.evidence["tier_verdicts"] == {"fast": False, "balanced": False}
+    assert hard_row.needed_tier == "frontier" and hard_row.passed is False  # no cheaper tier passed
+    assert hard_row.evidence["verdicts"]  # the served tier's own verdicts are kept as before
+
+
+@pytest.mark.parametrize("segment_control", [True, False])
+def test_a_private_request_never_reaches_the_judge(
+    server, tmp_path, tiny_model_dir, tiny_classifier, segment_control
+):
+    app = controlled_app(tmp_path, tiny_model_dir, tiny_classifier, server.base_url, segment_control)
+    before = len(server.script.calls)
+    with TestClient(app) as client:
+        for text in ("hello, mail jane.doe@example.com", "hello, card 4111 1111 1111 1111"):
+            body = client.post("/classify", json={"text": text, "route": "chat"}).json()
+            assert body["tier"] == "private" and "private_data" in body["reasons"]
+        assert client.app.state.shadow.wait_idle(10)
+        assert client.app.state.shadow.counts == {}
+        assert server.script.calls[before:] == []
+        # the same app does judge a public request (the sampling share is 1)
+        assert client.post("/classify", json={"text": "hello needs=0"}).json()["tier"] != "private"
+        assert client.app.state.shadow.wait_idle(10)
+        assert client.app.state.shadow.counts == {"judged": 1}
