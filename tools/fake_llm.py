@@ -22,7 +22,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +54,15 @@ class FakeScript:
     # generation never sees, nor has its statuses taken by, a call sent to an earlier one's URL,
     # however late the server gets to it.
     generation: int = 0
+    # A replay's outcome labels: the strength a request (as the judge reads it) needs; None = as above.
+    needs: Callable[[str], int] | None = None
+    # Judge noise: flip(request, candidate strength) -> True turns that candidate's verdict around,
+    # in both orders alike (so the pairwise judge sees a consistent, wrong verdict).
+    verdict_flip: Callable[[str, int], bool] | None = None
 
     def needed(self, text: str) -> int:
+        if self.needs is not None:
+            return self.needs(text)
         match = _NEEDS_RE.search(text)
         if match:
             return int(match.group(1))
@@ -100,14 +107,21 @@ def judge_text(script: FakeScript, messages: Sequence[Mapping[str, Any]]) -> str
     prompt = str(messages[1]["content"]) if len(messages) > 1 else ""
     if script.take("unreadable"):
         return "Both answers have merit; I cannot decide."
-    needed = script.needed(_between(prompt, judge.REQUEST_MARK))
+    request = _between(prompt, judge.REQUEST_MARK)
+    needed = script.needed(request)
     if judge.ANSWER_MARK in prompt:  # rubric
         good = _strength(_between(prompt, judge.ANSWER_MARK)) >= needed
         return f"Checked the answer.\nGRADE: {5 if good else 2}"
     if script.bias:
         return f"A is shown {'first' if script.bias == 'A' else 'second'}.\nVERDICT: {script.bias}"
-    good_a = _strength(_between(prompt, judge.ANSWER_A_MARK)) >= needed
-    good_b = _strength(_between(prompt, judge.ANSWER_B_MARK)) >= needed
+    strength_a = _strength(_between(prompt, judge.ANSWER_A_MARK))
+    strength_b = _strength(_between(prompt, judge.ANSWER_B_MARK))
+    good_a, good_b = strength_a >= needed, strength_b >= needed
+    if script.verdict_flip is not None:  # the weaker answer is the candidate
+        if strength_a < strength_b and script.verdict_flip(request, strength_a):
+            good_a = not good_a
+        if strength_b < strength_a and script.verdict_flip(request, strength_b):
+            good_b = not good_b
     verdict = "TIE" if good_a == good_b else ("A" if good_a else "B")
     return f"Compared both.\nVERDICT: {verdict}"
 

@@ -81,16 +81,17 @@ class SegmentControlConfig:
         return self.route_alpha.get(segment, self.guard.alpha)
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, source: str, low: float, high: float) -> float:
+def _number(
+    raw: Mapping[str, Any], key: str, default: float, source: str, low: float, high: float, prefix: str = ""
+) -> float:
     value = raw.get(key, default)
+    name = f"segment_control.{prefix}{key}"
     try:
         number = float(value)
     except (TypeError, ValueError) as err:
-        raise SegmentControlError(f"{source}: segment_control.{key} must be a number, got {value!r}") from err
+        raise SegmentControlError(f"{source}: {name} must be a number, got {value!r}") from err
     if not low <= number <= high:
-        raise SegmentControlError(
-            f"{source}: segment_control.{key} must be from {low:g} to {high:g}, got {number:g}"
-        )
+        raise SegmentControlError(f"{source}: {name} must be from {low:g} to {high:g}, got {number:g}")
     return number
 
 
@@ -109,7 +110,7 @@ def parse_segment_control(raw: Any, source: str) -> SegmentControlConfig | None:
     routes = raw.get("routes") or {}
     if not isinstance(routes, Mapping):
         raise SegmentControlError(f"{source}: segment_control.routes must map a route to its alpha")
-    route_alpha = {str(r): _number(routes, r, alpha, f"{source} routes", 1e-4, 0.5) for r in routes}
+    route_alpha = {str(r): _number(routes, r, alpha, source, 1e-4, 0.5, "routes.") for r in routes}
     min_judged = raw.get("min_judged")
     guard = GuardConfig(
         alpha=alpha,
@@ -189,7 +190,7 @@ class SegmentController:
         self.tier_names = tuple(tier_names)
         self.clock = clock
         self.on_refresh = on_refresh
-        self.model_q: EscalationQ = 1.0
+        self.model_q: EscalationQ | None = None  # set_model() before the first refresh
         self.offsets: TierOffsets = None
         self.states: Mapping[str, SegmentState] = {}  # replaced whole on refresh: readers need no lock
         self.refreshed_at: datetime | None = None
@@ -232,6 +233,9 @@ class SegmentController:
 
     def refresh(self) -> Mapping[str, SegmentState]:
         """Read the evidence of the window and recompute every segment's state."""
+        model_q = self.model_q
+        if model_q is None:
+            raise RuntimeError("segment control: set_model(q, offsets) before refreshing")
         with self._refresh_lock:
             now = self.clock()
             rows = self.read_evidence(now - timedelta(hours=self.config.window_hours), self.config.max_judged)
@@ -240,7 +244,7 @@ class SegmentController:
                 segment: choose_setting(
                     segment,
                     judged,
-                    self.model_q,
+                    model_q,
                     self.offsets,
                     self.config.guard,
                     self.config.alpha_for(segment),

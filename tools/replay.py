@@ -1,0 +1,399 @@
+"""A simulated deployment: per-segment risk control on a stream of requests whose needs are known.
+
+    make replay                     # 20,000 requests, three runs, tables into runs/replay.md
+    python -m tools.replay --requests 4000 --seed 1
+
+Requests are drawn (seeded, with replacement) from the held-out and test splits; each row's source is
+its segment. They go through the real service in process (`create_app`: the model, the policy, the
+decision log in a fresh SQLite file, the shadow evaluator, the controller), in `/classify/batch` calls.
+The shadow judge is the local fake LLM server (tools/fake_llm.py), answering from each row's outcome
+labels (the cheapest tier the row allows is what it needs) with `--judge-noise` of its verdicts
+flipped; the policy's shadow share is `--shadow-share`, the controller's alpha `--alpha`, and it is
+told the judge's error rate (`judge_error_rate`), as an operator who measured their judge would.
+
+Three runs, each on a fresh decision log:
+- `named`: the caller sends the source as `route`; the controller on;
+- `auto`: no route: the model folder's automatic segments must find the sources; the controller on;
+- `off`: routes named, no controller (the static router; the shadow judges as it always did).
+
+After every `--step` requests the replay waits for the decision log and the shadow to finish and
+refreshes the controller, so a run is the same for the same seed however fast the machine is. Printed:
+a table per 1,000-request window (under-routing overall and in the worst source, cost against
+all-top and against the oracle: each request at the cheapest tier that suffices, the tier mix), the
+per-source table of the last `--tail` requests against alpha plus the sampling allowance, and, last, one
+JSON line for the named run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tierwise.core.policy import Policy
+from tierwise.core.policy_file import load_policy
+from tierwise.core.scoring import tier_cost_usd
+from tierwise.training import paths
+
+from tools.fake_llm import FakeScript, FakeServer, policy_strengths
+
+RUNS = ("named", "auto", "off")
+WINDOW = 1000
+ALLOWANCE_Z = 1.645  # one-sided 95%: the sampling allowance of a segment's rate over n requests
+MIN_TAIL_REQUESTS = 200  # a source is held to the target over the tail with at least this many
+MIN_WINDOW_REQUESTS = 50  # the worst source of a window is chosen among sources with this many
+
+
+@dataclass(frozen=True)
+class Row:
+    text: str
+    source: str
+    needed: int  # index of the cheapest tier the row allows
+
+
+@dataclass
+class Outcome:
+    source: str
+    tier: str
+    needed: int
+    routed: int  # tier index; -1 for the private tier
+    cost: float
+    frontier_cost: float
+    oracle_cost: float
+    reasons: list[str]
+
+
+@dataclass
+class RunResult:
+    name: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    judged: int = 0
+    shadow_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    segments_seen: Counter[str] = field(default_factory=Counter)
+
+
+def judge_key(text: str) -> str:
+    """How the fake judge finds a row: the request as the judge prompt shows it."""
+    return hashlib.sha256(f"user: {text}".strip().encode()).hexdigest()
+
+
+def read_rows(splits: Sequence[str], tier_names: Sequence[str]) -> list[Row]:
+    rows = []
+    for split in splits:
+        path = paths.processed_dir() / f"{split}.jsonl"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `make data` first")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            raw = json.loads(line)
+            allowed = raw.get("allowed_tiers") or [raw["tier"]]
+            needed = min(list(tier_names).index(t) for t in allowed)
+            rows.append(Row(raw["text"], raw["source"], needed))
+    return rows
+
+
+def flips(seed: int, noise: float) -> Any:
+    """A deterministic judge-noise draw per (request, candidate strength)."""
+
+    def flip(request: str, strength: int) -> bool:
+        digest = hashlib.sha256(f"{seed}:{strength}:{request.strip()}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < noise
+
+    return flip
+
+
+def write_policy(base: Path, out: Path, run: str, args: argparse.Namespace, judge_url: str) -> Path:
+    """The packaged policy without its example route overrides, with the shadow and (named/auto) the
+    controller."""
+    raw = yaml.safe_load(base.read_text(encoding="utf-8"))
+    raw.pop("routes", None)
+    policy = load_policy(base)
+    raw["shadow"] = {
+        "share": args.shadow_share,
+        "judge_model": policy.tiers[-1].models[0],
+        "base_url": judge_url,
+        "max_usd_per_hour": 1e6,  # the replay counts its judged requests instead
+        "queue_size": 100000,
+        "concurrency": 8,
+        "timeout_seconds": 30,
+    }
+    if run != "off":
+        raw["segment_control"] = {
+            "max_under_routing": args.alpha,
+            "judge_error_rate": args.judge_noise,
+            "refresh_seconds": 0,  # refreshed by the replay after every step
+            "window_hours": 24 * 365,
+        }
+    out.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def run_once(
+    run: str, draws: list[Row], policy: Policy, args: argparse.Namespace, server: FakeServer, folder: Path
+) -> RunResult:
+    from fastapi.testclient import TestClient
+    from tierwise.service.app import create_app
+    from tierwise.service.settings import Settings
+
+    policy_file = write_policy(paths.policy_file(), folder / f"policy-{run}.yaml", run, args, server.base_url)
+    settings = Settings(
+        model_dir=args.model_dir,
+        policy_file=policy_file,
+        record_decisions=True,
+        decision_db=f"sqlite:///{folder / f'decisions-{run}.sqlite'}",
+        deadline_ms=60000.0,  # the encoder decides every request: the replay is about the controller
+        score_cache_size=len(draws),
+        log_level="warning",
+    )
+    result = RunResult(run)
+    tiers = policy.tier_names
+    started = time.perf_counter()
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state  # type: ignore[attr-defined]
+        recorder, shadow, controller = state.decision_recorder, state.shadow, state.segment_control
+        for start in range(0, len(draws), args.step):
+            chunk = draws[start : start + args.step]
+            items = [{"text": r.text, **({"route": r.source} if run != "auto" else {})} for r in chunk]
+            response = client.post(
+                "/classify/batch", json={"items": items}, headers={"X-Request-ID": f"{run}-{start:06d}"}
+            )
+            response.raise_for_status()
+            for row, answer in zip(chunk, response.json()["results"], strict=True):
+                tokens = max(1, len(row.text) // 4)  # the same estimate in every run
+                routed = tiers.index(answer["tier"]) if answer["tier"] in tiers else -1
+                result.segments_seen[answer.get("segment") or "-"] += 1
+                result.outcomes.append(
+                    Outcome(
+                        source=row.source,
+                        tier=answer["tier"],
+                        needed=row.needed,
+                        routed=routed,
+                        cost=tier_cost_usd(policy, answer["tier"], tokens),
+                        frontier_cost=tier_cost_usd(policy, tiers[-1], tokens),
+                        oracle_cost=tier_cost_usd(policy, tiers[row.needed], tokens),
+                        reasons=list(answer["reasons"]),
+                    )
+                )
+            recorder.wait_idle(60)
+            if shadow is not None:
+                shadow.wait_idle(300)
+            if controller is not None:
+                controller.refresh()
+        if shadow is not None:
+            result.shadow_counts = dict(shadow.counts)
+            result.judged = shadow.counts.get("judged", 0)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def under_routed(outcome: Outcome) -> bool:
+    return 0 <= outcome.routed < outcome.needed
+
+
+def summary(outcomes: Sequence[Outcome], tier_names: Sequence[str]) -> dict[str, Any]:
+    n = len(outcomes)
+    cost = sum(o.cost for o in outcomes)
+    frontier = sum(o.frontier_cost for o in outcomes)
+    oracle = sum(o.oracle_cost for o in outcomes)
+    by_source: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_source[o.source].append(o)
+    rates = {s: sum(map(under_routed, rows)) / len(rows) for s, rows in by_source.items()}
+    eligible = {s: r for s, r in rates.items() if len(by_source[s]) >= MIN_WINDOW_REQUESTS}
+    worst = max(eligible, key=lambda s: eligible[s]) if eligible else None
+    mix = Counter(o.tier for o in outcomes)
+    return {
+        "requests": n,
+        "under_routing": sum(map(under_routed, outcomes)) / n if n else 0.0,
+        "worst_source": worst,
+        "worst_under_routing": eligible[worst] if worst else 0.0,
+        "cost_vs_frontier": cost / frontier if frontier else 0.0,
+        "cost_vs_oracle": cost / oracle if oracle else 0.0,
+        "savings_share_of_oracle": (frontier - cost) / (frontier - oracle) if frontier > oracle else 0.0,
+        "mix": {t: mix.get(t, 0) / n for t in [*tier_names, *sorted(set(mix) - set(tier_names))]},
+    }
+
+
+def allowance(alpha: float, n: int) -> float:
+    """The one-sided 95% sampling allowance of a rate at alpha measured on n requests."""
+    return ALLOWANCE_Z * math.sqrt(alpha * (1 - alpha) / n)
+
+
+def tail_table(outcomes: Sequence[Outcome], alpha: float) -> list[dict[str, Any]]:
+    by_source: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_source[o.source].append(o)
+    table = []
+    for source, rows in sorted(by_source.items(), key=lambda item: -len(item[1])):
+        rate = sum(map(under_routed, rows)) / len(rows)
+        held = len(rows) >= MIN_TAIL_REQUESTS
+        line = alpha + allowance(alpha, len(rows))
+        table.append(
+            {
+                "source": source,
+                "requests": len(rows),
+                "under_routing": rate,
+                "line": line,
+                "held_to_target": held,
+                "passed": (rate <= line) if held else None,
+                "mix": dict(Counter(o.tier for o in rows)),
+            }
+        )
+    return table
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def render_run(result: RunResult, tier_names: Sequence[str], alpha: float, tail: int) -> list[str]:
+    lines = [
+        f"### Run `{result.name}`",
+        "",
+        f"{len(result.outcomes)} requests in {result.seconds:.0f} s; shadow verdicts stored: {result.judged} "
+        f"(outcomes {dict(sorted(result.shadow_counts.items()))}); segments answered: {len(result.segments_seen)}",
+        "",
+        "| window | under-routing | worst source (>= 50 requests) | cost / all-top | cost / oracle | "
+        "savings share of oracle | mix " + " / ".join(tier_names) + " |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for start in range(0, len(result.outcomes), WINDOW):
+        s = summary(result.outcomes[start : start + WINDOW], tier_names)
+        mix = " / ".join(pct(s["mix"].get(t, 0.0)) for t in tier_names)
+        lines.append(
+            f"| {start + 1}-{start + s['requests']} | {pct(s['under_routing'])} | "
+            f"{s['worst_source']} {pct(s['worst_under_routing'])} | {pct(s['cost_vs_frontier'])} | "
+            f"{s['cost_vs_oracle']:.2f}x | {pct(s['savings_share_of_oracle'])} | {mix} |"
+        )
+    last = result.outcomes[-tail:]
+    s = summary(last, tier_names)
+    lines += [
+        "",
+        f"Last {len(last)} requests: under-routing {pct(s['under_routing'])}, cost {pct(s['cost_vs_frontier'])} "
+        f"of all-top, savings {pct(s['savings_share_of_oracle'])} of the oracle's.",
+        "",
+        f"| source | requests | under-routing | line (alpha {pct(alpha)} + allowance) | held | mix |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for row in tail_table(last, alpha):
+        held = "-" if row["passed"] is None else ("pass" if row["passed"] else "**FAIL**")
+        mix = ", ".join(f"{t} {c}" for t, c in sorted(row["mix"].items()))
+        lines.append(
+            f"| {row['source']} | {row['requests']} | {pct(row['under_routing'])} | {pct(row['line'])} | "
+            f"{held} | {mix} |"
+        )
+    return [*lines, ""]
+
+
+def headline(result: RunResult, tier_names: Sequence[str], alpha: float, tail: int) -> dict[str, Any]:
+    last = result.outcomes[-tail:]
+    table = [row for row in tail_table(last, alpha) if row["held_to_target"]]
+    worst = max(table, key=lambda row: row["under_routing"]) if table else None
+    s = summary(last, tier_names)
+    return {
+        "worst_segment_under_routing": round(worst["under_routing"], 4) if worst else None,
+        "worst_segment": worst["source"] if worst else None,
+        "segments_held": len(table),
+        "segments_passed": sum(bool(row["passed"]) for row in table),
+        "under_routing": round(s["under_routing"], 4),
+        "savings_share_of_oracle": round(s["savings_share_of_oracle"], 4),
+        "cost_vs_frontier": round(s["cost_vs_frontier"], 4),
+        "judged": result.judged,
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--shadow-share", type=float, default=0.05)
+    parser.add_argument("--judge-noise", type=float, default=0.10)
+    parser.add_argument("--step", type=int, default=100, help="requests between controller refreshes")
+    parser.add_argument("--tail", type=int, default=5000, help="the last requests the targets are read on")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated, of: " + ", ".join(RUNS))
+    parser.add_argument("--splits", default="heldout,test")
+    parser.add_argument("--model-dir", type=Path, default=paths.models_dir() / "default")
+    parser.add_argument("--out", type=Path, default=paths.runs_dir() / "replay.md")
+    args = parser.parse_args(argv)
+    runs = [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(runs) - set(RUNS))
+    if unknown:
+        parser.error(f"--runs: unknown run(s) {unknown}; use of {list(RUNS)}")
+
+    policy = load_policy(paths.policy_file())
+    tiers = policy.tier_names
+    rows = read_rows(args.splits.split(","), tiers)
+    rng = np.random.default_rng(args.seed)
+    draws = [rows[i] for i in rng.integers(0, len(rows), size=args.requests)]
+    needs = {judge_key(r.text): r.needed for r in rows}
+    script = FakeScript(
+        strengths=policy_strengths(paths.policy_file()),
+        needs=lambda text: needs.get(hashlib.sha256(text.strip().encode()).hexdigest(), len(tiers) - 1),
+        verdict_flip=flips(args.seed, args.judge_noise),
+    )
+    print(
+        f"replay: {args.requests} requests from {args.splits} ({len(rows)} rows, "
+        f"{len({r.source for r in rows})} sources), seed {args.seed}, alpha {args.alpha}, shadow share "
+        f"{args.shadow_share}, judge noise {args.judge_noise}, runs {runs}",
+        file=sys.stderr,
+    )
+    results: dict[str, RunResult] = {}
+    server = FakeServer(script).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tierwise-replay-") as tmp:
+            for run in runs:
+                results[run] = run_once(run, draws, policy, args, server, Path(tmp))
+                print(f"replay: run {run} done in {results[run].seconds:.0f} s", file=sys.stderr)
+    finally:
+        server.stop()
+
+    tail = min(args.tail, args.requests)
+    lines = [
+        "# Replay: per-segment risk control on a simulated deployment",
+        "",
+        f"`python -m tools.replay --requests {args.requests} --seed {args.seed} --alpha {args.alpha} "
+        f"--shadow-share {args.shadow_share} --judge-noise {args.judge_noise}`; model `{args.model_dir.name}`; "
+        f"{len(rows)} rows of {args.splits}, {len({r.source for r in rows})} sources, drawn with replacement. "
+        f"Targets read on the last {tail} requests: every source with >= {MIN_TAIL_REQUESTS} of them at or "
+        f"under alpha + {ALLOWANCE_Z} * sqrt(alpha (1 - alpha) / n).",
+        "",
+    ]
+    for run in runs:
+        lines += render_run(results[run], tiers, args.alpha, tail)
+    heads = {run: headline(results[run], tiers, args.alpha, tail) for run in runs}
+    lines += ["## Headline (last requests)", "", "```json", json.dumps(heads, indent=2), "```", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    first = "named" if "named" in heads else runs[0]
+    final = {
+        "run": first,
+        **heads[first],
+        "alpha": args.alpha,
+        "requests": args.requests,
+        "others": {run: heads[run] for run in runs if run != first},
+    }
+    print(json.dumps(final))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
