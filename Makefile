@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator segments invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade serve classify clean k8s-policy
 
 help: ## List the targets (a word in capitals is a variable: make train MODEL=candidate; MODEL is default)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
@@ -66,6 +66,9 @@ export: install ## Re-export, re-calibrate and re-report models/$(MODEL) from it
 
 estimator: install ## (Re)fit models/$(MODEL)'s load-shedding estimator (make train does it): hashed n-grams, calibrated out-of-source
 	$(PY) -m tierwise.training.estimator --model models/$(MODEL)
+
+segments: install ## Fit models/$(MODEL)'s automatic request segments (k-means on the estimator's hashed n-grams; source recovery into its manifest) [K=24 USER_DATA="a.jsonl"]
+	$(PY) -m tierwise.training.segments --model models/$(MODEL) $(if $(K),--k $(K)) $(if $(USER_DATA),--user-data $(USER_DATA))
 
 source-signal: install ## Can a source's labels be ranked from its text? AUC within each source (TF-IDF, length, MODEL), pooled macro-F1 and its ceiling [SOURCES="winogrande cruxeval"]
 	$(PY) -m tierwise.training.source_signal --sources $(or $(SOURCES),winogrande commonsense_qa cruxeval) --model models/$(MODEL)

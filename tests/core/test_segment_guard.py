@@ -14,6 +14,7 @@ from tierwise.core.segment_guard import (
     binomial_cdf,
     bound_of,
     choose_setting,
+    clean_record_judged,
     clopper_pearson_upper,
     corrected,
     guarded_thresholds,
@@ -172,6 +173,31 @@ def test_required_judged_is_59_at_alpha_five_percent():
     assert CONFIG.required_judged(0.05) == 59
     assert CONFIG.required_judged(0.02) == math.ceil(math.log(0.05) / math.log(0.98)) == 149
     assert GuardConfig(min_judged=10).required_judged(0.05) == 10
+
+
+def test_a_noisy_judge_needs_more_verdicts_before_anything_can_pass():
+    noisy = GuardConfig(judge_error_rate=0.1)
+    needed = noisy.required_judged(0.05)
+    assert needed == clean_record_judged(0.05, 0.95, 0.1) > 59
+
+    # the defining property: a clean record read through the noisy judge passes at `needed`, not before
+    def clean_passes(n):
+        upper = clopper_pearson_upper(round(0.1 * n), n, 0.95)
+        return corrected(upper, 1.0, 0.1) <= 0.05
+
+    assert clean_passes(needed) and not clean_passes(needed - 1)
+    assert clean_record_judged(0.05, 0.95, 0.0) == 59
+
+
+def test_evidence_that_the_cold_start_breaks_alpha_ends_it_early():
+    # 40 verdicts (fewer than the 59 needed to certify), 20 of them under-routed at the cold start
+    rows = repeat(SURE_FAST, (True, True), 20).probabilities.tolist() + [SURE_FAST] * 20
+    under = [(True, True)] * 20 + [(False, False)] * 20
+    state = choose_setting("bad", evidence(rows, under), Q, None, CONFIG)
+    assert state.status == "top_only" and state.setting.top_only
+    # 1 failure in 40 is no proof of a breach: still cold start
+    mild = evidence([SURE_FAST] * 40, [(True, True)] + [(False, False)] * 39)
+    assert choose_setting("mild", mild, Q, None, CONFIG).status == "cold_start"
 
 
 def test_fewer_verdicts_than_required_is_cold_start():

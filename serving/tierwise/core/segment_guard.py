@@ -26,7 +26,10 @@ bound is (U - e*m/n) / (1 - 2e) (explicit feedback, noiseless, is then over-coun
 Settings are tested in path order (fixed-sequence testing, so no multiplicity correction is needed)
 and the last one whose bound is <= alpha before the first that fails is chosen: the cheapest setting
 the evidence supports. `top_only` needs no test. A segment with fewer than `min_judged` verdicts is
-in cold start: the model's q raised by a margin, until evidence lowers (or raises) it.
+in cold start: the model's q raised by a margin. By default that lasts until a clean record could
+pass alpha at all (`clean_record_judged`: 59 verdicts at 5% and 95%, 220 with a judge wrong 10% of
+the time), or until the evidence already shows the cold start breaking alpha (its one-sided lower
+bound above it), whichever comes first.
 """
 
 from __future__ import annotations
@@ -84,10 +87,12 @@ class GuardConfig:
         return GuardSetting(delta=self.cold_start_margin)
 
     def required_judged(self, alpha: float) -> int:
-        """`min_judged`, or n with (1 - alpha)^n <= 1 - confidence (0 failures in n pass the bound)."""
+        """`min_judged`, or the fewest verdicts with which a clean record (no request under-routed, the
+        judge wrong at its error rate) can pass alpha: before that, no evidence could certify anything.
+        Without judge noise, n with (1 - alpha)^n <= 1 - confidence (59 at 5% and 95%)."""
         if self.min_judged is not None:
             return self.min_judged
-        return math.ceil(math.log(1.0 - self.confidence) / math.log(1.0 - alpha))
+        return clean_record_judged(alpha, self.confidence, self.judge_error_rate)
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,29 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
     return high
 
 
+@functools.lru_cache(maxsize=256)
+def clean_record_judged(alpha: float, confidence: float, error_rate: float) -> int:
+    """The fewest n with which round(error_rate * n) wrong verdicts on a segment that is never
+    under-routed give a corrected bound <= alpha (search up to 10^6)."""
+
+    def passes(n: int) -> bool:
+        upper = clopper_pearson_upper(round(error_rate * n), n, confidence)
+        return corrected(upper, 1.0, error_rate) <= alpha
+
+    if error_rate <= 0.0:
+        return math.ceil(math.log(1.0 - confidence) / math.log(1.0 - alpha))
+    high = 1
+    while not passes(high):
+        high *= 2
+        if high > 1_000_000:
+            return high
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if passes(middle) else (middle, high)
+    return high
+
+
 def corrected(rate: float, noisy_share: float, error_rate: float) -> float:
     """A rate counted with a judge that flips verdicts at `error_rate`, back on the true scale."""
     if error_rate <= 0.0:
@@ -236,8 +264,12 @@ def choose_setting(
     if n < config.required_judged(alpha):
         setting = config.cold_start()
         k, m = risk_counts(evidence, setting, model_q, offsets)
-        estimate = bound_of(k, m, n, config)[0] if n else None
-        return SegmentState(segment, "cold_start", setting, alpha, n, k, estimate, None)
+        lower = 1.0 - clopper_pearson_upper(n - k, n, config.confidence) if n else 0.0
+        if n == 0 or corrected(lower, m / n, config.judge_error_rate) <= alpha:
+            estimate = bound_of(k, m, n, config)[0] if n else None
+            return SegmentState(segment, "cold_start", setting, alpha, n, k, estimate, None)
+        # Too few verdicts to certify anything, but enough to show that the cold start breaks alpha
+        # (its one-sided lower bound is above it): leave the cold start now.
     chosen = SegmentState(segment, "top_only", PATH[0], alpha, n, 0, 0.0, 0.0)
     for setting in PATH[1:]:
         k, m = risk_counts(evidence, setting, model_q, offsets)

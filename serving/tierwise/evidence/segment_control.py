@@ -219,10 +219,11 @@ class SegmentController:
 
     def shadow_share(self, segment: str | None, base: float) -> float:
         """The shadow sampling share for a segment: boosted while its evidence cannot yet tell (cold
-        start, or a bound more than alpha/2 above its estimate), the base share otherwise."""
+        start; `top_only`, where only more verdicts can certify a cheaper setting; a certified bound more
+        than alpha/2 above its estimate), the base share otherwise."""
         state = self.state(segment)
-        if state is not None and state.bound is not None and state.estimate is not None:
-            width = state.bound - state.estimate
+        if state is not None and state.status == "certified" and state.bound is not None:
+            width = state.bound - (state.estimate or 0.0)
             if width <= state.alpha / 2:
                 return base
             boost = min(self.config.explore_boost, width / (state.alpha / 2))
