@@ -17,7 +17,14 @@ from tools.bench.http_load import ServerRun, run_server_load
 from tools.bench.latency import LatencyRow, measure_in_process
 from tools.bench.prompts import DEFAULT_PROMPTS, read_prompts
 from tools.bench.report import markdown_report
-from tools.bench.shadow import ShadowOverhead, run_shadow_overhead
+from tools.bench.shadow import (
+    CONTROLLER,
+    SHADOW,
+    Comparison,
+    PairedOverhead,
+    routed_body,
+    run_paired_overhead,
+)
 from tools.bench.torch_eager import TorchEagerClassifier, build_stand_in_model, serve_torch
 from tools.harness import REPO_DIR, SERVICE_COMMAND
 
@@ -41,16 +48,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--torch-checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--skip-shadow", action="store_true", help="leave out the shadow overhead runs")
+    parser.add_argument(
+        "--skip-shadow",
+        action="store_true",
+        help="leave out the paired overhead runs (shadow evaluation and per-segment controller)",
+    )
     parser.add_argument(
         "--shadow-overhead",
         action="store_true",
-        help="only the shadow evaluation overhead comparison (no in-process, plain HTTP or torch runs)",
+        help="only the paired overhead runs, both comparisons: shadow off vs on, and on vs control "
+        "(the per-segment controller); no in-process, plain HTTP or torch runs",
+    )
+    parser.add_argument(
+        "--controller-overhead",
+        action="store_true",
+        help="only the per-segment controller overhead comparison (on vs control); with "
+        "--shadow-overhead, both comparisons",
     )
     parser.add_argument("--shadow-share", type=float, default=0.1, help="shadow share of the `on` service")
-    parser.add_argument("--shadow-pairs", type=int, default=3, help="alternated off/on pairs per level")
-    parser.add_argument("--shadow-duration", type=float, default=5.0, help="seconds per shadow run")
-    parser.add_argument("--shadow-concurrency", default="1,8", help="client counts for the shadow runs")
+    parser.add_argument(
+        "--shadow-pairs", type=int, default=3, help="alternated pairs per level and comparison"
+    )
+    parser.add_argument("--shadow-duration", type=float, default=5.0, help="seconds per paired run")
+    parser.add_argument("--shadow-concurrency", default="1,8", help="client counts for the paired runs")
     parser.add_argument(
         "--shadow-latency-ms", type=float, default=20.0, help="the fake LLM server's answer latency"
     )
@@ -128,20 +148,34 @@ def http_runs(
     return runs
 
 
-def shadow_overhead(
-    args: argparse.Namespace, model_dir: Path, policy_file: Path, bodies: list[bytes]
-) -> ShadowOverhead:
-    print(f"HTTP load: shadow evaluation off vs on at share {args.shadow_share:g} ...", file=sys.stderr)
-    return run_shadow_overhead(
+def comparisons(args: argparse.Namespace) -> list[Comparison]:
+    """The paired comparisons to run: both, unless only --controller-overhead asks for the controller's."""
+    if args.controller_overhead and not args.shadow_overhead:
+        return [CONTROLLER]
+    if args.shadow_overhead or args.controller_overhead or not (args.skip_shadow or args.skip_http):
+        return [SHADOW, CONTROLLER]
+    return []
+
+
+def paired_overhead(
+    args: argparse.Namespace, model_dir: Path, policy_file: Path, pool: list[str]
+) -> PairedOverhead:
+    wanted = comparisons(args)
+    names = ", ".join(f"{base} vs {variant}" for base, variant in wanted)
+    print(
+        f"HTTP load: paired overhead runs ({names}), shadow share {args.shadow_share:g} ...", file=sys.stderr
+    )
+    return run_paired_overhead(
         model_dir,
         policy_file,
-        bodies,
+        [routed_body(text) for text in pool],
         [int(c) for c in args.shadow_concurrency.split(",") if c.strip()],
         args.shadow_pairs,
         args.shadow_duration,
         args.warm_up,
         args.shadow_share,
         args.shadow_latency_ms,
+        wanted,
     )
 
 
@@ -161,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="tierwise-bench-logs-") as log_dir,
     ):
         latency: list[LatencyRow] = []
-        torch_note = "" if args.shadow_overhead else "PyTorch eager: skipped (--skip-torch)."
-        if not args.shadow_overhead:
+        paired_only = args.shadow_overhead or args.controller_overhead
+        torch_note = "" if paired_only else "PyTorch eager: skipped (--skip-torch)."
+        if not paired_only:
             classifier = TierClassifier(model_dir, intra_op_threads=settings.onnx_threads)
             print("in-process latency ...", file=sys.stderr)
             latency = measure_in_process(
@@ -173,16 +208,16 @@ def main(argv: list[str] | None = None) -> int:
                 TOKEN_TARGETS,
                 args.iterations,
             )
-        if not args.skip_torch and not args.shadow_overhead:
+        if not args.skip_torch and not paired_only:
             torch_rows, torch_note = torch_latency(args, model_dir, checkpoint, settings.onnx_threads, pool)
             latency += torch_rows
         runs: list[ServerRun] = []
-        if not args.skip_http and not args.shadow_overhead:
+        if not args.skip_http and not paired_only:
             with_torch = not args.skip_torch and "not measured" not in torch_note
             runs = http_runs(args, model_dir, bodies, with_torch, Path(log_dir))
         shadow = None
-        if args.shadow_overhead or not (args.skip_shadow or args.skip_http):
-            shadow = shadow_overhead(args, model_dir, settings.policy_file, bodies)
+        if comparisons(args):
+            shadow = paired_overhead(args, model_dir, settings.policy_file, pool)
     report = markdown_report(model_note, prompt_note, latency, runs, args.duration, torch_note, shadow)
     print(report)
     if args.output:

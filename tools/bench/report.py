@@ -1,4 +1,4 @@
-"""The benchmark's markdown: in-process latency, HTTP load and memory, the shadow overhead."""
+"""The benchmark's markdown: in-process latency, HTTP load and memory, the shadow and controller overheads."""
 
 from __future__ import annotations
 
@@ -8,8 +8,21 @@ import numpy as np
 
 from tools.bench.http_load import ServerRun
 from tools.bench.latency import WRAPPED_SYSTEM_TOKENS, LatencyRow
-from tools.bench.shadow import SHADOW_DEADLINE_MS, ShadowLevel, ShadowOverhead
+from tools.bench.shadow import (
+    BENCH_ROUTES,
+    CONTROL_SECTION,
+    CONTROLLER,
+    SHADOW,
+    SHADOW_DEADLINE_MS,
+    PairedLevel,
+    PairedOverhead,
+)
 from tools.harness import percentile
+
+AUTO_PREFIX = "auto-"  # tierwise.core.segments' automatic segment names
+ROUTED_NOTE = (
+    f"Half the requests (by a hash of the text) carry one of {len(BENCH_ROUTES)} routes, the rest none."
+)
 
 
 def latency_lines(latency: list[LatencyRow]) -> list[str]:
@@ -73,30 +86,39 @@ def http_lines(runs: list[ServerRun], seconds: float) -> list[str]:
     return lines
 
 
-def shadow_row(level: ShadowLevel) -> str:
-    rate = {m: np.mean([r.rate for r in level.rows[m]]) for m in ("off", "on")}
-    errors = {m: sum(r.errors for r in level.rows[m]) for m in ("off", "on")}
-    d50, d99 = level.difference(50), level.difference(99)
-    judged = int(level.evaluations.get("judged", 0))
-    others = ", ".join(f"{int(v)} {k}" for k, v in sorted(level.evaluations.items()) if k != "judged" and v)
-    offered = sum(level.evaluations.values())
-    sampled = f"{offered / level.below_top:.1%}" if level.below_top else "-"
-    evaluations = (
-        f"{judged} judged{f' ({others})' if others else ''}; {sampled} of {int(level.below_top)} "
-        "below-top requests"
-    )
-    verdict = "within noise" if d50.within_noise and d99.within_noise else "above noise"
+def paired_cells(level: PairedLevel) -> str:
+    """The cells both overhead tables share: req/s, p50 and p99 of each mode, Δ and noise, errors."""
+    base, variant = level.comparison
+    rate = {m: np.mean([r.rate for r in level.rows[m]]) for m in level.comparison}
+    errors = {m: sum(r.errors for r in level.rows[m]) for m in level.comparison}
+    cells = [str(level.concurrency), f"{rate[base]:.0f}", f"{rate[variant]:.0f}"]
+    for q in (50, 99):
+        d = level.difference(q)
+        cells += [f"{percentile(level.latencies(m), q):.2f}" for m in level.comparison]
+        cells += [f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]", f"{d.noise:.2f}"]
+    return "| " + " | ".join([*cells, f"{errors[base]}/{errors[variant]}"]) + " |"
+
+
+def verdict(level: PairedLevel) -> str:
+    within = level.difference(50).within_noise and level.difference(99).within_noise
+    return "within noise" if within else "above noise"
+
+
+def evaluations_cell(level: PairedLevel, mode: str) -> str:
+    """`4 judged (1 dropped); 10.0% of 50 below-top requests` over the runs of `mode`."""
+    evaluations, below_top = level.evaluations.get(mode, {}), level.below_top.get(mode, 0.0)
+    judged = int(evaluations.get("judged", 0))
+    others = ", ".join(f"{int(v)} {k}" for k, v in sorted(evaluations.items()) if k != "judged" and v)
+    sampled = f"{sum(evaluations.values()) / below_top:.1%}" if below_top else "-"
     return (
-        f"| {level.concurrency} | {rate['off']:.0f} | {rate['on']:.0f} "
-        f"| {percentile(level.latencies('off'), 50):.2f} | {percentile(level.latencies('on'), 50):.2f} "
-        f"| {d50.mean:+.2f} [{d50.low:+.2f}, {d50.high:+.2f}] | {d50.noise:.2f} "
-        f"| {percentile(level.latencies('off'), 99):.2f} | {percentile(level.latencies('on'), 99):.2f} "
-        f"| {d99.mean:+.2f} [{d99.low:+.2f}, {d99.high:+.2f}] | {d99.noise:.2f} "
-        f"| {errors['off']}/{errors['on']} | {evaluations} | {verdict} |"
+        f"{judged} judged{f' ({others})' if others else ''}; {sampled} of {int(below_top)} below-top requests"
     )
 
 
-def shadow_report(overhead: ShadowOverhead) -> list[str]:
+def shadow_report(overhead: PairedOverhead) -> list[str]:
+    levels = overhead.comparison(SHADOW)
+    if not levels:
+        return []
     lines = [
         "",
         f"**Shadow evaluation overhead on POST /classify: off vs on at share {overhead.share:g}**",
@@ -109,13 +131,67 @@ def shadow_report(overhead: ShadowOverhead) -> list[str]:
         f"Both services with a {SHADOW_DEADLINE_MS:g} ms classifier deadline (a missed deadline routes to "
         "the top tier, which is never shadowed). Shadow evaluations: counted from /metrics "
         "`tierwise_shadow_evaluations_total` over the on runs (warm-up included), against the requests "
-        "routed below the top tier in them.",
+        f"routed below the top tier in them. {ROUTED_NOTE}",
         "",
         "| clients | req/s off | req/s on | p50 off ms | p50 on ms | Δp50 ms | p50 noise ms | p99 off ms "
         "| p99 on ms | Δp99 ms | p99 noise ms | errors off/on | shadow evaluations | verdict |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    return lines + [shadow_row(level) for level in overhead.levels]
+    return lines + [
+        f"{paired_cells(level)} {evaluations_cell(level, 'on')} | {verdict(level)} |" for level in levels
+    ]
+
+
+def segments_note(segments: dict[str, float]) -> str:
+    """How the control service's decisions fell on the two segment paths (from /metrics)."""
+    routed = {k: v for k, v in segments.items() if k in BENCH_ROUTES}
+    automatic = {k: v for k, v in segments.items() if k.startswith(AUTO_PREFIX)}
+    return (
+        f"Decisions of the control service by segment (/metrics `tierwise_segment_decisions_total`, "
+        f"warm-up included): {int(sum(routed.values()))} in {len(routed)} routes, "
+        f"{int(sum(automatic.values()))} in {len(automatic)} automatic segments"
+        + (
+            ""
+            if automatic
+            else " (the model folder has no `segments.npz`: unrouted requests have no segment)"
+        )
+        + "."
+    )
+
+
+def controller_report(overhead: PairedOverhead) -> list[str]:
+    levels = overhead.comparison(CONTROLLER)
+    if not levels:
+        return []
+    section = ", ".join(f"{key}: {value:g}" for key, value in CONTROL_SECTION.items())
+    lines = [
+        "",
+        "**Per-segment controller overhead on POST /classify: on vs control**",
+        "",
+        f"Two services side by side, both with the same `shadow` section (share {overhead.share:g}, "
+        f"tools/fake_llm.py at {overhead.fake_latency_ms:g} ms per answer) and decision log; control adds "
+        f"`segment_control: {{{section}}}` (serving/tierwise/evidence/segment_control.py: a segment per "
+        "request, its setting read from a dict, a background refresh from the decision log every second). "
+        f"{overhead.pairs} pairs of {overhead.seconds:g} s runs per level, alternated on/control, control/on, "
+        f"...{', interleaved with the shadow pairs' if overhead.comparison(SHADOW) else ''}. "
+        "Δ = control - on per pair: mean [min, max]; noise = the "
+        "spread (max - min) of the on runs alone; within noise when mean Δ <= noise. As deployed, the "
+        "controller also boosts the shadow share of segments whose bound is not yet tight (`explore_boost`, "
+        "x4 in cold start) and routes cold-start segments higher, so part of Δ is the extra shadow work: "
+        "shadow judged = the evaluations judged during each service's runs (/metrics, warm-up included). "
+        f"{ROUTED_NOTE}",
+        "",
+        "| clients | req/s on | req/s control | p50 on ms | p50 control ms | Δp50 ms | p50 noise ms "
+        "| p99 on ms | p99 control ms | Δp99 ms | p99 noise ms | errors on/control "
+        "| shadow judged on/control | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for level in levels:
+        judged = [int(level.evaluations.get(mode, {}).get("judged", 0)) for mode in level.comparison]
+        lines.append(f"{paired_cells(level)} {judged[0]}/{judged[1]} | {verdict(level)} |")
+    if overhead.segments:
+        lines += ["", segments_note(overhead.segments)]
+    return lines
 
 
 def markdown_report(
@@ -125,13 +201,13 @@ def markdown_report(
     runs: list[ServerRun],
     seconds: float,
     torch_note: str,
-    shadow: ShadowOverhead | None = None,
+    shadow: PairedOverhead | None = None,
 ) -> str:
     lines = [f"Model: {model_note}. Prompts: {prompt_note}. CPU cores: {os.cpu_count()}."]
     lines += latency_lines(latency)
     lines += http_lines(runs, seconds)
     if shadow is not None:
-        lines += shadow_report(shadow)
+        lines += shadow_report(shadow) + controller_report(shadow)
     if torch_note:
         lines += ["", torch_note]
     return "\n".join(lines) + "\n"
