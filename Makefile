@@ -17,7 +17,7 @@ USER_DATA ?=
 # `make bench` and `make capacity` run the same capacity bench.
 CAPACITY = $(PY) -m tools.capacity_bench --model models/$(MODEL) --without-estimator $(if $(COMPARE),--compare models/$(COMPARE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ONNX_THREADS),--onnx-threads $(ONNX_THREADS)) --output runs/capacity.md
 
-.PHONY: help install install-serve lock data train distill source-signal export estimator segments invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade serve classify clean k8s-policy
+.PHONY: help install install-serve lock data train distill source-signal export estimator segments invariance within-source gate promote test test-fast mutation lint format bench bench-requests capacity seq-length cache-replay reliability cascade replay serve classify clean k8s-policy
 
 help: ## List the targets (a word in capitals is a variable: make train MODEL=candidate; MODEL is default)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
@@ -107,6 +107,9 @@ lint: install ## ruff check and format; mypy (strict) on the tierwise package; h
 format: install ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix --select I training serving tests tools
 	$(VENV)/bin/ruff format training serving tests tools
+
+replay: install ## Per-segment risk control on a simulated deployment: 20,000 held-out + test requests, judge noise 10%, shadow 5%, alpha 5%; runs named / auto / off (runs/replay.md) [REQUESTS=20000 SEED=0]
+	$(PY) -m tools.replay --requests $(or $(REQUESTS),20000) --seed $(or $(SEED),0) --out runs/replay.md
 
 cascade: install ## Cascade with real parts: the LiteLLM proxy (documented config) before a scripted upstream, 1,000 mixed requests, cascade off vs on (runs/cascade.md) [REQUESTS=1000 SEED=0]
 	$(PY) -m tools.cascade_bench --requests $(or $(REQUESTS),1000) --seed $(or $(SEED),0) --output runs/cascade.md

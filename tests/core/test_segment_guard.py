@@ -202,12 +202,17 @@ def test_evidence_that_the_cold_start_breaks_alpha_ends_it_early():
 
 def test_fewer_verdicts_than_required_is_cold_start():
     state = choose_setting("s", repeat(SURE_FAST, (False, False), 58), Q, None, CONFIG)
-    assert state.status == "cold_start" and state.setting == GuardSetting(delta=0.05) == CONFIG.cold_start()
+    assert (
+        state.status == "cold_start"
+        and state.setting == GuardSetting(delta=0.05, floor=True) == CONFIG.cold_start()
+    )
     assert state.bound is None and state.judged == 58 and state.estimate == 0.0
     empty = choose_setting("s", SegmentEvidence.empty(3), Q, None, CONFIG)
     assert empty.status == "cold_start" and empty.estimate is None and empty.judged == 0
     margin = GuardConfig(cold_start_margin=0.2)
-    assert choose_setting("s", SegmentEvidence.empty(3), Q, None, margin).setting == GuardSetting(delta=0.2)
+    assert choose_setting("s", SegmentEvidence.empty(3), Q, None, margin).setting == GuardSetting(
+        delta=0.2, floor=True
+    )
     # the same clean record, one verdict more, is certified
     assert choose_setting("s", repeat(SURE_FAST, (False, False), 59), Q, None, CONFIG).status == "certified"
 
@@ -269,10 +274,13 @@ def test_a_per_call_alpha_overrides_the_config():
     assert strict.setting == GuardSetting(delta=-0.075) and strict.alpha == 0.02 and strict.bound <= 0.02
 
 
-def test_offsets_floor_stays_under_every_setting():
+def test_the_path_goes_by_thresholds_alone_and_the_cold_start_keeps_the_models_floor():
     probs = np.asarray([[0.5, 0.45, 0.05]])
-    offsets = [0.0, 1.0, 0.0]  # the most likely tier is balanced
-    assert setting_tiers(PATH[-1], probs, Q, offsets).tolist() == [1]
+    offsets = [0.0, 1.0, 0.0]  # the most likely tier (with offsets) is balanced
+    assert setting_tiers(PATH[-1], probs, Q, offsets).tolist() == [0]  # cumulative 0.5 >= q - 0.75
+    assert all(not setting.floor for setting in PATH)
+    assert setting_tiers(GuardSetting(delta=-0.75, floor=True), probs, Q, offsets).tolist() == [1]
+    assert CONFIG.cold_start().floor
 
 
 # --- the thresholds routing reads, and the evidence encodings ------------------------------------------

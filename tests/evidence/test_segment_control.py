@@ -170,7 +170,9 @@ def test_evidence_older_than_the_window_ages_out():
     assert made.guard("s").setting.top_only
     clock.now = NOW + timedelta(hours=23)  # the bad rows are 25 hours old now
     assert made.refresh() == {} and made.state("s") is None
-    assert made.guard("s").setting == GuardSetting(delta=0.05) and made.guard("s").bound is None  # cold start
+    assert (
+        made.guard("s").setting == GuardSetting(delta=0.05, floor=True) and made.guard("s").bound is None
+    )  # cold start
     read.add(NOW + timedelta(hours=22), "s", SURE_FAST, GOOD, count=100)  # fresh, clean evidence
     state = made.refresh()["s"]
     assert state.status == "certified" and state.setting == PATH[-1] and made.refreshed_at == clock.now

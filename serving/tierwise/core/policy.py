@@ -54,7 +54,7 @@ from tierwise.core.privacy import (
     PRIVATE_DATA as PRIVATE_DATA,
 )
 from tierwise.core.request_text import ClassifierInput
-from tierwise.core.segment_guard import SEGMENT_GUARD, GuardSetting
+from tierwise.core.segment_guard import SEGMENT_GUARD, GuardSetting, setting_tiers
 
 LOW_CONFIDENCE = "low_confidence"
 LONG_CONTEXT = "long_context"
@@ -306,13 +306,8 @@ class Policy:
     ) -> None:
         """Rule 1 with the segment's setting instead of q (in place): lower when the segment's evidence
         allows, higher (`segment_guard`) when it demands."""
-        top = len(self.tiers) - 1
-        if setting.top_only:
-            guarded = top
-        else:
-            probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
-            thresholds = setting.thresholds(self.base_q(default_q), len(self.tiers))
-            guarded = int(route_upward(probs, thresholds, offsets)[0])
+        probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
+        guarded = int(setting_tiers(setting, probs, self.base_q(default_q), offsets)[0])
         raised = guarded > choice.chosen
         choice.chosen = guarded
         if not raised and choice.predicted is not None and guarded <= choice.predicted:

@@ -9,8 +9,11 @@ routed to a tier below the one they need.
 The knob is a *setting* on one ordered path, from the safest to the cheapest:
 - `top_only`: every request of the segment goes to the top tier (under-routing is then 0 by definition);
 - then the model's own thresholds shifted by `delta`, from +0.25 down to -0.75: q[t] + delta, clipped
-  to [0, 1], for every tier boundary t. A higher q escalates more; the tier offsets' floor (never below
-  the most likely tier) stays.
+  to [0, 1], for every tier boundary t; a request goes to the lowest tier whose cumulative probability
+  reaches its threshold. A higher q escalates more. The model's own rule also keeps a request at or
+  above its (offset) most likely tier: that floor was chosen on public data for accuracy, not risk,
+  and it would stop a segment that evidence shows to be easy from ever reaching the cheap tier, so the
+  path's settings go by the thresholds alone. The cold start keeps the model's rule, floor included.
 
 Evidence is judged requests, sampled uniformly within the segment: per request its logged calibrated
 probabilities (K,) and, per tier below the top, whether that tier would have under-routed it
@@ -42,7 +45,13 @@ from typing import Literal
 
 import numpy as np
 
-from tierwise.core.escalation import EscalationQ, TierOffsets, boundary_thresholds, route_upward
+from tierwise.core.escalation import (
+    EscalationQ,
+    TierOffsets,
+    boundary_thresholds,
+    cumulative_confidence,
+    route_upward,
+)
 
 SEGMENT_GUARD = "segment_guard"  # the reason on an answer the segment's setting sent higher
 
@@ -60,6 +69,7 @@ class GuardSetting:
 
     top_only: bool = False
     delta: float = 0.0
+    floor: bool = False  # also never below the (offset) most likely tier, as the model's own rule
 
     def thresholds(self, model_q: EscalationQ, n_tiers: int) -> tuple[float, ...]:
         """The q per tier boundary this setting routes with (K - 1,)."""
@@ -67,7 +77,7 @@ class GuardSetting:
         return tuple(float(v) for v in shifted)
 
     def label(self) -> str:
-        return "top_only" if self.top_only else f"q{self.delta:+.3f}"
+        return "top_only" if self.top_only else f"q{self.delta:+.3f}{' (floor)' if self.floor else ''}"
 
 
 PATH: tuple[GuardSetting, ...] = (GuardSetting(top_only=True), *(GuardSetting(delta=d) for d in DELTAS))
@@ -84,7 +94,8 @@ class GuardConfig:
     judge_error_rate: float = 0.0
 
     def cold_start(self) -> GuardSetting:
-        return GuardSetting(delta=self.cold_start_margin)
+        """The model's own rule, its threshold raised by the margin."""
+        return GuardSetting(delta=self.cold_start_margin, floor=True)
 
     def required_judged(self, alpha: float) -> int:
         """`min_judged`, or the fewest verdicts with which a clean record (no request under-routed, the
@@ -218,11 +229,18 @@ def corrected(rate: float, noisy_share: float, error_rate: float) -> float:
 def setting_tiers(
     setting: GuardSetting, probabilities: np.ndarray, model_q: EscalationQ, offsets: TierOffsets
 ) -> np.ndarray:
-    """The tier index each request gets under `setting`. (n, K) -> (n,)"""
+    """The tier index each request gets under `setting` (the policy routes with this too). (n, K) -> (n,)"""
     n, n_tiers = probabilities.shape
     if setting.top_only or n == 0:
         return np.full(n, n_tiers - 1, dtype=np.int64)
-    return route_upward(probabilities, setting.thresholds(model_q, n_tiers), offsets)
+    thresholds = setting.thresholds(model_q, n_tiers)
+    if setting.floor:
+        return route_upward(probabilities, thresholds, offsets)
+    cumulative = cumulative_confidence(probabilities)
+    meets = np.concatenate(
+        [cumulative[:, :-1] >= np.asarray(thresholds) - 1e-12, np.ones((n, 1), dtype=bool)], axis=1
+    )  # the top tier always qualifies
+    return np.argmax(meets, axis=1)
 
 
 def risk_counts(
