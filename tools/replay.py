@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import math
+import random
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ import yaml
 from tierwise.core.policy import Policy
 from tierwise.core.policy_file import load_policy
 from tierwise.core.scoring import tier_cost_usd
+from tierwise.evidence import judge
 from tierwise.training import paths
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
@@ -60,6 +62,24 @@ class Row:
     text: str
     source: str
     needed: int  # index of the cheapest tier the row allows
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One replayed request: its row and, with --wrapped, the body an app would send it in."""
+
+    row: Row
+    body: dict[str, Any] | None = None  # messages (and tools) holding the row's text; None: bare
+
+    def item(self, route: str | None) -> dict[str, Any]:
+        item: dict[str, Any] = {"text": self.row.text} if self.body is None else dict(self.body)
+        return {**item, "route": route} if route else item
+
+    def judge_key(self) -> str:
+        messages = (
+            self.body["messages"] if self.body is not None else [{"role": "user", "content": self.row.text}]
+        )
+        return judge_key(messages)
 
 
 @dataclass
@@ -84,9 +104,23 @@ class RunResult:
     segments_seen: Counter[str] = field(default_factory=Counter)
 
 
-def judge_key(text: str) -> str:
-    """How the fake judge finds a row: the request as the judge prompt shows it."""
-    return hashlib.sha256(f"user: {text}".strip().encode()).hexdigest()
+def judge_key(messages: Sequence[dict[str, Any]]) -> str:
+    """How the fake judge finds a request's row: the request as the judge prompt shows it."""
+    return hashlib.sha256(judge.conversation_block(messages).strip().encode()).hexdigest()
+
+
+def draw_requests(rows: Sequence[Row], args: argparse.Namespace) -> list[Draw]:
+    """`--requests` rows drawn with replacement (seeded); with --wrapped each inside an evaluation-only
+    wrapper (tierwise.training.wrappers, the eval library: system prompts, tools, RAG, history...)."""
+    rng = np.random.default_rng(args.seed)
+    picked = [rows[i] for i in rng.integers(0, len(rows), size=args.requests)]
+    if not args.wrapped:
+        return [Draw(row) for row in picked]
+    from tierwise.training.wrappers import CONDITIONS, WrapperLibrary
+
+    library = WrapperLibrary.load("eval")
+    wrap_rng = random.Random(args.seed)
+    return [Draw(row, library.wrap(row.text, wrap_rng.choice(CONDITIONS), wrap_rng)) for row in picked]
 
 
 def read_rows(splits: Sequence[str], tier_names: Sequence[str]) -> list[Row]:
@@ -140,7 +174,7 @@ def write_policy(base: Path, out: Path, run: str, args: argparse.Namespace, judg
 
 
 def run_once(
-    run: str, draws: list[Row], policy: Policy, args: argparse.Namespace, server: FakeServer, folder: Path
+    run: str, draws: list[Draw], policy: Policy, args: argparse.Namespace, server: FakeServer, folder: Path
 ) -> RunResult:
     from fastapi.testclient import TestClient
     from tierwise.service.app import create_app
@@ -164,12 +198,13 @@ def run_once(
         recorder, shadow, controller = state.decision_recorder, state.shadow, state.segment_control
         for start in range(0, len(draws), args.step):
             chunk = draws[start : start + args.step]
-            items = [{"text": r.text, **({"route": r.source} if run != "auto" else {})} for r in chunk]
+            items = [d.item(d.row.source if run != "auto" else None) for d in chunk]
             response = client.post(
                 "/classify/batch", json={"items": items}, headers={"X-Request-ID": f"{run}-{start:06d}"}
             )
             response.raise_for_status()
-            for row, answer in zip(chunk, response.json()["results"], strict=True):
+            for draw, answer in zip(chunk, response.json()["results"], strict=True):
+                row = draw.row
                 tokens = max(1, len(row.text) // 4)  # the same estimate in every run
                 routed = tiers.index(answer["tier"]) if answer["tier"] in tiers else -1
                 result.segments_seen[answer.get("segment") or "-"] += 1
@@ -330,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=int, default=5000, help="the last requests the targets are read on")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated, of: " + ", ".join(RUNS))
     parser.add_argument("--splits", default="heldout,test")
+    parser.add_argument(
+        "--wrapped", action="store_true", help="send each request inside an evaluation-only app wrapper"
+    )
     parser.add_argument("--model-dir", type=Path, default=paths.models_dir() / "default")
     parser.add_argument("--out", type=Path, default=paths.runs_dir() / "replay.md")
     args = parser.parse_args(argv)
@@ -341,9 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(paths.policy_file())
     tiers = policy.tier_names
     rows = read_rows(args.splits.split(","), tiers)
-    rng = np.random.default_rng(args.seed)
-    draws = [rows[i] for i in rng.integers(0, len(rows), size=args.requests)]
-    needs = {judge_key(r.text): r.needed for r in rows}
+    draws = draw_requests(rows, args)
+    needs = {d.judge_key(): d.row.needed for d in draws}
     script = FakeScript(
         strengths=policy_strengths(paths.policy_file()),
         needs=lambda text: needs.get(hashlib.sha256(text.strip().encode()).hexdigest(), len(tiers) - 1),
@@ -370,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Replay: per-segment risk control on a simulated deployment",
         "",
         f"`python -m tools.replay --requests {args.requests} --seed {args.seed} --alpha {args.alpha} "
-        f"--shadow-share {args.shadow_share} --judge-noise {args.judge_noise}`; model `{args.model_dir.name}`; "
+        f"--shadow-share {args.shadow_share} --judge-noise {args.judge_noise}"
+        f"{' --wrapped' if args.wrapped else ''}`; model `{args.model_dir.name}`; "
         f"{len(rows)} rows of {args.splits}, {len({r.source for r in rows})} sources, drawn with replacement. "
         f"Targets read on the last {tail} requests: every source with >= {MIN_TAIL_REQUESTS} of them at or "
         f"under alpha + {ALLOWANCE_Z} * sqrt(alpha (1 - alpha) / n).",
