@@ -346,3 +346,28 @@ def test_max_judged_keeps_the_newest_rows_per_segment(tmp_path):
     assert state.judged == 20 and state.status == "certified" and state.under_routed == 0
     for opened in (store, reader):
         opened.close()
+
+
+def test_a_segment_whose_evidence_did_not_change_keeps_its_state_without_recomputing(monkeypatch):
+    import tierwise.evidence.segment_control as segment_control
+
+    read = MemoryEvidence()
+    read.add(NOW - timedelta(hours=1), "s", SURE_FAST, GOOD, count=100)
+    read.add(NOW - timedelta(hours=1), "t", SURE_FAST, BAD, count=100)
+    made = controller(read)
+    calls = []
+    real = segment_control.choose_setting
+    monkeypatch.setattr(
+        segment_control,
+        "choose_setting",
+        lambda segment, *a, **k: calls.append(segment) or real(segment, *a, **k),
+    )
+    first = made.refresh()
+    assert sorted(calls) == ["s", "t"]
+    assert made.refresh() == first and sorted(calls) == ["s", "t"]  # nothing new: nothing recomputed
+    read.add(NOW - timedelta(minutes=1), "s", SURE_FAST, GOOD)  # one new verdict in "s"
+    made.refresh()
+    assert sorted(calls) == ["s", "s", "t"]
+    made.set_model(0.9, None)  # a reload with another q: every segment again
+    made.refresh()
+    assert sorted(calls) == ["s", "s", "s", "t", "t"]

@@ -285,28 +285,32 @@ class DecisionStore:
             .group_by(feedback_table.c.request_id)
             .subquery()
         )
-        query = (
+        newest = sa.func.row_number().over(
+            partition_by=decisions_table.c.segment,
+            order_by=(decisions_table.c.created_at.desc(), decisions_table.c.request_id),
+        )
+        ranked = (
             sa.select(
                 decisions_table.c.segment,
                 decisions_table.c.probabilities,
                 feedback_table.c.high_tier,
                 feedback_table.c.evidence,
+                newest.label("newest"),
             )
             .join(latest, latest.c.request_id == decisions_table.c.request_id)
             .join(feedback_table, feedback_table.c.id == latest.c.id)
             .where(decisions_table.c.segment.is_not(None), decisions_table.c.created_at >= since)
-            .order_by(decisions_table.c.created_at.desc(), decisions_table.c.request_id)
+            .subquery()
         )
-        rows: list[JudgedRow] = []
-        taken: dict[str, int] = {}
+        query = sa.select(
+            ranked.c.segment, ranked.c.probabilities, ranked.c.high_tier, ranked.c.evidence
+        ).where(ranked.c.newest <= max_per_segment)  # the newest per segment, counted in the database
+        query = query.order_by(ranked.c.segment, ranked.c.newest)
         with self.engine.connect() as connection:
-            for segment, probabilities, high_tier, evidence in connection.execute(query):
-                if taken.get(segment, 0) >= max_per_segment:
-                    continue
-                taken[segment] = taken.get(segment, 0) + 1
-                verdicts = (evidence or {}).get(TIER_VERDICTS)
-                rows.append(JudgedRow(segment, probabilities or {}, high_tier, verdicts))
-        return rows
+            return [
+                JudgedRow(segment, probabilities or {}, high_tier, (evidence or {}).get(TIER_VERDICTS))
+                for segment, probabilities, high_tier, evidence in connection.execute(query)
+            ]
 
 
 def _decision(row: Any) -> DecisionRecord:

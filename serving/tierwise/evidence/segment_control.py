@@ -23,6 +23,7 @@ its snapshot in the background; the request path only reads a dict (no I/O, no l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -174,6 +175,14 @@ def segment_evidence(rows: Sequence[JudgedRow], tier_names: Sequence[str]) -> di
 EvidenceReader = Callable[[datetime, int], Sequence[JudgedRow]]
 
 
+def _fingerprint(evidence: SegmentEvidence) -> tuple[Any, ...]:
+    """What the state depends on: a digest of the evidence arrays (read in a fixed order)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (evidence.probabilities, evidence.under, evidence.noisy):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return (evidence.judged, digest.digest())
+
+
 class SegmentController:
     """Per-segment states from the evidence, refreshed in the background; `guard()` is what routing reads."""
 
@@ -195,6 +204,8 @@ class SegmentController:
         self.states: Mapping[str, SegmentState] = {}  # replaced whole on refresh: readers need no lock
         self.refreshed_at: datetime | None = None
         self.refresh_errors = 0
+        # A segment whose evidence and target did not change since the last refresh keeps its state.
+        self._known: dict[str, tuple[tuple[Any, ...], SegmentState]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
@@ -241,17 +252,16 @@ class SegmentController:
             now = self.clock()
             rows = self.read_evidence(now - timedelta(hours=self.config.window_hours), self.config.max_judged)
             evidence = segment_evidence(rows, self.tier_names)
-            states = {
-                segment: choose_setting(
-                    segment,
-                    judged,
-                    model_q,
-                    self.offsets,
-                    self.config.guard,
-                    self.config.alpha_for(segment),
-                )
-                for segment, judged in sorted(evidence.items())
-            }
+            states = {}
+            for segment, judged in sorted(evidence.items()):
+                alpha = self.config.alpha_for(segment)
+                key = (*_fingerprint(judged), model_q, tuple(self.offsets or ()), alpha)
+                known = self._known.get(segment)
+                if known is None or known[0] != key:
+                    state = choose_setting(segment, judged, model_q, self.offsets, self.config.guard, alpha)
+                    known = self._known[segment] = (key, state)
+                states[segment] = known[1]
+            self._known = {segment: self._known[segment] for segment in states}
             self.states = states
             self.refreshed_at = now
         if self.on_refresh is not None:
