@@ -92,6 +92,8 @@ class Outcome:
     frontier_cost: float
     oracle_cost: float
     reasons: list[str]
+    tokens: int = 1
+    probabilities: tuple[float, ...] = ()  # the calibrated probabilities of the answer (public tiers)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class RunResult:
     shadow_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     segments_seen: Counter[str] = field(default_factory=Counter)
+    states: list[dict[str, Any]] = field(default_factory=list)  # the controller's, at the end
 
 
 def judge_key(messages: Sequence[dict[str, Any]]) -> str:
@@ -218,6 +221,8 @@ def run_once(
                         frontier_cost=tier_cost_usd(policy, tiers[-1], tokens),
                         oracle_cost=tier_cost_usd(policy, tiers[row.needed], tokens),
                         reasons=list(answer["reasons"]),
+                        tokens=tokens,
+                        probabilities=tuple(float(answer["probabilities"].get(t, 0.0)) for t in tiers),
                     )
                 )
             recorder.wait_idle(60)
@@ -225,6 +230,18 @@ def run_once(
                 shadow.wait_idle(300)
             if controller is not None:
                 controller.refresh()
+        if controller is not None:
+            result.states = [
+                {
+                    "segment": s.segment,
+                    "status": s.status,
+                    "setting": s.setting.label(),
+                    "judged": s.judged,
+                    "estimate": s.estimate,
+                    "bound": s.bound,
+                }
+                for s in sorted(controller.states.values(), key=lambda s: -s.judged)
+            ]
         if shadow is not None:
             result.shadow_counts = dict(shadow.counts)
             result.judged = shadow.counts.get("judged", 0)
@@ -331,7 +348,77 @@ def render_run(result: RunResult, tier_names: Sequence[str], alpha: float, tail:
             f"| {row['source']} | {row['requests']} | {pct(row['under_routing'])} | {pct(row['line'])} | "
             f"{held} | {mix} |"
         )
+    if result.states:
+        lines += [
+            "",
+            "The controller at the end (its 15 segments with the most verdicts):",
+            "",
+            "| segment | status | setting | judged | under-routing (corrected) | one-sided 95% bound |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for state in result.states[:15]:
+            estimate = "-" if state["estimate"] is None else pct(state["estimate"])
+            bound = "-" if state["bound"] is None else pct(state["bound"])
+            lines.append(
+                f"| {state['segment']} | {state['status']} | {state['setting']} | {state['judged']} | "
+                f"{estimate} | {bound} |"
+            )
     return [*lines, ""]
+
+
+def ceiling(result: RunResult, policy: Policy, model_dir: Path, alpha: float, tail: int) -> dict[str, Any]:
+    """What any controller of this model could reach at best: per source, the cheapest setting of the
+    controller's path (or the model's own rule) whose *true* under-routing over the whole run is <= alpha,
+    chosen knowing every label; applied to the last `tail` requests."""
+    from tierwise.core.model_folder import load_manifest
+    from tierwise.core.segment_guard import PATH, GuardSetting, setting_tiers
+
+    manifest = load_manifest(model_dir)
+    q, offsets = policy.base_q(manifest.escalation_q), manifest.tier_offsets
+    tiers = policy.tier_names
+    settings = [GuardSetting(delta=0.0, floor=True), *PATH]
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for index, o in enumerate(result.outcomes):
+        if o.routed >= 0 and o.probabilities:  # a private answer stays private under every setting
+            by_source[o.source].append(index)
+    routed = {i: o.routed for i, o in enumerate(result.outcomes)}
+    for indices in by_source.values():
+        rows = [result.outcomes[i] for i in indices]
+        probs = np.asarray([o.probabilities for o in rows])
+        needed = np.asarray([o.needed for o in rows])
+        best: tuple[float, np.ndarray] | None = None
+        for setting in settings:
+            chosen = setting_tiers(setting, probs, q, offsets)
+            if np.mean(chosen < needed) > alpha:
+                continue
+            cost = sum(tier_cost_usd(policy, tiers[t], o.tokens) for t, o in zip(chosen, rows, strict=True))
+            if best is None or cost < best[0]:
+                best = (cost, chosen)
+        assert best is not None  # top_only is always within alpha
+        routed.update({i: int(t) for i, t in zip(indices, best[1], strict=True)})
+    start = len(result.outcomes) - tail
+    last = [
+        Outcome(
+            o.source,
+            tiers[routed[i]] if routed[i] >= 0 else o.tier,
+            o.needed,
+            routed[i],
+            tier_cost_usd(policy, tiers[routed[i]], o.tokens) if routed[i] >= 0 else o.cost,
+            o.frontier_cost,
+            o.oracle_cost,
+            [],
+            o.tokens,
+        )
+        for i, o in enumerate(result.outcomes)
+        if i >= start
+    ]
+    s = summary(last, tiers)
+    held = [row for row in tail_table(last, alpha) if row["held_to_target"]]
+    return {
+        "savings_share_of_oracle": round(s["savings_share_of_oracle"], 4),
+        "cost_vs_frontier": round(s["cost_vs_frontier"], 4),
+        "worst_segment_under_routing": round(max(r["under_routing"] for r in held), 4) if held else None,
+    }
 
 
 def headline(result: RunResult, tier_names: Sequence[str], alpha: float, tail: int) -> dict[str, Any]:
@@ -417,6 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         lines += render_run(results[run], tiers, args.alpha, tail)
     heads = {run: headline(results[run], tiers, args.alpha, tail) for run in runs}
+    if "named" in results:
+        best = ceiling(results["named"], policy, args.model_dir, args.alpha, tail)
+        heads["ceiling"] = best
+        lines += [
+            "## The ceiling of this model",
+            "",
+            "Per source, the cheapest setting of the controller's path (or the model's own rule) whose true "
+            f"under-routing over the named run is <= alpha, chosen knowing every label: on the last {tail} "
+            f"requests it saves {pct(best['savings_share_of_oracle'])} of what the oracle saves (cost "
+            f"{pct(best['cost_vs_frontier'])} of all-top). No controller of this model's scores can do better "
+            "at this alpha; the gap to it is what noisy, sampled evidence costs.",
+            "",
+        ]
     lines += ["## Headline (last requests)", "", "```json", json.dumps(heads, indent=2), "```", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
