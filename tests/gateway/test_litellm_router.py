@@ -184,3 +184,32 @@ def test_personal_data_in_functions_or_beside_a_prompt_keeps_the_request_private
 
         with pytest.raises(PrivateDataUnroutableError):
             sdk.completion(messages=messages, functions=[NOTIFY])
+
+
+def test_proxy_hook_sends_the_keys_team_as_the_route_and_keeps_it_for_the_cascade(app):
+    sent = []
+
+    class Recording(httpx.AsyncBaseTransport):
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def handle_async_request(self, request):
+            sent.append(request.content)
+            return await self.inner.handle_async_request(request)
+
+    async def run(metadata, key):
+        client = AsyncTierwiseClient("http://tierwise", transport=Recording(httpx.ASGITransport(app=app[0])))
+        hook = TierwiseProxyHook(client, router=litellm_router())
+        data = {"model": "tierwise", "messages": [{"role": "user", "content": PROMPTS["fast"]}]}
+        if metadata is not None:
+            data["metadata"] = metadata
+        return await hook.async_pre_call_hook(key, None, data, "acompletion")
+
+    import json
+    from types import SimpleNamespace
+
+    data = asyncio.run(run(None, SimpleNamespace(team_alias="support-bot", key_alias="k")))
+    assert json.loads(sent[-1])["route"] == "team:support-bot"
+    assert data["metadata"]["tierwise_route"] == "team:support-bot"
+    data = asyncio.run(run({"tierwise_route": "legal-review"}, SimpleNamespace(team_alias="support-bot")))
+    assert json.loads(sent[-1])["route"] == "legal-review" and data["model"] == "o3"  # the policy's pin

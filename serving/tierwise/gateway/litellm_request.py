@@ -40,6 +40,22 @@ def classify_input(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, 
     return text, messages, fields if messages is not None else {}
 
 
+ROUTE_KEY = "tierwise_route"  # metadata key a caller sets to name its route
+
+
+def proxy_route(metadata: Any, user_api_key: Any) -> str | None:
+    """The route (segment) of a proxied request: the caller's `metadata.tierwise_route`, else who calls:
+    the LiteLLM virtual key's team (`team:<alias or id>`), else the key itself (`key:<alias>`), so each
+    app behind the proxy is its own segment without sending anything. None when neither is known."""
+    if isinstance(metadata, Mapping) and isinstance(metadata.get(ROUTE_KEY), str) and metadata[ROUTE_KEY]:
+        return str(metadata[ROUTE_KEY])
+    for attribute, prefix in (("team_alias", "team"), ("team_id", "team"), ("key_alias", "key")):
+        value = getattr(user_api_key, attribute, None)
+        if isinstance(value, str) and value:
+            return f"{prefix}:{value}"[:200]
+    return None
+
+
 def request_messages(data: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
     """(text, messages) tierwise should classify, from a LiteLLM request body."""
     messages = data.get("messages")

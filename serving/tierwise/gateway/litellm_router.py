@@ -53,7 +53,13 @@ from tierwise.gateway.litellm_chain import (
     routed_chain,
     router_model_groups,
 )
-from tierwise.gateway.litellm_request import classify_input, request_messages, scanned_fields
+from tierwise.gateway.litellm_request import (
+    ROUTE_KEY,
+    classify_input,
+    proxy_route,
+    request_messages,
+    scanned_fields,
+)
 from tierwise.gateway.upward import request_strings
 from tierwise.gateway.wire import Routing
 
@@ -122,7 +128,7 @@ class TierwiseLiteLLMRouter:
             return await self.router.acompletion(model=model, messages=messages, **kwargs)
         if self.client is None:
             raise ValueError("TierwiseLiteLLMRouter.acompletion needs client=AsyncTierwiseClient(...)")
-        route = kwargs.pop("tierwise_route", None)
+        route = kwargs.pop(ROUTE_KEY, None)
         routing = await self.client.classify(messages=messages, route=route, **scanned_fields(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
         response = await self.router.acompletion(model=chosen, messages=messages, **kwargs)
@@ -139,7 +145,7 @@ class TierwiseLiteLLMRouter:
             return self.router.completion(model=model, messages=messages, **kwargs)
         if self.sync_client is None:
             raise ValueError("TierwiseLiteLLMRouter.completion needs sync_client=TierwiseClient(...)")
-        route = kwargs.pop("tierwise_route", None)
+        route = kwargs.pop(ROUTE_KEY, None)
         routing = self.sync_client.classify(messages=messages, route=route, **scanned_fields(kwargs))
         chosen, kwargs = self._route(routing, kwargs)
         response = self.router.completion(model=chosen, messages=messages, **kwargs)
@@ -232,7 +238,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
             )
             return self._unrouted(data)
         metadata = data.get("metadata") or {}
-        route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
+        route = proxy_route(metadata, user_api_key_dict)
         routing = await self.client.classify(text=text, messages=messages, route=route, **fields)
         router = self.router or self.router_getter()
         known = router_model_groups(router) if router is not None else None
@@ -242,6 +248,8 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         data["model"] = chain[0]
         data.update(fields)
         data["metadata"] = annotate(metadata if isinstance(metadata, Mapping) else None, routing, chain)
+        if route is not None:  # the cascade's feedback names the same route
+            data["metadata"][ROUTE_KEY] = route
         # LiteLLM stamps the client's model name (`tierwise`) on the response unless asked for the
         # raw name; `async_post_call_success_hook` then names the group that answered.
         data["metadata"][_RAW_MODEL_NAME_KEY] = True
@@ -275,7 +283,7 @@ class TierwiseProxyHook(_custom_logger_base()):  # type: ignore[misc]
         if router is None:
             return response
         metadata = data.get("metadata") or {}
-        route = metadata.get("tierwise_route") if isinstance(metadata, Mapping) else None
+        route = metadata.get(ROUTE_KEY) if isinstance(metadata, Mapping) else None
         return await after_call(self.cascade, router, data, response, self._private_check(data), route)
 
     async def async_post_call_response_headers_hook(
