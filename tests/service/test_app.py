@@ -100,7 +100,7 @@ def test_request_id_and_traceparent_are_carried(client, caplog):
     with caplog.at_level(logging.INFO, logger="tierwise"):
         response = client.post(
             "/classify",
-            json={"text": "hello", "metadata": {"tenant": "acme"}},
+            json={"text": "hello", "metadata": {"tenant": "acme"}, "route": "support"},
             headers={"X-Request-ID": "req-123", "traceparent": traceparent},
         )
     assert response.json()["request_id"] == "req-123"
@@ -109,6 +109,7 @@ def test_request_id_and_traceparent_are_carried(client, caplog):
     assert record.request_id == "req-123"
     assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert record.tier == "fast" and record.metadata == {"tenant": "acme"}
+    assert record.route == "support" and record.segment == "support"  # the route is the segment
     assert record.latency_ms >= 0
     assert not hasattr(record, "text")  # no prompt text unless log_prompts
 

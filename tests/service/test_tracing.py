@@ -121,6 +121,15 @@ def test_privacy_and_route_override_paths(client, exporter):
     assert only_span(exporter).attributes["tierwise.decision_path"] == "route_override"
 
 
+def test_the_span_carries_the_segment(client, exporter):
+    answer = client.post("/classify", json={"text": "hello hello", "route": "checkout"}).json()
+    assert answer["segment"] == "checkout"
+    assert only_span(exporter).attributes["tierwise.segment"] == "checkout"
+    exporter.clear()
+    client.post("/classify", json={"text": "hello hello"})  # no route, and the tiny model has no segments
+    assert "tierwise.segment" not in only_span(exporter).attributes
+
+
 def test_decision_path_names_what_decided():
     def decision(*reasons):
         return Decision("fast", 1.0, {}, None, False, reasons, "m", ())
