@@ -200,6 +200,21 @@ def test_evidence_that_the_cold_start_breaks_alpha_ends_it_early():
     assert choose_setting("mild", mild, Q, None, CONFIG).status == "cold_start"
 
 
+def test_evidence_that_certifies_a_setting_no_dearer_than_the_cold_start_lowers_it_early():
+    # a noisy judge needs 220 verdicts before a clean record could pass everything; but requests the
+    # model is sure of (routed fast by every setting) can be certified sooner when none is wrong
+    noisy = GuardConfig(judge_error_rate=0.1, cold_start_margin=0.25)  # cold start: top for MIDDLE rows
+    clean = evidence([MIDDLE] * 100, [(False, False)] * 100, noisy=[False] * 100)
+    state = choose_setting("easy", clean, Q, None, noisy)
+    assert 100 < noisy.required_judged(0.05) and state.status == "certified"
+    assert setting_tiers(state.setting, np.asarray([MIDDLE]), Q, None).tolist() == [0]  # cheaper than cold
+    # as cheap as a cold start that already routes fast: the proven setting is preferred
+    cheap_cold = GuardConfig(judge_error_rate=0.1, cold_start_margin=-0.5)
+    assert choose_setting("easy", clean, Q, None, cheap_cold).status == "certified"
+    # a dearer certified setting does not replace a cheaper cold start (tier costs decide)
+    assert choose_setting("easy", clean, Q, None, noisy, tier_costs=[5.0, 5.0, 1.0]).status == "cold_start"
+
+
 def test_fewer_verdicts_than_required_is_cold_start():
     state = choose_setting("s", repeat(SURE_FAST, (False, False), 58), Q, None, CONFIG)
     assert (

@@ -274,20 +274,51 @@ def choose_setting(
     offsets: TierOffsets,
     config: GuardConfig,
     alpha: float | None = None,
+    tier_costs: Sequence[float] | None = None,
 ) -> SegmentState:
-    """The cheapest setting on PATH whose bound stays <= alpha, tested in order (fixed sequence);
-    the cold-start setting while the segment has fewer than the required verdicts."""
+    """The cheapest setting on PATH whose bound stays <= alpha, tested in order (fixed sequence).
+    While the segment has fewer than the required verdicts it stays in cold start, unless the evidence
+    already certifies a setting no dearer than the cold start on the segment's requests (`tier_costs`:
+    the cost of a request per tier, default 10^tier), or shows the cold start breaking alpha."""
     alpha = config.alpha if alpha is None else alpha
     n = evidence.judged
+    if n == 0:
+        return SegmentState(segment, "cold_start", config.cold_start(), alpha, 0, 0, None, None)
+    certified = _fixed_sequence(segment, evidence, model_q, offsets, config, alpha)
     if n < config.required_judged(alpha):
         setting = config.cold_start()
         k, m = risk_counts(evidence, setting, model_q, offsets)
-        lower = 1.0 - clopper_pearson_upper(n - k, n, config.confidence) if n else 0.0
-        if n == 0 or corrected(lower, m / n, config.judge_error_rate) <= alpha:
-            estimate = bound_of(k, m, n, config)[0] if n else None
+        costs = np.asarray(
+            tier_costs if tier_costs is not None else [10.0**t for t in range(_tiers(evidence))]
+        )
+        if certified.status == "certified":
+            dearer = setting_tiers(certified.setting, evidence.probabilities, model_q, offsets)
+            cold = setting_tiers(setting, evidence.probabilities, model_q, offsets)
+            if costs[dearer].sum() <= costs[cold].sum():
+                return certified  # lowered by evidence
+        lower = 1.0 - clopper_pearson_upper(n - k, n, config.confidence)
+        if corrected(lower, m / n, config.judge_error_rate) <= alpha:
+            estimate = bound_of(k, m, n, config)[0]
             return SegmentState(segment, "cold_start", setting, alpha, n, k, estimate, None)
-        # Too few verdicts to certify anything, but enough to show that the cold start breaks alpha
-        # (its one-sided lower bound is above it): leave the cold start now.
+        # Too few verdicts to certify anything cheaper, but enough to show that the cold start breaks
+        # alpha (its one-sided lower bound is above it): leave the cold start now.
+    return certified
+
+
+def _tiers(evidence: SegmentEvidence) -> int:
+    return int(evidence.probabilities.shape[1]) if evidence.probabilities.ndim == 2 else 1
+
+
+def _fixed_sequence(
+    segment: str,
+    evidence: SegmentEvidence,
+    model_q: EscalationQ,
+    offsets: TierOffsets,
+    config: GuardConfig,
+    alpha: float,
+) -> SegmentState:
+    """The last setting of PATH whose bound is <= alpha before the first that is not (top_only if none)."""
+    n = evidence.judged
     chosen = SegmentState(segment, "top_only", PATH[0], alpha, n, 0, 0.0, 0.0)
     for setting in PATH[1:]:
         k, m = risk_counts(evidence, setting, model_q, offsets)

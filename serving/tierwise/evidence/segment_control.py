@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from tierwise.core.escalation import EscalationQ, TierOffsets
-from tierwise.core.policy import SegmentGuard
+from tierwise.core.policy import Policy, SegmentGuard
+from tierwise.core.scoring import tier_cost_usd
 from tierwise.core.segment_guard import (
     GuardConfig,
     SegmentEvidence,
@@ -193,8 +194,10 @@ class SegmentController:
         tier_names: Sequence[str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_refresh: Callable[[Mapping[str, SegmentState]], None] | None = None,
+        tier_costs: Sequence[float] | None = None,
     ) -> None:
         self.config = config
+        self.tier_costs = tuple(tier_costs) if tier_costs is not None else None  # a request's cost per tier
         self.read_evidence = read_evidence
         self.tier_names = tuple(tier_names)
         self.clock = clock
@@ -258,7 +261,9 @@ class SegmentController:
                 key = (*_fingerprint(judged), model_q, tuple(self.offsets or ()), alpha)
                 known = self._known.get(segment)
                 if known is None or known[0] != key:
-                    state = choose_setting(segment, judged, model_q, self.offsets, self.config.guard, alpha)
+                    state = choose_setting(
+                        segment, judged, model_q, self.offsets, self.config.guard, alpha, self.tier_costs
+                    )
                     known = self._known[segment] = (key, state)
                 states[segment] = known[1]
             self._known = {segment: self._known[segment] for segment in states}
@@ -301,9 +306,12 @@ class SegmentController:
         logger.debug("segment control refreshed", extra={"ms": (time.perf_counter() - started) * 1000})
 
 
+REFERENCE_INPUT_TOKENS = 500  # the request size the controller compares settings' costs at
+
+
 def open_segment_control(
     policy_file: Any,
-    tier_names: Sequence[str],
+    policy: Policy,
     recorder: Any,
     on_refresh: Callable[[Mapping[str, SegmentState]], None] | None = None,
 ) -> SegmentController | None:
@@ -317,4 +325,7 @@ def open_segment_control(
             f"{policy_file}: segment_control needs the decision log for its evidence; set "
             "TIERWISE_RECORD_DECISIONS=true (and TIERWISE_DECISION_DB), or remove the section"
         )
-    return SegmentController(config, recorder.store.judged_in_segments, tier_names, on_refresh=on_refresh)
+    costs = [tier_cost_usd(policy, name, REFERENCE_INPUT_TOKENS) for name in policy.tier_names]
+    return SegmentController(
+        config, recorder.store.judged_in_segments, policy.tier_names, on_refresh=on_refresh, tier_costs=costs
+    )

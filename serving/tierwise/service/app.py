@@ -71,7 +71,7 @@ async def start_services(
         controller = await asyncio.to_thread(
             open_segment_control,
             settings.policy_file,
-            services.policy.tier_names,
+            services.policy,
             app.state.decision_recorder,
             metrics.observe_segments,
         )
