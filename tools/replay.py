@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         **heads[first],
         "alpha": args.alpha,
         "requests": args.requests,
-        "others": {run: heads[run] for run in runs if run != first},
+        "others": {name: head for name, head in heads.items() if name != first},
     }
     print(json.dumps(final))
     return 0
