@@ -172,6 +172,8 @@ def write_policy(base: Path, out: Path, run: str, args: argparse.Namespace, judg
             "refresh_seconds": 0,  # refreshed by the replay after every step
             "window_hours": 24 * 365,
         }
+        if args.explore_boost is not None:
+            raw["segment_control"]["explore_boost"] = args.explore_boost
     out.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return out
 
@@ -448,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--shadow-share", type=float, default=0.05)
     parser.add_argument("--judge-noise", type=float, default=0.10)
+    parser.add_argument(
+        "--explore-boost",
+        type=float,
+        default=None,
+        help="the controller's explore_boost (default: the policy's default)",
+    )
     parser.add_argument("--step", type=int, default=100, help="requests between controller refreshes")
     parser.add_argument("--tail", type=int, default=5000, help="the last requests the targets are read on")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated, of: " + ", ".join(RUNS))

@@ -88,7 +88,13 @@ def test_a_small_replay_runs_the_service_shadow_and_controller(tiny_model_dir, t
     draws = [Draw(row) for pair in zip(easy * 3, hard * 3, strict=True) for row in pair]
     needs = {d.judge_key(): d.row.needed for d in draws}
     args = argparse.Namespace(
-        model_dir=tiny_model_dir, shadow_share=0.5, alpha=0.05, judge_noise=0.0, step=40, wrapped=False
+        model_dir=tiny_model_dir,
+        shadow_share=0.5,
+        alpha=0.05,
+        judge_noise=0.0,
+        step=40,
+        wrapped=False,
+        explore_boost=None,
     )
 
     def replay(folder: Path) -> list[tuple[str, str]]:
