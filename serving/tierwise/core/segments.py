@@ -120,7 +120,7 @@ class SegmentModel:
             return None
         fix = f"rerun `make segments MODEL={Path(model_dir).name}`"
         try:
-            with np.load(path, allow_pickle=False) as arrays:
+            with np.load(path) as arrays:
                 return cls(
                     arrays["slots"],
                     arrays["weights"],
