@@ -76,10 +76,9 @@ class Draw:
         return {**item, "route": route} if route else item
 
     def judge_key(self) -> str:
-        messages = (
-            self.body["messages"] if self.body is not None else [{"role": "user", "content": self.row.text}]
-        )
-        return judge_key(messages)
+        """The request as the shadow sends it to the judge: its messages, or its text as one user turn."""
+        body = self.body if self.body is not None else {"text": self.row.text}
+        return judge_key(body.get("messages") or [{"role": "user", "content": body.get("text", "")}])
 
 
 @dataclass
@@ -476,9 +475,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_rows(args.splits.split(","), tiers)
     draws = draw_requests(rows, args)
     needs = {d.judge_key(): d.row.needed for d in draws}
+    missed: list[str] = []  # judge prompts the replay could not find the row of (then: the top is needed)
+
+    def needed(text: str) -> int:
+        found = needs.get(hashlib.sha256(text.strip().encode()).hexdigest())
+        if found is None:
+            missed.append(text[:80])
+        return len(tiers) - 1 if found is None else found
+
     script = FakeScript(
         strengths=policy_strengths(paths.policy_file()),
-        needs=lambda text: needs.get(hashlib.sha256(text.strip().encode()).hexdigest(), len(tiers) - 1),
+        needs=needed,
         verdict_flip=flips(args.seed, args.judge_noise),
     )
     print(
@@ -497,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
+    if missed:
+        print(
+            f"replay: the judge could not place {len(missed)} requests, e.g. {missed[0]!r}", file=sys.stderr
+        )
     tail = min(args.tail, args.requests)
     lines = [
         "# Replay: per-segment risk control on a simulated deployment",
