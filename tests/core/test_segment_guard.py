@@ -206,7 +206,7 @@ def test_evidence_that_certifies_a_setting_no_dearer_than_the_cold_start_lowers_
     noisy = GuardConfig(judge_error_rate=0.1, cold_start_margin=0.25)  # cold start: top for MIDDLE rows
     clean = evidence([MIDDLE] * 100, [(False, False)] * 100, noisy=[False] * 100)
     state = choose_setting("easy", clean, Q, None, noisy)
-    assert 100 < noisy.required_judged(0.05) and state.status == "certified"
+    assert noisy.required_judged(0.05) > 100 and state.status == "certified"
     assert setting_tiers(state.setting, np.asarray([MIDDLE]), Q, None).tolist() == [0]  # cheaper than cold
     # as cheap as a cold start that already routes fast: the proven setting is preferred
     cheap_cold = GuardConfig(judge_error_rate=0.1, cold_start_margin=-0.5)
