@@ -153,3 +153,13 @@ def test_no_guard_is_the_old_decision_exactly(policy, case):
     # a guard with no setting (controller off, or only a segment name) changes nothing but the segment
     named = policy.decide(request, probabilities, tokens, q, guard=SegmentGuard("chat"))
     assert named == replace(old, segment="chat")
+
+
+def test_a_guard_that_may_not_lower_only_raises(policy):
+    """The estimator's score under overload and a canary's are not what the controller counted: the
+    segment's setting may raise their tier, never lower it."""
+    own = decide(policy)  # balanced by the model's q
+    raise_only = replace(CHEAP, may_lower=False)
+    assert decide(policy, guard=raise_only).tier == own.tier == "balanced"
+    assert decide(policy, guard=replace(TOP_ONLY, may_lower=False)).tier == "frontier"
+    assert SEGMENT_GUARD in decide(policy, guard=replace(TOP_ONLY, may_lower=False)).reasons

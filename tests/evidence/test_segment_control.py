@@ -56,7 +56,7 @@ class MemoryEvidence:
         for _ in range(count):
             self.rows.append((at, JudgedRow(segment, probabilities, high_tier, verdicts)))
 
-    def __call__(self, since, max_judged):
+    def __call__(self, since, max_judged, model_version=None):
         self.calls.append((since, max_judged))
         if self.fail:
             raise ConnectionError("database away")
@@ -371,3 +371,49 @@ def test_a_segment_whose_evidence_did_not_change_keeps_its_state_without_recompu
     made.set_model(0.9, None)  # a reload with another q: every segment again
     made.refresh()
     assert sorted(calls) == ["s", "s", "s", "t", "t"]
+
+
+def test_only_the_serving_models_encoder_decisions_are_evidence(tmp_path):
+    """Another model's probabilities (a canary, the model before a reload) and the estimator's cannot
+    say what the serving encoder would route: those rows are left out."""
+    from dataclasses import replace as with_fields
+
+    store = DecisionStore(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    store.upgrade()
+    ours = decision("ours", NOW, "s", MIDDLE)
+    canary = with_fields(decision("canary", NOW, "s", MIDDLE), model_version="candidate")
+    estimated = with_fields(decision("estimated", NOW, "s", MIDDLE), reasons=["estimated"])
+    store.insert_decisions([ours, canary, estimated])
+    for request_id in ("ours", "canary", "estimated"):
+        store.insert_feedback(shadow_row(request_id, NOW, GOOD))
+    since = NOW - timedelta(hours=1)
+    assert len(store.judged_in_segments(since, 10, "v1")) == 1
+    assert len(store.judged_in_segments(since, 10, "candidate")) == 1
+    assert len(store.judged_in_segments(since, 10)) == 2  # any version; never the estimator's
+    store.close()
+
+
+def test_the_controller_reads_the_version_set_with_the_model():
+    read = MemoryEvidence()
+    seen = []
+    made = SegmentController(
+        config(), lambda since, n, version: seen.append(version) or read(since, n), TIERS
+    )
+    made.set_model(Q, None, "default@abc")
+    made.refresh()
+    assert seen == ["default@abc"]
+
+
+def test_an_uneven_judge_is_corrected_on_each_side():
+    from tierwise.core.segment_guard import corrected
+
+    # a lenient judge (passes 10% of bad answers, never fails a good one): failures are under-counted
+    assert corrected(0.09, 1.0, 0.0, 0.1) == pytest.approx(0.1)
+    lenient = parse_segment_control({"max_under_routing": 0.05, "judge_false_pass_rate": 0.1}, "p.yaml")
+    assert lenient.guard.false_pass == 0.1 and lenient.guard.false_fail == 0.0
+    both = parse_segment_control(
+        {"max_under_routing": 0.05, "judge_error_rate": 0.1, "judge_false_fail_rate": 0.02}, "p.yaml"
+    )
+    assert both.guard.false_pass == 0.1 and both.guard.false_fail == 0.02
+    with pytest.raises(SegmentControlError, match="segment_control.judge_false_pass_rate"):
+        parse_segment_control({"max_under_routing": 0.05, "judge_false_pass_rate": 0.6}, "p.yaml")

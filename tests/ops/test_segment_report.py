@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tierwise.cli.main import main as cli_main
+from tierwise.core.model_folder import load_manifest
 from tierwise.core.policy_file import DEFAULT_POLICY_FILE, load_policy
 from tierwise.core.scoring import request_cost_usd
 from tierwise.evidence.decision_log import DecisionRecord, DecisionStore, FeedbackRecord, outcome_range
@@ -18,16 +19,22 @@ from tierwise.ops.segment_report import (
 )
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
+
 TIERS = POLICY.tier_names  # fast, balanced, frontier (+ the private tier)
 WHEN = datetime(2026, 11, 20, tzinfo=UTC)
 EASY = {"fast": 0.9, "balanced": 0.08, "frontier": 0.02}
 
 
-def decision(request_id, tier, segment, when=WHEN, probabilities=None, token_count=1000):
+def tiny_version(model_dir):
+    """The tiny model's version: the controller counts only the serving model's decisions."""
+    return load_manifest(model_dir).version
+
+
+def decision(request_id, tier, segment, when=WHEN, probabilities=None, token_count=1000, version=None):
     return DecisionRecord(
         request_id=request_id,
         created_at=when,
-        model_version="v1",
+        model_version=version or "v1",
         tier=tier,
         predicted_tier=tier,
         confidence=0.9,
@@ -197,19 +204,19 @@ def policy_with_control(tmp_path):
     return path
 
 
-def controlled_log(tmp_path, when):
+def controlled_log(tmp_path, when, version):
     """clean: 30 verdicts, all passing; risky: 30, all failing; new: 2 (cold start)."""
     decisions, feedback = [], []
     for segment, n, passed in (("clean", 30, True), ("risky", 30, False), ("new", 2, True)):
         for i in range(n):
             request_id = f"{segment}-{i}"
-            decisions.append(decision(request_id, "fast", segment, when=when, probabilities=EASY))
+            decisions.append(decision(request_id, "fast", segment, when, EASY, version=version))
             feedback.append(verdicts(request_id, "fast", {"fast": passed, "balanced": passed}, when=when))
     return make_db(tmp_path, decisions, feedback)
 
 
 def test_setting_columns_with_a_policy_section(tmp_path, policy_with_control, tiny_model_dir):
-    store = controlled_log(tmp_path, WHEN)
+    store = controlled_log(tmp_path, WHEN, tiny_version(tiny_model_dir))
     rows = store.labeled_decisions()
     controller = controller_settings(
         store,
@@ -242,7 +249,7 @@ def test_setting_columns_with_a_policy_section(tmp_path, policy_with_control, ti
 
 def test_the_evidence_window_ends_now(tmp_path, policy_with_control, tiny_model_dir):
     """Verdicts older than the controller's window do not count: every segment is back in cold start."""
-    store = controlled_log(tmp_path, WHEN)
+    store = controlled_log(tmp_path, WHEN, tiny_version(tiny_model_dir))
     controller = controller_settings(
         store, policy_with_control, tiny_model_dir, POLICY, ["clean"], now=WHEN + timedelta(days=30)
     )
@@ -258,7 +265,7 @@ def test_no_model_folder_shows_no_setting(store, policy_with_control, tmp_path):
 
 def test_tierwise_report_writes_the_section(tmp_path, policy_with_control, tiny_model_dir):
     now = datetime.now(UTC)
-    store = controlled_log(tmp_path, now - timedelta(hours=1))
+    store = controlled_log(tmp_path, now - timedelta(hours=1), tiny_version(tiny_model_dir))
     store.close()
     out = tmp_path / "report"
     db = f"sqlite:///{tmp_path / 'decisions.sqlite'}"

@@ -416,3 +416,53 @@ def test_route_or_fail_upward_turns_any_routing_failure_into_top_tier_decisions(
     assert routed.classifier_error == "RuntimeError: a bug in routing"
     healthy = asyncio.run(make_router(CountingScorer()).route_or_fail_upward([RoutingInput(text="hi")]))
     assert healthy.decisions[0].tier == "fast" and healthy.classifier_error is None
+
+
+class StubController:
+    """The controller's request-path face: a fixed setting per segment."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.models = []
+
+    def guard(self, segment):
+        from tierwise.core.policy import SegmentGuard
+
+        return SegmentGuard(segment, self.settings.get(segment), 0.01)
+
+    def set_model(self, q, offsets, version=None):
+        self.models.append((q, version))
+
+
+def test_under_overload_a_top_only_segment_stays_on_the_top_and_a_cheap_one_is_not_lowered():
+    from tierwise.core.segment_guard import SEGMENT_GUARD, GuardSetting
+
+    held = HeldCalls(encoder_says_fast)
+    router = Router(
+        parse_policy(POLICY_YAML), DirectScorer(held), 0.7, deadline_ms=20.0, estimator=word_estimator()
+    )
+    controller = StubController({"guarded": GuardSetting(top_only=True), "cheap": GuardSetting(delta=-0.7)})
+    router.attach_controller(controller)
+    requests = [
+        RoutingInput(text="hi there", route="guarded"),
+        RoutingInput(text="write an email", route="cheap"),
+    ]
+    try:
+        routed = asyncio.run(router.route(requests))
+    finally:
+        held.release.set()
+    guarded, cheap = routed.decisions
+    assert guarded.decided_by == DECIDED_BY_ESTIMATOR and guarded.tier == "frontier"
+    assert SEGMENT_GUARD in guarded.reasons and guarded.segment == "guarded"
+    assert cheap.tier == "balanced"  # the estimator's own tier for it: the guard may not lower it
+    assert controller.models == [(0.7, None)]
+
+
+def test_a_canary_router_is_guarded_upward_only_and_does_not_set_the_controllers_model():
+    from tierwise.core.segment_guard import GuardSetting
+
+    controller = StubController({"s": GuardSetting(delta=-0.7)})
+    router = Router(parse_policy(POLICY_YAML), DirectScorer(encoder_says_fast), 0.7)
+    router.attach_controller(controller, evidence=False)
+    [guard] = router.guards([RoutingInput(text="x", route="s")], [ClassifierInput.plain("x")])
+    assert guard.may_lower is False and controller.models == []

@@ -42,15 +42,16 @@ def app_for(tmp_path, tiny_model_dir, tiny_classifier, segment_control=SECTION, 
     return create_app(make_settings(tiny_model_dir, **values), classifier_factory=lambda _: tiny_classifier)
 
 
-def add_evidence(url, segment, verdicts, count):
-    """`count` judged decisions of `segment`, decided a minute ago, with a shadow verdict each."""
+def add_evidence(url, segment, verdicts, count, version):
+    """`count` judged decisions of `segment` by model `version`, decided a minute ago, with a shadow
+    verdict each."""
     store = DecisionStore(url)
     now = utc_now()
     for i in range(count):
         request_id = f"{segment}-evidence-{i}"
         at = now - timedelta(minutes=1, seconds=i)
         record = DecisionRecord(
-            request_id, at, "v0", "fast", "fast", 0.97, SURE_FAST, [], False, "gpt-4o-mini", 5, 20, segment,
+            request_id, at, version, "fast", "fast", 0.97, SURE_FAST, [], False, "gpt-4o-mini", 5, 20, segment,
             "0" * 64, segment=segment,
         )  # fmt: skip
         store.insert_decisions([record])
@@ -73,8 +74,8 @@ def test_answers_carry_the_segment_and_the_guard_follows_the_evidence(
             client.post("/classify", json={"text": "hello"}).json()["segment"] is None
         )  # no route, no segments
 
-        add_evidence(url, "bad", {"fast": False, "balanced": False}, 80)
-        add_evidence(url, "good", {"fast": True, "balanced": True}, 80)
+        add_evidence(url, "bad", {"fast": False, "balanced": False}, 80, tiny_classifier.version)
+        add_evidence(url, "good", {"fast": True, "balanced": True}, 80, tiny_classifier.version)
         states = controller.refresh()
         assert states["bad"].status == "top_only" and states["good"].status == "certified"
 
@@ -103,7 +104,7 @@ def test_answers_carry_the_segment_and_the_guard_follows_the_evidence(
 def test_a_hot_reload_keeps_the_controller_states(tmp_path, tiny_model_dir, tiny_classifier):
     url = f"sqlite:///{tmp_path / 'd.sqlite'}"
     with TestClient(app_for(tmp_path, tiny_model_dir, tiny_classifier)) as client:
-        add_evidence(url, "bad", {"fast": False, "balanced": False}, 80)
+        add_evidence(url, "bad", {"fast": False, "balanced": False}, 80, tiny_classifier.version)
         controller = client.app.state.segment_control
         before = controller.refresh()
         response = client.post("/admin/reload", json={}, headers={"X-Admin-Token": "t0ken"})

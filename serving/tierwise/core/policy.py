@@ -144,6 +144,9 @@ class SegmentGuard:
     segment: str | None
     setting: GuardSetting | None = None
     bound: float | None = None  # the segment's one-sided upper bound on under-routing at the setting
+    # False: the setting may only raise the tier (a score the controller did not count: the estimator's
+    # under overload, a canary's); the setting's thresholds are then read on the model's own q.
+    may_lower: bool = True
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class Policy:
         self.validate_request(request)
         choice = self._classifier_choice(probabilities, default_q, tier_offsets)
         if guard is not None and guard.setting is not None and probabilities is not None:
-            self._guard_choice(choice, guard.setting, probabilities, default_q, tier_offsets)
+            self._guard_choice(choice, guard, probabilities, default_q, tier_offsets)
         ceiling = self._apply_rules(choice, request, token_count)
         private_kinds = (
             tuple(detect_private_data(request.privacy_text))
@@ -299,15 +302,18 @@ class Policy:
     def _guard_choice(
         self,
         choice: _TierChoice,
-        setting: GuardSetting,
+        guard: SegmentGuard,
         probabilities: Sequence[float] | np.ndarray,
         default_q: EscalationQ,
         offsets: TierOffsets,
     ) -> None:
         """Rule 1 with the segment's setting instead of q (in place): lower when the segment's evidence
-        allows, higher (`segment_guard`) when it demands."""
+        allows (and the guard may lower), higher (`segment_guard`) when it demands."""
+        assert guard.setting is not None
         probs = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)
-        guarded = int(setting_tiers(setting, probs, self.base_q(default_q), offsets)[0])
+        guarded = int(setting_tiers(guard.setting, probs, self.base_q(default_q), offsets)[0])
+        if not guard.may_lower:
+            guarded = max(guarded, choice.chosen)
         raised = guarded > choice.chosen
         choice.chosen = guarded
         if not raised and choice.predicted is not None and guarded <= choice.predicted:

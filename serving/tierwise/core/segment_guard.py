@@ -23,9 +23,12 @@ under-routed (conservative). For any setting the logged probabilities give the t
 request would have got, so the risk of every setting on the path is counted on the same requests.
 
 The bound: k = judged requests the setting routes below the top tier *and* whose tier under-routes
-them, n = judged requests. U = the one-sided Clopper-Pearson upper bound of k/n at `confidence`;
-with m noisy verdicts among the k-eligible requests, E[k/n] = e*m/n + (1-2e)*risk, so the risk's
-bound is (U - e*m/n) / (1 - 2e) (explicit feedback, noiseless, is then over-counted: conservative).
+them, n = judged requests. U = the one-sided Clopper-Pearson upper bound of k/n at `confidence`.
+With m judge verdicts among the requests routed below the top, and a judge that fails a good answer
+with probability b and passes a bad one with probability a, E[k/n] = b*m/n + (1-a-b)*risk, so the
+risk's bound is (U - b*m/n) / (1 - a - b) (explicit feedback, noiseless, is then over-counted:
+conservative). a = b = `judge_error_rate` unless the policy gives each side; they must be measured
+(on requests a person labeled), and an underestimated a makes the bound too low.
 Settings are tested in path order (fixed-sequence testing, so no multiplicity correction is needed)
 and the last one whose bound is <= alpha before the first that fails is chosen: the cheapest setting
 the evidence supports. `top_only` needs no test. A segment with fewer than `min_judged` verdicts is
@@ -91,7 +94,19 @@ class GuardConfig:
     confidence: float = 0.95
     cold_start_margin: float = 0.05
     min_judged: int | None = None  # None: the fewest verdicts with which a clean record can pass alpha
-    judge_error_rate: float = 0.0
+    judge_error_rate: float = 0.0  # a judge wrong this often either way (the shorthand)
+    # A judge errs unevenly: LLM judges are often lenient (pass a tier that failed). Either rate, when
+    # set, replaces `judge_error_rate` on its side.
+    judge_false_pass_rate: float | None = None
+    judge_false_fail_rate: float | None = None
+
+    @property
+    def false_pass(self) -> float:
+        return self.judge_error_rate if self.judge_false_pass_rate is None else self.judge_false_pass_rate
+
+    @property
+    def false_fail(self) -> float:
+        return self.judge_error_rate if self.judge_false_fail_rate is None else self.judge_false_fail_rate
 
     def cold_start(self) -> GuardSetting:
         """The model's own rule, its threshold raised by the margin."""
@@ -103,7 +118,7 @@ class GuardConfig:
         Without judge noise, n with (1 - alpha)^n <= 1 - confidence (59 at 5% and 95%)."""
         if self.min_judged is not None:
             return self.min_judged
-        return clean_record_judged(alpha, self.confidence, self.judge_error_rate)
+        return clean_record_judged(alpha, self.confidence, self.false_fail, self.false_pass)
 
 
 @dataclass(frozen=True)
@@ -197,15 +212,18 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def clean_record_judged(alpha: float, confidence: float, error_rate: float) -> int:
-    """The fewest n with which round(error_rate * n) wrong verdicts on a segment that is never
-    under-routed give a corrected bound <= alpha (search up to 10^6)."""
+def clean_record_judged(
+    alpha: float, confidence: float, false_fail: float, false_pass: float | None = None
+) -> int:
+    """The fewest n with which a segment that is never under-routed, read through a judge that fails a
+    good answer `false_fail` of the time (round(false_fail * n) wrong verdicts), gets a corrected bound
+    <= alpha (search up to 10^6)."""
 
     def passes(n: int) -> bool:
-        upper = clopper_pearson_upper(round(error_rate * n), n, confidence)
-        return corrected(upper, 1.0, error_rate) <= alpha
+        upper = clopper_pearson_upper(round(false_fail * n), n, confidence)
+        return corrected(upper, 1.0, false_fail, false_pass) <= alpha
 
-    if error_rate <= 0.0:
+    if false_fail <= 0.0 and not false_pass:
         return math.ceil(math.log(1.0 - confidence) / math.log(1.0 - alpha))
     high = 1
     while not passes(high):
@@ -219,11 +237,14 @@ def clean_record_judged(alpha: float, confidence: float, error_rate: float) -> i
     return high
 
 
-def corrected(rate: float, noisy_share: float, error_rate: float) -> float:
-    """A rate counted with a judge that flips verdicts at `error_rate`, back on the true scale."""
-    if error_rate <= 0.0:
+def corrected(rate: float, noisy_share: float, false_fail: float, false_pass: float | None = None) -> float:
+    """A rate of "the tier failed" verdicts, `noisy_share` of them from a judge that fails a good answer
+    `false_fail` of the time and passes a bad one `false_pass` of the time (default: as often), back on
+    the true scale: E[observed] = false_fail * share + (1 - false_pass - false_fail) * true."""
+    false_pass = false_fail if false_pass is None else false_pass
+    if false_fail <= 0.0 and false_pass <= 0.0:
         return rate
-    return max(0.0, (rate - error_rate * noisy_share) / (1.0 - 2.0 * error_rate))
+    return max(0.0, (rate - false_fail * noisy_share) / (1.0 - false_pass - false_fail))
 
 
 def setting_tiers(
@@ -262,8 +283,10 @@ def bound_of(k: int, m: int, n: int, config: GuardConfig) -> tuple[float, float]
     """(estimate, upper bound) of the under-routing rate from k failures, m noisy verdicts, n judged."""
     if n == 0:
         return 0.0, 1.0
-    estimate = corrected(k / n, m / n, config.judge_error_rate)
-    upper = corrected(clopper_pearson_upper(k, n, config.confidence), m / n, config.judge_error_rate)
+    estimate = corrected(k / n, m / n, config.false_fail, config.false_pass)
+    upper = corrected(
+        clopper_pearson_upper(k, n, config.confidence), m / n, config.false_fail, config.false_pass
+    )
     return estimate, min(1.0, upper)
 
 
@@ -297,7 +320,7 @@ def choose_setting(
             if costs[dearer].sum() <= costs[cold].sum():
                 return certified  # lowered by evidence
         lower = 1.0 - clopper_pearson_upper(n - k, n, config.confidence)
-        if corrected(lower, m / n, config.judge_error_rate) <= alpha:
+        if corrected(lower, m / n, config.false_fail, config.false_pass) <= alpha:
             estimate = bound_of(k, m, n, config)[0]
             return SegmentState(segment, "cold_start", setting, alpha, n, k, estimate, None)
         # Too few verdicts to certify anything cheaper, but enough to show that the cold start breaks
@@ -322,7 +345,7 @@ def _fixed_sequence(
     chosen = SegmentState(segment, "top_only", PATH[0], alpha, n, 0, 0.0, 0.0)
     for setting in PATH[1:]:
         k, m = risk_counts(evidence, setting, model_q, offsets)
-        if corrected(k / n, m / n, config.judge_error_rate) > alpha:
+        if corrected(k / n, m / n, config.false_fail, config.false_pass) > alpha:
             break  # the bound is above the estimate: no need to compute it
         estimate, upper = bound_of(k, m, n, config)
         if upper > alpha:

@@ -8,7 +8,9 @@ The policy's `segment_control:` section turns it on:
       confidence: 0.95
       cold_start_margin: 0.05     # added to the model's q while a segment has too few verdicts
       min_judged: null            # null: the fewest verdicts with which a clean record can pass alpha
-      judge_error_rate: 0.0       # the shadow judge's known rate of wrong verdicts, corrected for
+      judge_error_rate: 0.0       # the shadow judge's measured rate of wrong verdicts, corrected for;
+      # judge_false_pass_rate / judge_false_fail_rate: each side on its own, for a judge that errs
+      # unevenly (a lenient judge passes bad answers more often than it fails good ones)
       window_hours: 336           # evidence older than this ages out (drift is caught)
       max_judged: 2000            # per segment, the newest verdicts only
       refresh_seconds: 10         # how often each worker re-reads the evidence
@@ -56,6 +58,8 @@ KEYS = {
     "cold_start_margin",
     "min_judged",
     "judge_error_rate",
+    "judge_false_pass_rate",
+    "judge_false_fail_rate",
     "window_hours",
     "max_judged",
     "refresh_seconds",
@@ -97,6 +101,10 @@ def _number(
     return number
 
 
+def _optional_rate(raw: Mapping[str, Any], key: str, source: str) -> float | None:
+    return None if raw.get(key) is None else _number(raw, key, 0.0, source, 0.0, 0.45)
+
+
 def parse_segment_control(raw: Any, source: str) -> SegmentControlConfig | None:
     """The controller's settings, or None when the section is absent (the controller is off)."""
     if raw is None:
@@ -120,6 +128,8 @@ def parse_segment_control(raw: Any, source: str) -> SegmentControlConfig | None:
         cold_start_margin=_number(raw, "cold_start_margin", 0.05, source, 0.0, 1.0),
         min_judged=None if min_judged is None else int(_number(raw, "min_judged", 0, source, 1, 1e9)),
         judge_error_rate=_number(raw, "judge_error_rate", 0.0, source, 0.0, 0.45),
+        judge_false_pass_rate=_optional_rate(raw, "judge_false_pass_rate", source),
+        judge_false_fail_rate=_optional_rate(raw, "judge_false_fail_rate", source),
     )
     return SegmentControlConfig(
         guard=guard,
@@ -173,7 +183,8 @@ def segment_evidence(rows: Sequence[JudgedRow], tier_names: Sequence[str]) -> di
     }
 
 
-EvidenceReader = Callable[[datetime, int], Sequence[JudgedRow]]
+# (since, newest per segment, the serving model version) -> the judged rows
+EvidenceReader = Callable[[datetime, int, str | None], Sequence[JudgedRow]]
 
 
 def _fingerprint(evidence: SegmentEvidence) -> tuple[Any, ...]:
@@ -202,8 +213,7 @@ class SegmentController:
         self.tier_names = tuple(tier_names)
         self.clock = clock
         self.on_refresh = on_refresh
-        self.model_q: EscalationQ | None = None  # set_model() before the first refresh
-        self.offsets: TierOffsets = None
+        self.model: tuple[EscalationQ, tuple[float, ...], str | None] | None = None  # set_model()
         self.states: Mapping[str, SegmentState] = {}  # replaced whole on refresh: readers need no lock
         self.refreshed_at: datetime | None = None
         self.refresh_errors = 0
@@ -213,9 +223,10 @@ class SegmentController:
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
 
-    def set_model(self, model_q: EscalationQ, offsets: TierOffsets) -> None:
-        """The q (the policy's or the model's) and tier offsets the settings shift; on start and reload."""
-        self.model_q, self.offsets = model_q, offsets
+    def set_model(self, model_q: EscalationQ, offsets: TierOffsets, model_version: str | None = None) -> None:
+        """The q (the policy's or the model's) and tier offsets the settings shift, and the version
+        whose decisions are the evidence; on start and reload (a new version starts in cold start)."""
+        self.model = (model_q, tuple(float(o) for o in offsets) if offsets is not None else (), model_version)
 
     # --- the request path -------------------------------------------------------------------
 
@@ -248,21 +259,23 @@ class SegmentController:
 
     def refresh(self) -> Mapping[str, SegmentState]:
         """Read the evidence of the window and recompute every segment's state."""
-        model_q = self.model_q
-        if model_q is None:
-            raise RuntimeError("segment control: set_model(q, offsets) before refreshing")
+        model = self.model  # one snapshot: a reload may call set_model meanwhile
+        if model is None:
+            raise RuntimeError("segment control: set_model(q, offsets, version) before refreshing")
+        model_q, offsets, version = model[0], (model[1] or None), model[2]
         with self._refresh_lock:
             now = self.clock()
-            rows = self.read_evidence(now - timedelta(hours=self.config.window_hours), self.config.max_judged)
+            since = now - timedelta(hours=self.config.window_hours)
+            rows = self.read_evidence(since, self.config.max_judged, version)
             evidence = segment_evidence(rows, self.tier_names)
             states = {}
             for segment, judged in sorted(evidence.items()):
                 alpha = self.config.alpha_for(segment)
-                key = (*_fingerprint(judged), model_q, tuple(self.offsets or ()), alpha)
+                key = (*_fingerprint(judged), model_q, offsets, alpha)
                 known = self._known.get(segment)
                 if known is None or known[0] != key:
                     state = choose_setting(
-                        segment, judged, model_q, self.offsets, self.config.guard, alpha, self.tier_costs
+                        segment, judged, model_q, offsets, self.config.guard, alpha, self.tier_costs
                     )
                     known = self._known[segment] = (key, state)
                 states[segment] = known[1]
@@ -325,7 +338,15 @@ def open_segment_control(
             f"{policy_file}: segment_control needs the decision log for its evidence; set "
             "TIERWISE_RECORD_DECISIONS=true (and TIERWISE_DECISION_DB), or remove the section"
         )
-    costs = [tier_cost_usd(policy, name, REFERENCE_INPUT_TOKENS) for name in policy.tier_names]
     return SegmentController(
-        config, recorder.store.judged_in_segments, policy.tier_names, on_refresh=on_refresh, tier_costs=costs
+        config,
+        recorder.store.judged_in_segments,
+        policy.tier_names,
+        on_refresh=on_refresh,
+        tier_costs=policy_tier_costs(policy),
     )
+
+
+def policy_tier_costs(policy: Policy) -> list[float]:
+    """A request's cost per tier at the policy's prices: what the controller compares settings by."""
+    return [tier_cost_usd(policy, name, REFERENCE_INPUT_TOKENS) for name in policy.tier_names]

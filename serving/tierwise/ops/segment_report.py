@@ -35,6 +35,7 @@ from tierwise.evidence.segment_control import (
     TIER_VERDICTS,
     SegmentControlError,
     load_segment_control,
+    policy_tier_costs,
     segment_evidence,
 )
 from tierwise.evidence.shadow import wilson_interval
@@ -124,7 +125,10 @@ def controller_settings(
         )
     model_q = policy.base_q(manifest.escalation_q)
     now = now or datetime.now(UTC)
-    rows = store.judged_in_segments(now - timedelta(hours=config.window_hours), config.max_judged)
+    rows = store.judged_in_segments(
+        now - timedelta(hours=config.window_hours), config.max_judged, manifest.version
+    )
+    costs = policy_tier_costs(policy)
     evidence = segment_evidence(rows, tiers)
     settings = {}
     for segment in segments:
@@ -135,6 +139,7 @@ def controller_settings(
             manifest.tier_offsets,
             config.guard,
             config.alpha_for(segment),
+            costs,
         )
         settings[segment] = _setting(state, model_q, len(tiers))
     return {

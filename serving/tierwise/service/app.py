@@ -43,7 +43,7 @@ from tierwise.service.middleware import RequestContextMiddleware
 from tierwise.service.reloader import ModelReloader
 from tierwise.service.routes import ROUTERS
 from tierwise.service.settings import Settings, get_settings
-from tierwise.service.state import Services, startup_error_message
+from tierwise.service.state import Services, attach_controller, startup_error_message
 from tierwise.service.tracing import fastapi_telemetry, open_tracing
 
 logger = logging.getLogger("tierwise.service")
@@ -76,7 +76,7 @@ async def start_services(
             metrics.observe_segments,
         )
         app.state.segment_control = reloader.controller = controller
-        services.router.attach_controller(controller)
+        attach_controller(services, controller)
         if controller is not None:
             await asyncio.to_thread(controller.start)
         app.state.shadow = await asyncio.to_thread(

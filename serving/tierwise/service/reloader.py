@@ -26,7 +26,7 @@ from tierwise.service.batcher import MicroBatcher
 from tierwise.service.classifier import ClassifierFactory
 from tierwise.service.metrics import ServiceMetrics
 from tierwise.service.settings import Settings
-from tierwise.service.state import Services, load_services, startup_error_message
+from tierwise.service.state import Services, attach_controller, load_services, startup_error_message
 
 logger = logging.getLogger("tierwise.service")
 
@@ -51,7 +51,7 @@ class ModelReloader:
     async def _load(self, settings: Settings) -> Services:
         services = await asyncio.to_thread(load_services, settings, self.factory, self.metrics)
         if self.controller is not None:  # the evidence stays; the settings now shift the new model's q
-            services.router.attach_controller(self.controller)
+            attach_controller(services, self.controller)
             await asyncio.to_thread(self.controller.refresh_safely)
         if isinstance(services.scorer, MicroBatcher):
             services.scorer.start()

@@ -93,6 +93,8 @@ class Router:
         # A batch call of many items gets one deadline per `texts_per_deadline` texts.
         self.texts_per_deadline = max(1, texts_per_deadline)
         self.segments = segments  # the model folder's automatic segments (None: only routes)
+        self.model_version: str | None = None  # the classifier's: whose decisions are the evidence
+        self.guard_may_lower = True  # False for a canary's router: the controller only raises its tiers
         self.controller: SegmentController | None = None  # the per-segment risk controller, when on
 
     @classmethod
@@ -106,7 +108,7 @@ class Router:
     ) -> Router:
         """The service's router for a loaded classifier: its calibrated q and tier offsets, its folder's
         estimator and tokenizer count, the settings' deadline and batch size."""
-        return cls(
+        router = cls(
             policy,
             scorer,
             default_q=classifier.manifest.escalation_q,
@@ -119,12 +121,17 @@ class Router:
             admission_share=settings.admission_share,
             segments=SegmentModel.load(classifier.model_dir),
         )
+        router.model_version = classifier.version
+        return router
 
-    def attach_controller(self, controller: SegmentController | None) -> None:
-        """Route with the per-segment controller's settings (shifting this model's q and offsets)."""
+    def attach_controller(self, controller: SegmentController | None, evidence: bool = True) -> None:
+        """Route with the per-segment controller's settings. `evidence`: this router's model is the one
+        whose decisions the controller counts (its q and offsets are what the settings shift); a canary's
+        router is guarded too, but only ever upward (`SegmentGuard.may_lower`)."""
         self.controller = controller
-        if controller is not None:
-            controller.set_model(self.policy.base_q(self.default_q), self.tier_offsets)
+        self.guard_may_lower = evidence
+        if controller is not None and evidence:
+            controller.set_model(self.policy.base_q(self.default_q), self.tier_offsets, self.model_version)
 
     def guards(self, requests: list[RoutingInput], texts: list[ClassifierInput]) -> list[SegmentGuard]:
         """Each request's segment (its route, else the automatic segment) and the controller's setting."""
@@ -136,7 +143,8 @@ class Router:
         segments = [segment_for(r.route, a) for r, a in zip(requests, auto, strict=True)]
         if self.controller is None:
             return [SegmentGuard(segment) for segment in segments]
-        return [self.controller.guard(segment) for segment in segments]
+        guards = [self.controller.guard(segment) for segment in segments]
+        return guards if self.guard_may_lower else [replace(g, may_lower=False) for g in guards]
 
     def deadline_seconds(self, item_count: int) -> float:
         return self.deadline_ms / 1000.0 * math.ceil(item_count / self.texts_per_deadline)
@@ -224,14 +232,14 @@ class Router:
         self, request: RoutingInput, score: Score, estimated: bool, guard: SegmentGuard
     ) -> Decision | None:
         """The policy's decision on one score; None if the policy raised (a bug must not fail the request).
-        The segment's setting shifts the encoder's q; the estimator keeps its own q (its probabilities
-        are not the ones the controller counted), except that a `top_only` segment stays on the top."""
+        The segment's setting shifts the encoder's q. Under overload the estimator decides by its own
+        rule, raised (never lowered) to what the segment's setting gives on its probabilities: those
+        are not the probabilities the controller counted, so the guard can only fail upward."""
         q: EscalationQ
         offsets: TierOffsets
         if estimated and self.estimator is not None:
             q, offsets = self.estimator.escalation_q, self.estimator.tier_offsets
-            if guard.setting is not None and not guard.setting.top_only:
-                guard = replace(guard, setting=None)
+            guard = replace(guard, may_lower=False)
         else:
             q, offsets = self.default_q, self.tier_offsets
         try:

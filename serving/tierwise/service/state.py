@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from tierwise.core.decide import ClassifierLike
 from tierwise.core.policy import Policy, PolicyError
 from tierwise.core.policy_file import load_policy
+from tierwise.evidence.segment_control import SegmentController
 from tierwise.service.batcher import DirectScorer, MicroBatcher, Scorer
 from tierwise.service.canary import Canary, build_canary
 from tierwise.service.classifier import ClassifierFactory, warm_up
@@ -68,6 +69,14 @@ def build_services(
     metrics.model.set(version=classifier.version, tiers=",".join(classifier.tiers))
     canary = build_canary(policy, settings, classifier_factory, metrics)
     return Services(settings, classifier, policy, scorer, router, metrics, canary=canary)
+
+
+def attach_controller(services: Services, controller: SegmentController | None) -> None:
+    """The per-segment controller routes the model's requests (its decisions are the evidence) and
+    raises, never lowers, a canary's."""
+    services.router.attach_controller(controller)
+    if services.canary is not None:
+        services.canary.router.attach_controller(controller, evidence=False)
 
 
 def startup_error_message(err: Exception, settings: Settings) -> str:
