@@ -11,13 +11,12 @@ from tierwise.core.segment_guard import (
     GuardConfig,
     GuardSetting,
     SegmentEvidence,
-    binomial_cdf,
     bound_of,
     choose_setting,
     clean_record_judged,
     clopper_pearson_upper,
     corrected,
-    guarded_thresholds,
+    regularized_beta,
     risk_counts,
     setting_tiers,
     under_from_range,
@@ -74,16 +73,14 @@ def test_clopper_pearson_matches_the_beta_quantile(k, n, confidence):
     assert clopper_pearson_upper(k, n, confidence) == pytest.approx(expected, abs=1e-9)
 
 
-@pytest.mark.parametrize(("k", "n", "p"), [(0, 10, 0.1), (3, 59, 0.05), (20, 200, 0.1), (40, 3000, 0.02)])
-def test_binomial_cdf_matches_scipy(k, n, p):
+@pytest.mark.parametrize(("a", "b", "x"), [(1, 10, 0.1), (4, 56, 0.05), (21, 180, 0.3), (41, 2960, 0.9)])
+def test_the_regularized_incomplete_beta_matches_scipy(a, b, x):
     stats = pytest.importorskip("scipy.stats")
-    assert binomial_cdf(k, n, p) == pytest.approx(float(stats.binom.cdf(k, n, p)), rel=1e-9, abs=1e-12)
+    assert regularized_beta(a, b, x) == pytest.approx(float(stats.beta.cdf(x, a, b)), rel=1e-9, abs=1e-12)
 
 
-def test_binomial_cdf_edges():
-    assert (
-        binomial_cdf(5, 5, 0.3) == 1.0 and binomial_cdf(2, 10, 0.0) == 1.0 and binomial_cdf(2, 10, 1.0) == 0.0
-    )
+def test_the_regularized_incomplete_beta_edges():
+    assert regularized_beta(2, 3, 0.0) == 0.0 and regularized_beta(2, 3, 1.0) == 1.0
 
 
 def test_the_bound_grows_with_failures_and_shrinks_with_verdicts():
@@ -301,12 +298,10 @@ def test_the_path_goes_by_thresholds_alone_and_the_cold_start_keeps_the_models_f
 # --- the thresholds routing reads, and the evidence encodings ------------------------------------------
 
 
-def test_guarded_thresholds():
-    assert guarded_thresholds(None, Q, 3, CONFIG) == pytest.approx((0.75, 0.75))  # no state: cold start
-    top = choose_setting("hard", repeat(SURE_FAST, (True, True), 100), Q, None, CONFIG)
-    assert guarded_thresholds(top, Q, 3, CONFIG) is None
+def test_setting_thresholds():
+    assert CONFIG.cold_start().thresholds(Q, 3) == pytest.approx((0.75, 0.75))
     easy = choose_setting("easy", repeat(MIDDLE, (False, False), 100), Q, None, CONFIG)
-    assert guarded_thresholds(easy, Q, 3, CONFIG) == (0.0, 0.0)  # 0.7 - 0.75, clipped at 0
+    assert easy.setting.thresholds(Q, 3) == (0.0, 0.0)  # 0.7 - 0.75, clipped at 0
     assert GuardSetting(delta=0.25).thresholds((0.9, 0.5), 3) == pytest.approx((1.0, 0.75))  # clipped at 1
     assert GuardSetting(delta=-0.1).thresholds(0.7, 4) == pytest.approx((0.6, 0.6, 0.6))
 

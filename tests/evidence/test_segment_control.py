@@ -417,3 +417,28 @@ def test_an_uneven_judge_is_corrected_on_each_side():
     assert both.guard.false_pass == 0.1 and both.guard.false_fail == 0.02
     with pytest.raises(SegmentControlError, match="segment_control.judge_false_pass_rate"):
         parse_segment_control({"max_under_routing": 0.05, "judge_false_pass_rate": 0.6}, "p.yaml")
+
+
+def test_the_most_judged_segments_get_a_state_up_to_max_segments():
+    read = MemoryEvidence()
+    for index, count in enumerate((30, 20, 10)):
+        read.add(NOW - timedelta(hours=1), f"s{index}", SURE_FAST, GOOD, count=count)
+    made = controller(read, max_segments=2)
+    assert sorted(made.refresh()) == ["s0", "s1"]
+    assert made.guard("s2").setting == made.config.guard.cold_start()
+
+
+def test_the_metrics_show_the_most_judged_segments_and_clear_those_that_leave():
+    from tierwise.service.metrics import ServiceMetrics
+
+    read = MemoryEvidence()
+    read.add(NOW - timedelta(hours=1), "a", SURE_FAST, GOOD, count=70)
+    read.add(NOW - timedelta(hours=1), "b", SURE_FAST, BAD, count=70)
+    metrics = ServiceMetrics()
+    made = SegmentController(config(), read, TIERS, clock=Clock(), on_refresh=metrics.observe_segments)
+    made.set_model(Q, None)
+    made.refresh()
+    assert metrics.segment_judged.value("a") == 70 and metrics.segment_q_shift.value("b") == 1.0
+    read.rows = [row for row in read.rows if row[1].segment == "a"]  # b ages out
+    made.refresh()
+    assert metrics.segment_judged.value("b") is None and metrics.segment_judged.value("a") == 70

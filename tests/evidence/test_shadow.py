@@ -300,3 +300,38 @@ def test_a_private_request_never_reaches_the_judge(
         assert client.post("/classify", json={"text": "hello needs=0"}).json()["tier"] != "private"
         assert client.app.state.shadow.wait_idle(10)
         assert client.app.state.shadow.counts == {"judged": 1}
+
+
+def test_with_the_controller_a_pinned_route_is_not_judged(server, tmp_path, tiny_model_dir, tiny_classifier):
+    app = controlled_app(tmp_path, tiny_model_dir, tiny_classifier, server.base_url)
+    before = len(server.script.calls)
+    with TestClient(app) as client:
+        body = client.post("/classify", json={"text": "hello hello", "route": "legal-review"}).json()
+        assert body["tier"] == "frontier" and "route_override" in body["reasons"]
+        assert client.app.state.shadow.wait_idle(10)
+        assert client.app.state.shadow.counts == {}
+    assert server.script.calls[before:] == []
+
+
+def test_with_the_controller_shadow_tiers_must_be_every_tier_below_the_top(
+    tmp_path, tiny_model_dir, tiny_classifier
+):
+    raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    raw["shadow"] = {
+        "share": 0.1,
+        "judge_model": "o3",
+        "base_url": "http://127.0.0.1:9/v1",
+        "tiers": ["fast"],
+    }
+    raw["segment_control"] = {"max_under_routing": 0.05}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = make_settings(
+        tiny_model_dir,
+        record_decisions=True,
+        decision_db=f"sqlite:///{tmp_path / 'd.sqlite'}",
+        policy_file=path,
+    )
+    app = create_app(settings, classifier_factory=lambda _: tiny_classifier)
+    with pytest.raises(ValueError, match=r"shadow.tiers must be \['fast', 'balanced'\]"), TestClient(app):
+        pass

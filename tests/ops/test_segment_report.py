@@ -293,3 +293,9 @@ def test_tierwise_report_without_segments_has_no_section(tmp_path, tiny_model_di
     assert cli_main([*args, "--model", str(tiny_model_dir)]) == 0
     assert json.loads((out / "report.json").read_text())["segments"] is None
     assert "## Segments" not in (out / "report.md").read_text()
+
+
+def test_a_route_cannot_break_the_table():
+    from tierwise.ops.segment_report import markdown_cell
+
+    assert markdown_cell("a|b`c") == "a/b'c"

@@ -31,11 +31,16 @@ conservative). a = b = `judge_error_rate` unless the policy gives each side; the
 (on requests a person labeled), and an underestimated a makes the bound too low.
 Settings are tested in path order (fixed-sequence testing, so no multiplicity correction is needed)
 and the last one whose bound is <= alpha before the first that fails is chosen: the cheapest setting
-the evidence supports. `top_only` needs no test. A segment with fewer than `min_judged` verdicts is
-in cold start: the model's q raised by a margin. By default that lasts until a clean record could
-pass alpha at all (`clean_record_judged`: 59 verdicts at 5% and 95%, 220 with a judge wrong 10% of
-the time), or until the evidence already shows the cold start breaking alpha (its one-sided lower
-bound above it), whichever comes first.
+the evidence supports. `top_only` needs no test. The controller repeats this on a moving window
+every few seconds: each choice holds at `confidence` for the evidence it saw, but choosing again and
+again is a form of peeking, so over a long run the chance that some choice was wrong is above
+1 - confidence (ageing and `make replay` watch it; nothing here proves it away).
+
+A segment with few verdicts is in cold start: the model's own rule, q raised by a margin. By default
+that lasts until a clean record could pass alpha at all (`clean_record_judged`: 59 verdicts at 5% and
+95%, 220 with a judge wrong 10% of the time; or `min_judged`), unless the evidence already certifies
+a setting no dearer than the cold start (taken at once) or shows the cold start breaking alpha (its
+one-sided lower bound above it: the fixed sequence decides at once).
 """
 
 from __future__ import annotations
@@ -184,15 +189,6 @@ def regularized_beta(a: float, b: float, x: float) -> float:
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
     return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p) = I_(1-p)(n - k, k + 1)."""
-    if k >= n or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    return regularized_beta(n - k, k + 1, 1.0 - p)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -352,16 +348,6 @@ def _fixed_sequence(
             break
         chosen = SegmentState(segment, "certified", setting, alpha, n, k, estimate, upper)
     return chosen
-
-
-def guarded_thresholds(
-    state: SegmentState | None, model_q: EscalationQ, n_tiers: int, config: GuardConfig
-) -> tuple[float, ...] | None:
-    """The q per boundary a segment routes with; None for `top_only` (every request to the top)."""
-    setting = state.setting if state is not None else config.cold_start()
-    if setting.top_only:
-        return None
-    return setting.thresholds(model_q, n_tiers)
 
 
 def under_from_range(high: int, n_tiers: int) -> np.ndarray:

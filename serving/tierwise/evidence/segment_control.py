@@ -15,6 +15,7 @@ The policy's `segment_control:` section turns it on:
       max_judged: 2000            # per segment, the newest verdicts only
       refresh_seconds: 10         # how often each worker re-reads the evidence
       explore_boost: 4.0          # shadow share multiplier for a segment whose bound is not yet tight
+      max_segments: 1000          # segments with a state (the most judged); the rest stay in cold start
 
 The statistics are tierwise.core.segment_guard's. The evidence lives in the decision database
 (decisions carry their `segment` and calibrated probabilities; shadow verdicts and explicit feedback
@@ -64,6 +65,7 @@ KEYS = {
     "max_judged",
     "refresh_seconds",
     "explore_boost",
+    "max_segments",
 }
 TIER_VERDICTS = (
     "tier_verdicts"  # a shadow feedback row's evidence: {tier: passed} for each tier below the top
@@ -82,6 +84,7 @@ class SegmentControlConfig:
     max_judged: int = 2000
     refresh_seconds: float = 10.0
     explore_boost: float = 4.0
+    max_segments: int = 1000  # routes are the callers' to choose: the controller's state stays bounded
 
     def alpha_for(self, segment: str) -> float:
         return self.route_alpha.get(segment, self.guard.alpha)
@@ -138,6 +141,7 @@ def parse_segment_control(raw: Any, source: str) -> SegmentControlConfig | None:
         max_judged=int(_number(raw, "max_judged", 2000, source, 10, 1e7)),
         refresh_seconds=_number(raw, "refresh_seconds", 10.0, source, 0.0, 86400.0),
         explore_boost=_number(raw, "explore_boost", 4.0, source, 1.0, 100.0),
+        max_segments=int(_number(raw, "max_segments", 1000, source, 1, 1e6)),
     )
 
 
@@ -268,6 +272,15 @@ class SegmentController:
             since = now - timedelta(hours=self.config.window_hours)
             rows = self.read_evidence(since, self.config.max_judged, version)
             evidence = segment_evidence(rows, self.tier_names)
+            if len(evidence) > self.config.max_segments:
+                logger.warning(
+                    "segment control: %d segments have evidence; the %d most judged get a state, the rest "
+                    "stay in cold start (raise segment_control.max_segments, or send fewer distinct routes)",
+                    len(evidence),
+                    self.config.max_segments,
+                )
+                kept = sorted(evidence, key=lambda s: (-evidence[s].judged, s))[: self.config.max_segments]
+                evidence = {segment: evidence[segment] for segment in kept}
             states = {}
             for segment, judged in sorted(evidence.items()):
                 alpha = self.config.alpha_for(segment)

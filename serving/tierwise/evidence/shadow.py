@@ -36,7 +36,7 @@ from tierwise.core.scoring import request_cost_usd, tier_serving
 from tierwise.evidence import judge
 from tierwise.evidence.llm_api import ChatClient, RetryPolicy, api_key_from_env
 from tierwise.evidence.segment_control import TIER_VERDICTS, SegmentController
-from tierwise.evidence.shadow_config import ShadowConfig
+from tierwise.evidence.shadow_config import ShadowConfig, ShadowConfigError
 
 logger = logging.getLogger("tierwise.shadow")
 
@@ -160,6 +160,9 @@ class ShadowEvaluator:
                 if decision.tier not in self.config.tiers:
                     return False
             else:
+                pinned = self.policy.routes.get(route or "")
+                if pinned is not None and pinned.tier is not None:
+                    return False  # a route pinned to a tier: no setting of the controller matters
                 share = self.controller.shadow_share(decision.segment, self.config.share)
                 judged_tiers = self.policy.tier_names[:-1]
             if not sampled(request_id, share) or self._loop is None or self._queue is None:
@@ -373,6 +376,12 @@ def start_shadow(
         )
     if recorder is None:
         logger.warning("shadow evaluation without the decision log: verdicts reach only the /metrics gauge")
+    below_top = tuple(policy.tier_names[:-1])
+    if controller is not None and tuple(config.tiers) != below_top:
+        raise ShadowConfigError(
+            f"{policy_file}: with segment_control the shadow judges every tier below the top, so "
+            f"shadow.tiers must be {list(below_top)} or left out (it is {list(config.tiers)})"
+        )
     evaluator = ShadowEvaluator(config, policy, base_url, recorder, metrics, controller).start()
     logger.info("shadow evaluation on", extra={"share": config.share, "tiers": list(config.tiers)})
     return evaluator

@@ -5,6 +5,7 @@ so the privacy rule scans it too. Used by the LiteLLM router and proxy hook (lit
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,14 +46,18 @@ ROUTE_KEY = "tierwise_route"  # metadata key a caller sets to name its route
 
 def proxy_route(metadata: Any, user_api_key: Any) -> str | None:
     """The route (segment) of a proxied request: the caller's `metadata.tierwise_route`, else who calls:
-    the LiteLLM virtual key's team (`team:<alias or id>`), else the key itself (`key:<alias>`), so each
-    app behind the proxy is its own segment without sending anything. None when neither is known."""
+    the LiteLLM virtual key's team (`team:<alias or id>`), else the key (`key:<12 hex digits of a hash
+    of its alias>`: key aliases are often people's e-mail addresses, which must not reach logs, metrics
+    or reports), so each app behind the proxy is its own segment without sending anything."""
     if isinstance(metadata, Mapping) and isinstance(metadata.get(ROUTE_KEY), str) and metadata[ROUTE_KEY]:
         return str(metadata[ROUTE_KEY])
-    for attribute, prefix in (("team_alias", "team"), ("team_id", "team"), ("key_alias", "key")):
+    for attribute in ("team_alias", "team_id"):
         value = getattr(user_api_key, attribute, None)
         if isinstance(value, str) and value:
-            return f"{prefix}:{value}"[:200]
+            return f"team:{value}"[:200]
+    alias = getattr(user_api_key, "key_alias", None)
+    if isinstance(alias, str) and alias:
+        return f"key:{hashlib.sha256(alias.encode()).hexdigest()[:12]}"
     return None
 
 

@@ -43,6 +43,12 @@ from tierwise.evidence.shadow import wilson_interval
 NO_SETTING = "-"
 
 
+def markdown_cell(name: str) -> str:
+    """A caller-chosen name (a route) inside a code span of a table cell: no backtick or pipe left to
+    break the table."""
+    return name.replace("`", "'").replace("|", "/")
+
+
 def request_tokens(decision: DecisionRecord) -> int:
     """Input tokens of a request as the report's spend counts them (tierwise.ops.feedback_report's
     rule, repeated here: feedback_report renders through this module)."""
@@ -249,7 +255,7 @@ def _row(s: Mapping[str, Any]) -> str:
     interval = f"{percent(s['low'])} - {percent(s['high'])}" if s["placed"] else "-"
     mix = ", ".join(f"{t} {percent(v)}" for t, v in s["tier_mix"].items())
     cells = [
-        f"`{s['segment']}`",
+        f"`{markdown_cell(s['segment'])}`",
         str(s["requests"]),
         str(s["judged"]),
         under,

@@ -65,42 +65,50 @@ async def start_services(
         )
         raise
     try:
-        app.state.decision_recorder = await asyncio.to_thread(
-            open_recorder, settings, metrics.observe_decision_log
-        )
-        controller = await asyncio.to_thread(
-            open_segment_control,
-            settings.policy_file,
-            services.policy,
-            app.state.decision_recorder,
-            metrics.observe_segments,
-        )
-        app.state.segment_control = reloader.controller = controller
-        attach_controller(services, controller)
-        if controller is not None:
-            await asyncio.to_thread(controller.start)
-        app.state.shadow = await asyncio.to_thread(
-            start_shadow,
-            settings.policy_file,
-            services.policy,
-            app.state.decision_recorder,
-            metrics,
-            controller,
-        )
+        await open_evidence(app, settings, services, metrics, reloader)
     except Exception as err:
         logger.error("cannot start: %s", err, extra={"decision_db": settings.decision_db})
         await reloader.close()
+        await close_evidence(app)
         raise
     return reloader, services
 
 
-async def stop_services(app: FastAPI, reloader: ModelReloader) -> None:
-    await reloader.close()
+async def open_evidence(
+    app: FastAPI, settings: Settings, services: Services, metrics: ServiceMetrics, reloader: ModelReloader
+) -> None:
+    """The decision log, the per-segment controller (routing reads it) and the shadow evaluator."""
+    app.state.decision_recorder = await asyncio.to_thread(
+        open_recorder, settings, metrics.observe_decision_log
+    )
+    controller = await asyncio.to_thread(
+        open_segment_control,
+        settings.policy_file,
+        services.policy,
+        app.state.decision_recorder,
+        metrics.observe_segments,
+    )
+    app.state.segment_control = reloader.controller = controller
+    attach_controller(services, controller)
+    if controller is not None:
+        await asyncio.to_thread(controller.start)
+    app.state.shadow = await asyncio.to_thread(
+        start_shadow, settings.policy_file, services.policy, app.state.decision_recorder, metrics, controller
+    )
+
+
+async def close_evidence(app: FastAPI) -> None:
+    """Close what `open_evidence` opened (any part of it), the shadow first: it writes to the log."""
     await asyncio.to_thread(close_shadow, getattr(app.state, "shadow", None))
     controller = getattr(app.state, "segment_control", None)
     if controller is not None:
         await asyncio.to_thread(controller.close)
-    await asyncio.to_thread(close_recorder, app.state.decision_recorder)
+    await asyncio.to_thread(close_recorder, getattr(app.state, "decision_recorder", None))
+
+
+async def stop_services(app: FastAPI, reloader: ModelReloader) -> None:
+    await reloader.close()
+    await close_evidence(app)
     if app.state.tracing is not None:
         await asyncio.to_thread(app.state.tracing.close)
     mark_this_worker_dead()

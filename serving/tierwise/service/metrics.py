@@ -207,6 +207,7 @@ class ServiceMetrics:
         self._add_classifier_metrics(self.registry)
         self._add_operations_metrics(self.registry)
         self._segment_labels: set[str] = set()
+        self._published_segments: set[str] = set()
         self._add_segment_metrics(self.registry)
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:
@@ -347,8 +348,21 @@ class ServiceMetrics:
         )
 
     def observe_segments(self, states: Mapping[str, SegmentState]) -> None:
-        """Publish the controller's states (called after each refresh)."""
-        for segment, state in list(states.items())[:MAX_SEGMENT_LABELS]:
+        """Publish the controller's states (called after each refresh): the MAX_SEGMENT_LABELS segments
+        with the most verdicts; a segment no longer among them (aged out) is cleared."""
+        shown = sorted(states.values(), key=lambda s: (-s.judged, s.segment))[:MAX_SEGMENT_LABELS]
+        for gone in self._published_segments - {s.segment for s in shown}:
+            for gauge in (
+                self.segment_judged,
+                self.segment_alpha,
+                self.segment_under_routing,
+                self.segment_bound,
+                self.segment_q_shift,
+            ):
+                gauge.clear(gone)
+        self._published_segments = {s.segment for s in shown}
+        for state in shown:
+            segment = state.segment
             self.segment_judged.set(state.judged, segment)
             self.segment_alpha.set(state.alpha, segment)
             self.segment_under_routing.set(state.estimate or 0.0, segment)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tierwise.evidence.segment_control import SegmentController
+from tierwise.evidence.segment_control import SegmentController, load_segment_control
 from tierwise.service import worker_sync
 from tierwise.service.batcher import MicroBatcher
 from tierwise.service.classifier import ClassifierFactory
@@ -53,10 +53,27 @@ class ModelReloader:
         if self.controller is not None:  # the evidence stays; the settings now shift the new model's q
             attach_controller(services, self.controller)
             await asyncio.to_thread(self.controller.refresh_safely)
+            self._warn_if_segment_control_changed(settings)
         if isinstance(services.scorer, MicroBatcher):
             services.scorer.start()
         services.ready = True
         return services
+
+    def _warn_if_segment_control_changed(self, settings: Settings) -> None:
+        """A reload reads the policy's rules again, but the controller keeps the section it started with."""
+        assert self.controller is not None
+        try:
+            changed = load_segment_control(settings.policy_file) != self.controller.config
+        except Exception as err:
+            changed, detail = True, f" (it no longer parses: {err})"
+        else:
+            detail = ""
+        if changed:
+            logger.warning(
+                "the policy's segment_control section changed%s; restart the service to apply it "
+                "(the controller keeps the section it started with)",
+                detail,
+            )
 
     async def start(self) -> Services:
         if self.shared is not None:
