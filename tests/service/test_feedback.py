@@ -359,7 +359,7 @@ def test_workers_starting_together_migrate_once(tmp_path):
         for _ in range(3)
     ]
     outputs = [worker.communicate(timeout=120) for worker in workers]
-    assert [out.strip() for out, _ in outputs] == ["0002"] * 3, [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == ["0003"] * 3, [err for _, err in outputs]
 
 
 def test_db_upgrade_command_and_bad_urls(tmp_path, capsys):
