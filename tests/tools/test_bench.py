@@ -14,6 +14,7 @@ from tools.bench.report import markdown_report
 from tools.bench.shadow import (
     BENCH_ROUTES,
     CONTROLLER,
+    REQUEST_PATH,
     SHADOW,
     PairedLevel,
     PairedOverhead,
@@ -81,7 +82,7 @@ def test_half_the_bodies_carry_a_route():
 
 def test_policy_copies_per_mode(tmp_path):
     paths = policy_files(tmp_path, DEFAULT_POLICY_FILE, "http://127.0.0.1:9/v1", 0.1)
-    assert set(paths) == {"off", "on", "control"}
+    assert set(paths) == {"off", "on", "guarded", "control"}
     tiers = load_policy(paths["on"]).tier_names
     assert tiers == load_policy(DEFAULT_POLICY_FILE).tier_names == load_policy(paths["control"]).tier_names
     assert load_shadow_config(paths["off"], tiers) is None
@@ -93,6 +94,8 @@ def test_policy_copies_per_mode(tmp_path):
     control = load_segment_control(paths["control"])
     assert control is not None and control.refresh_seconds == 1.0
     assert control.guard.alpha == 0.05 and control.guard.judge_error_rate == 0.1
+    guarded = load_segment_control(paths["guarded"])
+    assert guarded == control and load_shadow_config(paths["guarded"], tiers) is None  # no shadow
     only = policy_files(tmp_path, DEFAULT_POLICY_FILE, "http://h/v1", 0.1, ["on", "control"])
     assert set(only) == {"on", "control"}
 
@@ -100,10 +103,10 @@ def test_policy_copies_per_mode(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ([], [SHADOW, CONTROLLER]),
-        (["--shadow-overhead"], [SHADOW, CONTROLLER]),
-        (["--controller-overhead"], [CONTROLLER]),
-        (["--shadow-overhead", "--controller-overhead"], [SHADOW, CONTROLLER]),
+        ([], [SHADOW, REQUEST_PATH, CONTROLLER]),
+        (["--shadow-overhead"], [SHADOW, REQUEST_PATH, CONTROLLER]),
+        (["--controller-overhead"], [REQUEST_PATH, CONTROLLER]),
+        (["--shadow-overhead", "--controller-overhead"], [SHADOW, REQUEST_PATH, CONTROLLER]),
         (["--skip-shadow"], []),
         (["--skip-http"], []),
     ],
@@ -163,3 +166,19 @@ def test_controller_note_without_automatic_segments():
     assert "12 in 1 routes, 0 in 0 automatic segments (the model folder has no `segments.npz`" in report
     row = next(line for line in report.splitlines() if line.startswith("| 8 |"))
     assert row.endswith("| 0/0 | within noise |")
+
+
+def test_report_has_the_request_path_table_between_the_shadow_and_controller_tables():
+    levels = [level_of(SHADOW, 1, (10.0, 10.1)), level_of(REQUEST_PATH, 1, (10.0, 10.2))]
+    levels.append(level_of(CONTROLLER, 1, (10.0, 13.0)))
+    lines = markdown_report("m", "p", [], [], 5.0, "", PairedOverhead(0.1, 2, 5.0, 20.0, levels)).splitlines()
+    heading = lines.index(
+        "**Per-segment controller on the request path of POST /classify: off vs guarded (no shadow)**"
+    )
+    assert lines.index("**Shadow evaluation overhead on POST /classify: off vs on at share 0.1**") < heading
+    assert heading < lines.index("**Per-segment controller overhead on POST /classify: on vs control**")
+    header = next(line for line in lines[heading:] if line.startswith("| clients"))
+    row = next(line for line in lines[heading:] if line.startswith("| 1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == len(header.strip("|").split("|"))
+    assert cells[5] == "+0.20 [+0.20, +0.20]" and cells[-1] == "within noise"

@@ -8,13 +8,16 @@ client. The paired overhead runs on /classify, services that differ by one polic
 turn in alternated (ABBA) pairs of runs, Δ against the run-to-run noise of the base service:
 - the shadow evaluation (serving/tierwise/evidence/shadow.py): "off" (no `shadow` section) vs "on"
   (a `shadow` section at share 0.1, calling tools/fake_llm.py in its own process);
-- the per-segment risk controller (serving/tierwise/evidence/segment_control.py): "on" vs "control"
-  ("on" plus `segment_control: {max_under_routing: 0.05, judge_error_rate: 0.1, refresh_seconds: 1}`,
-  so its refresh thread runs during the load).
+- the per-segment risk controller (serving/tierwise/evidence/segment_control.py) on the request path:
+  "off" vs "guarded" ("off" plus `segment_control: {max_under_routing: 0.05, judge_error_rate: 0.1,
+  refresh_seconds: 1}`, so its refresh thread runs during the load; no shadow in either);
+- the controller as deployed: "on" vs "control" ("on" plus the same `segment_control`): with it the
+  shadow also judges every tier below the top and samples more where a segment's bound is wide, and
+  that extra work shares the cores with the requests (and, here, with the fake LLM server).
 Half their requests carry one of 8 routes (by a hash of the text), so both segment paths run: the
-route, and the model folder's automatic segment (`segments.npz`, when it has one). The two
-comparisons' pairs are interleaved per level. `--shadow-overhead` runs only these (both comparisons),
-`--controller-overhead` only the controller's; `--skip-shadow` leaves both out.
+route, and the model folder's automatic segment (`segments.npz`, when it has one). The comparisons'
+pairs are interleaved per level. `--shadow-overhead` runs only these (all three comparisons),
+`--controller-overhead` only the controller's two; `--skip-shadow` leaves them out.
 The PyTorch comparison serves the same model folder's tokenizer and policy behind the same API with
 a `transformers` eager model: the training checkpoint when one is found, else the base model with an
 untrained head (same architecture and cost). Only tools/bench/torch_eager.py imports torch and

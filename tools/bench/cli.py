@@ -19,6 +19,7 @@ from tools.bench.prompts import DEFAULT_PROMPTS, read_prompts
 from tools.bench.report import markdown_report
 from tools.bench.shadow import (
     CONTROLLER,
+    REQUEST_PATH,
     SHADOW,
     Comparison,
     PairedOverhead,
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--controller-overhead",
         action="store_true",
-        help="only the per-segment controller overhead comparison (on vs control); with "
-        "--shadow-overhead, both comparisons",
+        help="only the per-segment controller's comparisons (off vs guarded: the request path; on vs "
+        "control: as deployed, with the shadow); with --shadow-overhead, all three",
     )
     parser.add_argument("--shadow-share", type=float, default=0.1, help="shadow share of the `on` service")
     parser.add_argument(
@@ -149,11 +150,11 @@ def http_runs(
 
 
 def comparisons(args: argparse.Namespace) -> list[Comparison]:
-    """The paired comparisons to run: both, unless only --controller-overhead asks for the controller's."""
+    """The paired comparisons to run: all three, unless only --controller-overhead asks for the controller's."""
     if args.controller_overhead and not args.shadow_overhead:
-        return [CONTROLLER]
+        return [REQUEST_PATH, CONTROLLER]
     if args.shadow_overhead or args.controller_overhead or not (args.skip_shadow or args.skip_http):
-        return [SHADOW, CONTROLLER]
+        return [SHADOW, REQUEST_PATH, CONTROLLER]
     return []
 
 

@@ -12,6 +12,7 @@ from tools.bench.shadow import (
     BENCH_ROUTES,
     CONTROL_SECTION,
     CONTROLLER,
+    REQUEST_PATH,
     SHADOW,
     SHADOW_DEADLINE_MS,
     PairedLevel,
@@ -159,6 +160,31 @@ def segments_note(segments: dict[str, float]) -> str:
     )
 
 
+def request_path_report(overhead: PairedOverhead) -> list[str]:
+    """The controller on the request path alone: no shadow in either service."""
+    levels = overhead.comparison(REQUEST_PATH)
+    if not levels:
+        return []
+    section = ", ".join(f"{key}: {value:g}" for key, value in CONTROL_SECTION.items())
+    lines = [
+        "",
+        "**Per-segment controller on the request path of POST /classify: off vs guarded (no shadow)**",
+        "",
+        "Two services side by side with the same decision log and no `shadow` section; guarded adds "
+        f"`segment_control: {{{section}}}`: each request's segment (its route, else the automatic segment "
+        "from the model folder), its setting read from a dict, the policy's rule 1 with it, a background "
+        f"refresh every second. {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "
+        "alternated. Δ = guarded - off per pair: mean [min, max]; noise = the spread of the off runs; "
+        f"within noise when mean Δ <= noise. {ROUTED_NOTE}",
+        "",
+        "| clients | req/s off | req/s guarded | p50 off ms | p50 guarded ms | Δp50 ms | p50 noise ms "
+        "| p99 off ms | p99 guarded ms | Δp99 ms | p99 noise ms | errors off/guarded | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    lines += [f"{paired_cells(level)} {verdict(level)} |" for level in levels]
+    return lines
+
+
 def controller_report(overhead: PairedOverhead) -> list[str]:
     levels = overhead.comparison(CONTROLLER)
     if not levels:
@@ -207,7 +233,7 @@ def markdown_report(
     lines += latency_lines(latency)
     lines += http_lines(runs, seconds)
     if shadow is not None:
-        lines += shadow_report(shadow) + controller_report(shadow)
+        lines += shadow_report(shadow) + request_path_report(shadow) + controller_report(shadow)
     if torch_note:
         lines += ["", torch_note]
     return "\n".join(lines) + "\n"

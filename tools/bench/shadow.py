@@ -28,7 +28,9 @@ SHADOW_API_KEY_ENV = "TIERWISE_BENCH_NO_API_KEY"  # an unset variable: no key go
 Comparison = tuple[str, str]  # (base mode, variant mode): Δ = variant - base
 SHADOW: Comparison = ("off", "on")  # the shadow evaluation's overhead
 CONTROLLER: Comparison = ("on", "control")  # the per-segment controller's, over the same shadow
-MODES = ("off", "on", "control")
+# The controller's cost on the request path alone: no shadow in either, so no judge calls share the cores.
+REQUEST_PATH: Comparison = ("off", "guarded")
+MODES = ("off", "on", "guarded", "control")
 SHADOWED = frozenset({"on", "control"})  # the modes whose policy has a `shadow` section
 # The controller of the "control" mode; a 1 s refresh so its background thread runs during the load.
 CONTROL_SECTION = {"max_under_routing": 0.05, "judge_error_rate": 0.1, "refresh_seconds": 1}
@@ -112,7 +114,8 @@ def policy_files(
     folder: Path, policy_file: Path, base_url: str, share: float, modes: Sequence[str] = MODES
 ) -> dict[str, Path]:
     """Copies of the policy for `modes`: "off" without a `shadow` section, "on" with one pointing at
-    `base_url`, "control" the same plus CONTROL_SECTION as its `segment_control`."""
+    `base_url`, "control" the same plus CONTROL_SECTION as its `segment_control`, "guarded" that
+    `segment_control` without a shadow."""
     import yaml
 
     raw = yaml.safe_load(policy_file.read_text(encoding="utf-8")) or {}
@@ -129,6 +132,7 @@ def policy_files(
     sections: dict[str, dict[str, object]] = {
         "off": {},
         "on": {"shadow": shadow},
+        "guarded": {"segment_control": dict(CONTROL_SECTION)},
         "control": {"shadow": shadow, "segment_control": dict(CONTROL_SECTION)},
     }
     paths = {}
