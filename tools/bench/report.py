@@ -124,8 +124,8 @@ def shadow_report(overhead: PairedOverhead) -> list[str]:
         "",
         f"**Shadow evaluation overhead on POST /classify: off vs on at share {overhead.share:g}**",
         "",
-        f"Two services side by side (same model, policy and decision log settings; one with a `shadow` "
-        f"section), driven in turn: {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "
+        f"Two services side by side (same model, policy and decision log settings, score cache off; one "
+        f"with a `shadow` section), driven in turn: {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "
         "alternated off/on, on/off, ... Shadow calls go to tools/fake_llm.py in its own process on the "
         f"same machine ({overhead.fake_latency_ms:g} ms per answer). Δ = on - off per pair: mean "
         "[min, max]; noise = the spread (max - min) of the off runs alone; within noise when mean Δ <= noise. "
@@ -170,7 +170,8 @@ def request_path_report(overhead: PairedOverhead) -> list[str]:
         "",
         "**Per-segment controller on the request path of POST /classify: off vs guarded (no shadow)**",
         "",
-        "Two services side by side with the same decision log and no `shadow` section; guarded adds "
+        "Two services side by side with the same decision log, score cache off and no `shadow` section; "
+        "guarded adds "
         f"`segment_control: {{{section}}}`: each request's segment (its route, else the automatic segment "
         "from the model folder), its setting read from a dict, the policy's rule 1 with it, a background "
         f"refresh every second. {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "

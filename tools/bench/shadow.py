@@ -328,6 +328,7 @@ def run_paired_overhead(
                 decision_db=f"sqlite:///{folder / f'decisions-{mode}.sqlite'}",
                 workers=1,
                 record_decisions="true",  # the controller's evidence, and the shadow's verdicts
+                score_cache_size=0,  # every request scored: a cache warming at its own pace per service is noise
                 # Under load (and beside a training run) a missed 50 ms deadline routes to the top
                 # tier, which is never shadowed: a long deadline keeps the shadow path running.
                 deadline_ms=SHADOW_DEADLINE_MS,
