@@ -532,8 +532,8 @@ def main(argv: list[str] | None = None) -> int:
             "Per source, the cheapest setting of the controller's path (or the model's own rule) whose true "
             f"under-routing over the named run is <= alpha, chosen knowing every label: on the last {tail} "
             f"requests it saves {pct(best['savings_share_of_oracle'])} of what the oracle saves (cost "
-            f"{pct(best['cost_vs_frontier'])} of all-top). No controller of this model's scores can do better "
-            "at this alpha; the gap to it is what noisy, sampled evidence costs.",
+            f"{pct(best['cost_vs_frontier'])} of all-top). No setting of the controller's path does better at "
+            "this alpha, even chosen knowing every label; the gap to it is what noisy, sampled evidence costs.",
             "",
         ]
     lines += ["## Headline (last requests)", "", "```json", json.dumps(heads, indent=2), "```", ""]
