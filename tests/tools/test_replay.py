@@ -10,17 +10,8 @@ from tierwise.core.policy_file import load_policy
 from tierwise.training import paths
 
 from tools.fake_llm import FakeScript, FakeServer, policy_strengths
-from tools.replay import (
-    Draw,
-    Outcome,
-    Row,
-    allowance,
-    flips,
-    headline,
-    run_once,
-    summary,
-    tail_table,
-)
+from tools.replay import Draw, Row, flips, run_once
+from tools.replay_figures import Outcome, RunResult, allowance, headline, summary, tail_table
 
 TIERS = ("fast", "balanced", "frontier")
 
@@ -63,8 +54,6 @@ def test_the_allowance_is_the_one_sided_sampling_margin():
 
 def test_headline_names_the_worst_held_source():
     rows = [outcome("a", 0, 1)] * 20 + [outcome("a", 1, 1)] * 180 + [outcome("b", 1, 1)] * 250
-    from tools.replay import RunResult
-
     head = headline(RunResult("named", rows, judged=7), TIERS, 0.05, 10_000)
     assert head["worst_segment"] == "a" and head["worst_segment_under_routing"] == pytest.approx(0.1)
     assert head["segments_held"] == 2 and head["segments_passed"] == 1 and head["judged"] == 7
