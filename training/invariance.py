@@ -284,15 +284,16 @@ def render_markdown(section: dict[str, Any], title: str = "Wrapper invariance") 
     return "\n".join(lines) + "\n"
 
 
+def read_split(path: Path) -> list[dict]:
+    """The rows of one JSONL file `make data` wrote."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
+    with open(path, encoding="utf-8") as f:  # not splitlines(): U+2028 in a JSON string ends no line
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def read_splits(data_dir: Path) -> dict[str, list[dict]]:
-    splits = {}
-    for split in ("train", *INVARIANCE_SPLITS):
-        path = data_dir / f"{split}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
-        with open(path, encoding="utf-8") as f:  # not splitlines(): U+2028 in a JSON string ends no line
-            splits[split] = [json.loads(line) for line in f if line.strip()]
-    return splits
+    return {split: read_split(data_dir / f"{split}.jsonl") for split in ("train", *INVARIANCE_SPLITS)}
 
 
 def main(argv: list[str] | None = None) -> int:

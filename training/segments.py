@@ -45,6 +45,7 @@ from tierwise.core.segments import SEGMENTS_FILE, SegmentModel
 from tierwise.training import paths
 from tierwise.training.build_dataset import row_input
 from tierwise.training.estimator import feature_matrix
+from tierwise.training.invariance import read_split
 
 log = logging.getLogger("tierwise.segments")
 
@@ -56,17 +57,10 @@ JUDGED_SPLITS = ("test", "heldout")
 N_INIT = 3
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `make data` first (or pass --data-dir).")
-    with open(path, encoding="utf-8") as f:  # not splitlines(): U+2028 in a JSON string ends no line
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def read_user_rows(path: Path) -> list[dict]:
     """An engineer's own traffic: every line needs a `text` string or OpenAI-style `messages` (labels
     are not needed here)."""
-    rows = read_jsonl(path)
+    rows = read_split(path)
     for line, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not (
             isinstance(row.get("text"), str) or isinstance(row.get("messages"), list)
@@ -189,13 +183,13 @@ def add_to_folder(
     manifest_path = model_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     files = [data_dir / f"{s}.jsonl" for s in FIT_SPLITS] + list(user_data)
-    fit_rows = [r for path in files[: len(FIT_SPLITS)] for r in read_jsonl(path)]
+    fit_rows = [r for path in files[: len(FIT_SPLITS)] for r in read_split(path)]
     fit_rows += [r for path in user_data for r in read_user_rows(path)]
     log.info("segments: k=%d on %d rows of %s", k, len(fit_rows), ", ".join(map(str, files)))
     model = fit_segments([row_input(r) for r in fit_rows], k, seed, n_features, max_terms)
     model.save(model_dir / SEGMENTS_FILE)
-    judged = [r for s in JUDGED_SPLITS for r in read_jsonl(data_dir / f"{s}.jsonl")]
-    heldout_sources = {r["source"] for r in read_jsonl(data_dir / "heldout.jsonl")}
+    judged = [r for s in JUDGED_SPLITS for r in read_split(data_dir / f"{s}.jsonl")]
+    heldout_sources = {r["source"] for r in read_split(data_dir / "heldout.jsonl")}
     section = {
         "file": SEGMENTS_FILE,
         "features": "the estimator's CRC-32 hashed word 1-2 grams of the task, L2; nearest centroid by cosine",
@@ -242,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or paths.processed_dir()
     try:
         if args.compare_k:
-            splits = {s: read_jsonl(data_dir / f"{s}.jsonl") for s in ("train", "val", *JUDGED_SPLITS)}
+            splits = {s: read_split(data_dir / f"{s}.jsonl") for s in ("train", "val", *JUDGED_SPLITS)}
             print(
                 render_comparison(
                     compare_k(splits, args.compare_k, args.seed, DEFAULT_FEATURES, args.max_terms)

@@ -18,21 +18,10 @@ from tierwise.core.policy import (
 from tierwise.core.policy_file import parse_policy
 from tierwise.core.segment_guard import SEGMENT_GUARD, GuardSetting
 
-POLICY_YAML = {
-    "tiers": [
-        {"name": "fast", "models": ["small-a", "small-b"], "context_tokens": 1000},
-        {"name": "balanced", "models": ["mid"], "context_tokens": 8000},
-        {"name": "frontier", "models": ["big-1", "big-2"], "context_tokens": 200000},
-    ],
-    "escalation_q": None,
-    "long_context": {"threshold_tokens": 500, "min_tier": "balanced"},
-    "private_tier": {"name": "private", "models": ["self-hosted"], "context_tokens": 32000},
-    "routes": {"legal": {"tier": "frontier"}, "support": {"min_tier": "balanced"}, "chit": {"tier": "fast"}},
-    "deadline_ms": 50,
-}
+from tests.core.test_policy import CONFIDENT_FAST, POLICY_YAML, UNSURE_FAST
 
-CONFIDENT_FAST = [0.9, 0.07, 0.03]
-UNSURE_FAST = [0.5, 0.3, 0.2]  # cumulative 0.5, 0.8, 1.0: balanced at q 0.7, fast at q <= 0.5
+# UNSURE_FAST: cumulative 0.5, 0.8, 1.0: balanced at q 0.7, fast at q <= 0.5
+
 CHEAP = SegmentGuard("seg", GuardSetting(delta=-0.3), 0.01)  # q 0.7 -> 0.4: UNSURE_FAST goes fast
 TOP_ONLY = SegmentGuard("seg", GuardSetting(top_only=True), 0.0)
 

@@ -3,6 +3,7 @@ the decision log (SQLite, and PostgreSQL when a server can be started), aging, r
 workers reading the same evidence. Clocks are injected: nothing here waits on wall time."""
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from tierwise.evidence.segment_control import (
     parse_segment_control,
     segment_evidence,
 )
+from tierwise.evidence.segment_evidence import judged_in_segments
 
 from tools import reliability
 
@@ -266,7 +268,7 @@ def write_evidence(store):
 def db_controller(url, **changes):
     store = DecisionStore(url)
     made = SegmentController(
-        config(window_hours=24.0, **changes), store.judged_in_segments, TIERS, clock=Clock()
+        config(window_hours=24.0, **changes), partial(judged_in_segments, store), TIERS, clock=Clock()
     )
     made.set_model(Q, None)
     return made, store
@@ -322,7 +324,7 @@ def test_the_latest_feedback_of_a_decision_counts(tmp_path):
     store.insert_decisions([decision("r", NOW, "s", MIDDLE)])
     store.insert_feedback(shadow_row("r", NOW, BAD))
     store.insert_feedback(explicit_row("r", NOW, "fast", "fast"))
-    rows = store.judged_in_segments(NOW - timedelta(hours=1), 10)
+    rows = judged_in_segments(store, NOW - timedelta(hours=1), 10)
     store.close()
     assert rows == [JudgedRow("s", MIDDLE, "fast", None)]
 
@@ -338,7 +340,7 @@ def test_max_judged_keeps_the_newest_rows_per_segment(tmp_path):
         )
         store.insert_feedback(shadow_row(f"r{i}", at, BAD if i < 20 else GOOD))
         store.insert_feedback(shadow_row(f"o{i}", at, BAD))
-    rows = store.judged_in_segments(NOW - timedelta(hours=1), 20)
+    rows = judged_in_segments(store, NOW - timedelta(hours=1), 20)
     assert sum(r.segment == "s" for r in rows) == 20 and sum(r.segment == "other" for r in rows) == 20
     assert all(r.tier_verdicts == GOOD for r in rows if r.segment == "s")
     made, reader = db_controller(url, max_judged=20, guard=GuardConfig(alpha=0.2, min_judged=10))
@@ -387,9 +389,9 @@ def test_only_the_serving_models_encoder_decisions_are_evidence(tmp_path):
     for request_id in ("ours", "canary", "estimated"):
         store.insert_feedback(shadow_row(request_id, NOW, GOOD))
     since = NOW - timedelta(hours=1)
-    assert len(store.judged_in_segments(since, 10, "v1")) == 1
-    assert len(store.judged_in_segments(since, 10, "candidate")) == 1
-    assert len(store.judged_in_segments(since, 10)) == 2  # any version; never the estimator's
+    assert len(judged_in_segments(store, since, 10, "v1")) == 1
+    assert len(judged_in_segments(store, since, 10, "candidate")) == 1
+    assert len(judged_in_segments(store, since, 10)) == 2  # any version; never the estimator's
     store.close()
 
 

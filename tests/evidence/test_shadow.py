@@ -220,9 +220,9 @@ def test_report_command_shows_the_shadow_section(tmp_path, capsys):
 # With the per-segment controller: every public tier is sampled, every tier below the top is judged.
 
 
-def controlled_app(tmp_path, tiny_model_dir, tiny_classifier, base_url, segment_control=True):
+def controlled_app(tmp_path, tiny_model_dir, tiny_classifier, base_url, segment_control=True, **shadow):
     raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
-    raw["shadow"] = {"share": 1.0, "judge_model": "o3", "base_url": base_url}
+    raw["shadow"] = {"share": 1.0, "judge_model": "o3", "base_url": base_url, **shadow}
     if segment_control:
         raw["segment_control"] = {"max_under_routing": 0.05, "refresh_seconds": 0}
     path = tmp_path / "policy.yaml"
@@ -316,22 +316,6 @@ def test_with_the_controller_a_pinned_route_is_not_judged(server, tmp_path, tiny
 def test_with_the_controller_shadow_tiers_must_be_every_tier_below_the_top(
     tmp_path, tiny_model_dir, tiny_classifier
 ):
-    raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
-    raw["shadow"] = {
-        "share": 0.1,
-        "judge_model": "o3",
-        "base_url": "http://127.0.0.1:9/v1",
-        "tiers": ["fast"],
-    }
-    raw["segment_control"] = {"max_under_routing": 0.05}
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    settings = make_settings(
-        tiny_model_dir,
-        record_decisions=True,
-        decision_db=f"sqlite:///{tmp_path / 'd.sqlite'}",
-        policy_file=path,
-    )
-    app = create_app(settings, classifier_factory=lambda _: tiny_classifier)
+    app = controlled_app(tmp_path, tiny_model_dir, tiny_classifier, "http://127.0.0.1:9/v1", tiers=["fast"])
     with pytest.raises(ValueError, match=r"shadow.tiers must be \['fast', 'balanced'\]"), TestClient(app):
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from tools.bench.shadow import (
     REQUEST_PATH,
     SHADOW,
     SHADOW_DEADLINE_MS,
+    Comparison,
     PairedLevel,
     PairedOverhead,
 )
@@ -116,6 +118,25 @@ def evaluations_cell(level: PairedLevel, mode: str) -> str:
     )
 
 
+def paired_header(comparison: Comparison, extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The header of an overhead table: the columns `paired_cells` fills, then `extra` (name,
+    alignment) columns and the verdict."""
+    base, variant = comparison
+    columns = [("clients", "---:"), (f"req/s {base}", "---:"), (f"req/s {variant}", "---:")]
+    for q in (50, 99):
+        names = (f"p{q} {base} ms", f"p{q} {variant} ms", f"Δp{q} ms", f"p{q} noise ms")
+        columns += [(name, "---:") for name in names]
+    columns += [(f"errors {base}/{variant}", "---:"), *extra, ("verdict", "---")]
+    return ["| " + " | ".join(c[0] for c in columns) + " |", "| " + " | ".join(c[1] for c in columns) + " |"]
+
+
+def control_section() -> str:
+    """CONTROL_SECTION as the policy text the bench gives the controller."""
+    return (
+        "segment_control: {" + ", ".join(f"{key}: {value:g}" for key, value in CONTROL_SECTION.items()) + "}"
+    )
+
+
 def shadow_report(overhead: PairedOverhead) -> list[str]:
     levels = overhead.comparison(SHADOW)
     if not levels:
@@ -134,9 +155,7 @@ def shadow_report(overhead: PairedOverhead) -> list[str]:
         "`tierwise_shadow_evaluations_total` over the on runs (warm-up included), against the requests "
         f"routed below the top tier in them. {ROUTED_NOTE}",
         "",
-        "| clients | req/s off | req/s on | p50 off ms | p50 on ms | Δp50 ms | p50 noise ms | p99 off ms "
-        "| p99 on ms | Δp99 ms | p99 noise ms | errors off/on | shadow evaluations | verdict |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        *paired_header(SHADOW, [("shadow evaluations", "---")]),
     ]
     return lines + [
         f"{paired_cells(level)} {evaluations_cell(level, 'on')} | {verdict(level)} |" for level in levels
@@ -165,22 +184,19 @@ def request_path_report(overhead: PairedOverhead) -> list[str]:
     levels = overhead.comparison(REQUEST_PATH)
     if not levels:
         return []
-    section = ", ".join(f"{key}: {value:g}" for key, value in CONTROL_SECTION.items())
     lines = [
         "",
         "**Per-segment controller on the request path of POST /classify: off vs guarded (no shadow)**",
         "",
         "Two services side by side with the same decision log, score cache off and no `shadow` section; "
         "guarded adds "
-        f"`segment_control: {{{section}}}`: each request's segment (its route, else the automatic segment "
+        f"`{control_section()}`: each request's segment (its route, else the automatic segment "
         "from the model folder), its setting read from a dict, the policy's rule 1 with it, a background "
         f"refresh every second. {overhead.pairs} pairs of {overhead.seconds:g} s runs per level, "
         "alternated. Δ = guarded - off per pair: mean [min, max]; noise = the spread of the off runs; "
         f"within noise when mean Δ <= noise. {ROUTED_NOTE}",
         "",
-        "| clients | req/s off | req/s guarded | p50 off ms | p50 guarded ms | Δp50 ms | p50 noise ms "
-        "| p99 off ms | p99 guarded ms | Δp99 ms | p99 noise ms | errors off/guarded | verdict |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *paired_header(REQUEST_PATH),
     ]
     lines += [f"{paired_cells(level)} {verdict(level)} |" for level in levels]
     return lines
@@ -190,14 +206,13 @@ def controller_report(overhead: PairedOverhead) -> list[str]:
     levels = overhead.comparison(CONTROLLER)
     if not levels:
         return []
-    section = ", ".join(f"{key}: {value:g}" for key, value in CONTROL_SECTION.items())
     lines = [
         "",
         "**Per-segment controller overhead on POST /classify: on vs control**",
         "",
         f"Two services side by side, both with the same `shadow` section (share {overhead.share:g}, "
         f"tools/fake_llm.py at {overhead.fake_latency_ms:g} ms per answer) and decision log; control adds "
-        f"`segment_control: {{{section}}}` (serving/tierwise/evidence/segment_control.py: a segment per "
+        f"`{control_section()}` (serving/tierwise/evidence/segment_control.py: a segment per "
         "request, its setting read from a dict, a background refresh from the decision log every second). "
         f"{overhead.pairs} pairs of {overhead.seconds:g} s runs per level, alternated on/control, control/on "
         f"and so on{', interleaved with the shadow pairs' if overhead.comparison(SHADOW) else ''}. "
@@ -208,10 +223,7 @@ def controller_report(overhead: PairedOverhead) -> list[str]:
         "shadow judged = the evaluations judged during each service's runs (/metrics, warm-up included). "
         f"{ROUTED_NOTE}",
         "",
-        "| clients | req/s on | req/s control | p50 on ms | p50 control ms | Δp50 ms | p50 noise ms "
-        "| p99 on ms | p99 control ms | Δp99 ms | p99 noise ms | errors on/control "
-        "| shadow judged on/control | verdict |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *paired_header(CONTROLLER, [("shadow judged on/control", "---:")]),
     ]
     for level in levels:
         judged = [int(level.evaluations.get(mode, {}).get("judged", 0)) for mode in level.comparison]

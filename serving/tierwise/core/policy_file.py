@@ -47,6 +47,30 @@ def _tier_config(raw: Any, where: str) -> TierConfig:
         raise PolicyError(f"{where}: {err}") from err
 
 
+def section_number(
+    raw: Mapping[str, Any],
+    key: str,
+    default: Any,
+    where: str,
+    source: str,
+    low: float,
+    high: float | None = None,
+    error: type[ValueError] = PolicyError,
+) -> float:
+    """`raw[key]` (else `default`) as a number from `low` to `high` for an optional policy section
+    (`where`: its name, e.g. "shadow"); `error` says which key of which file to fix."""
+    value = raw.get(key, default)
+    name = f"{source}: {where}.{key}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise error(f"{name} must be a number, got {value!r}") from err
+    if number < low or (high is not None and number > high):
+        bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise error(f"{name} must be {bound}, got {number:g}")
+    return number
+
+
 def parse_policy(raw: Any, source: str = "policy") -> Policy:
     """Validate a policy mapping (as read from YAML); raise PolicyError naming the bad key."""
     if not isinstance(raw, Mapping):

@@ -40,6 +40,7 @@ import numpy as np
 
 from tierwise.core.escalation import EscalationQ, TierOffsets
 from tierwise.core.policy import Policy, SegmentGuard
+from tierwise.core.policy_file import section_number
 from tierwise.core.scoring import tier_cost_usd
 from tierwise.core.segment_guard import (
     GuardConfig,
@@ -67,6 +68,7 @@ KEYS = {
     "explore_boost",
     "max_segments",
 }
+SECTION = "segment_control"  # the policy section's name
 TIER_VERDICTS = (
     "tier_verdicts"  # a shadow feedback row's evidence: {tier: passed} for each tier below the top
 )
@@ -91,17 +93,15 @@ class SegmentControlConfig:
 
 
 def _number(
-    raw: Mapping[str, Any], key: str, default: float, source: str, low: float, high: float, prefix: str = ""
+    raw: Mapping[str, Any],
+    key: str,
+    default: float,
+    source: str,
+    low: float,
+    high: float,
+    where: str = SECTION,
 ) -> float:
-    value = raw.get(key, default)
-    name = f"segment_control.{prefix}{key}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise SegmentControlError(f"{source}: {name} must be a number, got {value!r}") from err
-    if not low <= number <= high:
-        raise SegmentControlError(f"{source}: {name} must be from {low:g} to {high:g}, got {number:g}")
-    return number
+    return section_number(raw, key, default, where, source, low, high, SegmentControlError)
 
 
 def _optional_rate(raw: Mapping[str, Any], key: str, source: str) -> float | None:
@@ -123,7 +123,7 @@ def parse_segment_control(raw: Any, source: str) -> SegmentControlConfig | None:
     routes = raw.get("routes") or {}
     if not isinstance(routes, Mapping):
         raise SegmentControlError(f"{source}: segment_control.routes must map a route to its alpha")
-    route_alpha = {str(r): _number(routes, r, alpha, source, 1e-4, 0.5, "routes.") for r in routes}
+    route_alpha = {str(r): _number(routes, r, alpha, source, 1e-4, 0.5, f"{SECTION}.routes") for r in routes}
     min_judged = raw.get("min_judged")
     guard = GuardConfig(
         alpha=alpha,
@@ -150,7 +150,7 @@ def load_segment_control(policy_file: Any) -> SegmentControlConfig | None:
     import yaml
 
     raw = yaml.safe_load(Path(policy_file).read_text(encoding="utf-8")) or {}
-    section = raw.get("segment_control") if isinstance(raw, Mapping) else None
+    section = raw.get(SECTION) if isinstance(raw, Mapping) else None
     return parse_segment_control(section, str(policy_file))
 
 
@@ -338,22 +338,23 @@ REFERENCE_INPUT_TOKENS = 500  # the request size the controller compares setting
 def open_segment_control(
     policy_file: Any,
     policy: Policy,
-    recorder: Any,
+    read_evidence: EvidenceReader | None,
     on_refresh: Callable[[Mapping[str, SegmentState]], None] | None = None,
 ) -> SegmentController | None:
-    """The (not yet started) controller when the policy has a `segment_control` section. `recorder`
-    is the service's DecisionRecorder: the evidence is the decision log's."""
+    """The (not yet started) controller when the policy has a `segment_control` section.
+    `read_evidence`: the decision log's judged decisions (tierwise.evidence.segment_evidence); None
+    when the service records no decisions."""
     config = load_segment_control(policy_file)
     if config is None:
         return None
-    if recorder is None:
+    if read_evidence is None:
         raise SegmentControlError(
             f"{policy_file}: segment_control needs the decision log for its evidence; set "
             "TIERWISE_RECORD_DECISIONS=true (and TIERWISE_DECISION_DB), or remove the section"
         )
     return SegmentController(
         config,
-        recorder.store.judged_in_segments,
+        read_evidence,
         policy.tier_names,
         on_refresh=on_refresh,
         tier_costs=policy_tier_costs(policy),

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tierwise.core.policy_file import section_number
+
 DEFAULTS: dict[str, Any] = {
     "max_usd_per_hour": 1.0,
     "api_key_env": "OPENAI_API_KEY",
@@ -48,15 +50,7 @@ class ShadowConfig:
 
 
 def _number(raw: Mapping[str, Any], key: str, source: str, low: float, high: float | None = None) -> float:
-    value = raw.get(key, DEFAULTS.get(key))
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise ShadowConfigError(f"{source}: shadow.{key} must be a number, got {value!r}") from err
-    if number < low or (high is not None and number > high):
-        bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
-        raise ShadowConfigError(f"{source}: shadow.{key} must be {bound}, got {number:g}")
-    return number
+    return section_number(raw, key, DEFAULTS.get(key), "shadow", source, low, high, ShadowConfigError)
 
 
 def parse_shadow(raw: Any, source: str, tier_names: Sequence[str]) -> ShadowConfig | None:

@@ -38,6 +38,7 @@ from tierwise.evidence.segment_control import (
     policy_tier_costs,
     segment_evidence,
 )
+from tierwise.evidence.segment_evidence import judged_in_segments
 from tierwise.evidence.shadow import wilson_interval
 
 NO_SETTING = "-"
@@ -131,8 +132,8 @@ def controller_settings(
         )
     model_q = policy.base_q(manifest.escalation_q)
     now = now or datetime.now(UTC)
-    rows = store.judged_in_segments(
-        now - timedelta(hours=config.window_hours), config.max_judged, manifest.version
+    rows = judged_in_segments(
+        store, now - timedelta(hours=config.window_hours), config.max_judged, manifest.version
     )
     costs = policy_tier_costs(policy)
     evidence = segment_evidence(rows, tiers)

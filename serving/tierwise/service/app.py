@@ -37,7 +37,7 @@ from tierwise.evidence.segment_control import open_segment_control
 from tierwise.evidence.shadow import close_shadow, start_shadow
 from tierwise.service.classifier import ClassifierFactory, load_tier_classifier
 from tierwise.service.errors import add_error_handlers
-from tierwise.service.feedback import close_recorder, open_recorder
+from tierwise.service.feedback import close_recorder, open_recorder, segment_evidence_reader
 from tierwise.service.metrics import ServiceMetrics, mark_dead_workers, mark_this_worker_dead
 from tierwise.service.middleware import RequestContextMiddleware
 from tierwise.service.reloader import ModelReloader
@@ -85,7 +85,7 @@ async def open_evidence(
         open_segment_control,
         settings.policy_file,
         services.policy,
-        app.state.decision_recorder,
+        segment_evidence_reader(app.state.decision_recorder),
         metrics.observe_segments,
     )
     app.state.segment_control = reloader.controller = controller

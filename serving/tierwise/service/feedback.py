@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
@@ -302,6 +303,16 @@ def submit_decision(
         recorder.submit(record)
     except Exception as err:  # recording must never fail the answer
         logger.error("could not queue the decision for the decision log: %s", err)
+
+
+def segment_evidence_reader(recorder: Any) -> Any:
+    """What the per-segment controller reads from the decision log (None when recording is off);
+    imported here, like the log itself, only when the service records decisions."""
+    if recorder is None:
+        return None
+    from tierwise.evidence.segment_evidence import judged_in_segments
+
+    return partial(judged_in_segments, recorder.store)
 
 
 def close_recorder(recorder: Any) -> None:
